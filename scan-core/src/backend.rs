@@ -1,0 +1,109 @@
+//! The trait every scan backend implements.
+
+use ndarray::{Array1, Array2};
+
+use crate::{
+    BackwardInputs, BackwardOutputs, BackwardProblem, Element, ForwardInputs, ForwardProblem,
+    ScanError,
+};
+
+/// The gradients of the backward pass, as owned arrays.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gradients<E> {
+    /// ∂L/∂a, shape (T, F).
+    pub decay: Array2<E>,
+    /// ∂L/∂x, shape (T, F).
+    pub impulse: Array2<E>,
+    /// ∂L/∂h0, shape (F).
+    pub initial: Array1<E>,
+}
+
+/// A backend that evaluates the linear recurrence and its gradient for element type `E`.
+///
+/// Implementors write [`LinearScan::forward_checked`] and [`LinearScan::backward_checked`],
+/// which receive problems whose shapes are already validated; callers use the provided
+/// methods, which validate first. Backends are plain values chosen at run time.
+///
+/// ```
+/// use ndarray::array;
+/// use scan_core::{Direction, ForwardInputs, LinearScan, Reference};
+/// let decay = array![[0.5_f64], [0.5]];
+/// let impulse = array![[1.0], [1.0]];
+/// let h = Reference
+///     .forward(ForwardInputs {
+///         decay: decay.view(),
+///         impulse: impulse.view(),
+///         initial: None,
+///         direction: Direction::Forward,
+///     })
+///     .unwrap();
+/// assert_eq!(h, array![[1.0], [1.5]]);
+/// ```
+pub trait LinearScan<E: Element>: Send + Sync {
+    /// A short name for messages and benchmark labels.
+    fn name(&self) -> &'static str;
+
+    /// Runs the forward recurrence of a validated problem, writing `problem.state`.
+    fn forward_checked(&self, problem: ForwardProblem<'_, '_, E>) -> Result<(), ScanError>;
+
+    /// Runs the backward pass of a validated problem, writing `problem.outputs`.
+    fn backward_checked(&self, problem: BackwardProblem<'_, '_, E>) -> Result<(), ScanError>;
+
+    /// Validates shapes, then writes the states h into `state`.
+    fn forward_into(
+        &self,
+        inputs: ForwardInputs<'_, E>,
+        state: ndarray::ArrayViewMut2<'_, E>,
+    ) -> Result<(), ScanError> {
+        self.forward_checked(ForwardProblem::new(inputs, state)?)
+    }
+
+    /// Validates shapes, then writes ∂L/∂a, ∂L/∂x and (if asked for) ∂L/∂h0.
+    fn backward_into(
+        &self,
+        inputs: BackwardInputs<'_, E>,
+        outputs: BackwardOutputs<'_, E>,
+    ) -> Result<(), ScanError> {
+        self.backward_checked(BackwardProblem::new(inputs, outputs)?)
+    }
+
+    /// Validates shapes and returns the states h in a new (T, F) array.
+    fn forward(&self, inputs: ForwardInputs<'_, E>) -> Result<Array2<E>, ScanError> {
+        let mut state = Array2::zeros(inputs.decay.dim());
+        self.forward_into(inputs, state.view_mut())?;
+        Ok(state)
+    }
+
+    /// Validates shapes and returns all three gradients in new arrays.
+    fn backward(&self, inputs: BackwardInputs<'_, E>) -> Result<Gradients<E>, ScanError> {
+        let dim = inputs.decay.dim();
+        let mut grads = Gradients {
+            decay: Array2::zeros(dim),
+            impulse: Array2::zeros(dim),
+            initial: Array1::zeros(dim.1),
+        };
+        self.backward_into(
+            inputs,
+            BackwardOutputs {
+                grad_decay: grads.decay.view_mut(),
+                grad_impulse: grads.impulse.view_mut(),
+                grad_initial: Some(grads.initial.view_mut()),
+            },
+        )?;
+        Ok(grads)
+    }
+}
+
+impl<E: Element, B: LinearScan<E> + ?Sized> LinearScan<E> for &B {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn forward_checked(&self, problem: ForwardProblem<'_, '_, E>) -> Result<(), ScanError> {
+        (**self).forward_checked(problem)
+    }
+
+    fn backward_checked(&self, problem: BackwardProblem<'_, '_, E>) -> Result<(), ScanError> {
+        (**self).backward_checked(problem)
+    }
+}

@@ -1,0 +1,73 @@
+//! # scan-core
+//!
+//! The linear recurrence `h_t = a_t ⊙ h_{t-1} + x_t` over `T` time steps and `F`
+//! independent features: its associative operator ([`AffineStep`]), the problem description
+//! ([`ForwardInputs`], [`BackwardInputs`], [`Direction`]), the trait every backend implements
+//! ([`LinearScan`]), the serial [`Reference`] that every test compares against, and the
+//! error type ([`ScanError`]).
+//!
+//! Design decision: this crate is the cheap-to-depend-on contract between models and
+//! backends. It holds no unsafe code and depends on neither rayon nor cust, so a model
+//! crate can be generic over backends without pulling any of them in.
+//!
+//! ```
+//! use ndarray::array;
+//! use scan_core::{Direction, ForwardInputs, LinearScan, Reference};
+//!
+//! let decay = array![[0.9_f32, 0.0], [0.9, 1.0]];
+//! let impulse = array![[1.0_f32, 2.0], [1.0, 0.0]];
+//! let initial = array![10.0_f32, 5.0];
+//! let h = Reference.forward(ForwardInputs {
+//!     decay: decay.view(),
+//!     impulse: impulse.view(),
+//!     initial: Some(initial.view()),
+//!     direction: Direction::Forward,
+//! })?;
+//! // Feature 0 decays from 10; feature 1 is reset by its decay of 0, then held by a decay of 1.
+//! assert_eq!(h, array![[10.0, 2.0], [10.0, 2.0]]);
+//! # Ok::<(), scan_core::ScanError>(())
+//! ```
+//!
+//! ## Semantics users rely on
+//!
+//! * **State carrying.** Running a sequence in pieces, each piece's `initial` being the
+//!   previous piece's last state, gives the same states as one run (up to rounding). For
+//!   gradients, pass the next piece's ∂L/∂h0 as this piece's `grad_last` and process the
+//!   pieces last to first.
+//! * **Sequence boundaries.** A decay of exactly 0 at step t makes `h_t = x_t`: the state
+//!   is reset there, so several sequences can be packed into one. A step with decay 1 and
+//!   impulse 0 leaves the state unchanged, so padding never alters a result.
+//! * **Empty problems.** T = 0 or F = 0 is a valid no-op (with T = 0 the gradient on the
+//!   initial state is `grad_last`).
+//! * **Non-finite values** follow IEEE arithmetic: a NaN or infinity in an input makes the
+//!   states that depend on it non-finite. Backends that reassociate (the parallel ones) may
+//!   produce NaN where the serial loop produces ±∞ (e.g. `∞·0` inside a combine), and a
+//!   non-finite input may make later states of the same feature non-finite even across a
+//!   decay of 0. Finite inputs whose states stay finite never produce NaN.
+//! * **Determinism.** Every backend in this workspace returns bit-identical results from
+//!   run to run for the same inputs, machine, build and thread count. Different backends
+//!   (or thread counts) agree up to rounding, with the tolerances of [`tolerance`].
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod backend;
+mod element;
+mod error;
+pub mod layout;
+mod operator;
+mod problem;
+mod reference;
+pub mod tolerance;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use backend::{Gradients, LinearScan};
+pub use element::Element;
+pub use error::ScanError;
+pub use operator::AffineStep;
+pub use problem::{
+    BackwardInputs, BackwardOutputs, BackwardProblem, Direction, ForwardInputs, ForwardProblem,
+    ScanShape,
+};
+pub use reference::{copy_or_zero, Reference};

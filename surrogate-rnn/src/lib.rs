@@ -1,0 +1,1 @@
+//! surrogate-rnn: placeholder.
