@@ -1,0 +1,235 @@
+//! Runs a [`Job`] on the thread pool: features split across threads, and, for narrow
+//! problems, Algorithm 1 over time.
+//!
+//! Algorithm 1 is run tile by tile so the second pass over a chunk hits cache: the rows
+//! are cut into *super-tiles* of about [`Plan::tile_elems`] elements, processed one after
+//! another with the state carried between them. Within a super-tile of `n` rows on `p`
+//! threads, the first `n/p` rows are scanned directly from the incoming state while the
+//! other threads reduce the remaining rows in `2(p−1)` chunks (phase 1); the chunk carries
+//! are then composed serially (phase 2) and the chunks rescanned from their carries, in
+//! parallel (phase 3). That is `(2p−1)/p²` of a serial pass on the critical path (¾ on two
+//! threads) and one pass over memory, since phase 3 reads what phase 1 just brought into
+//! cache.
+
+use rayon::prelude::*;
+use scan_core::Element;
+
+use crate::kernels::{self, Isa, Job, KernelSet};
+use crate::Parallelism;
+
+/// How a backend splits its work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Split {
+    /// Features across threads only; one loop over time per feature block.
+    FeaturesOnly,
+    /// Features across threads when there are enough, otherwise Algorithm 1 over time.
+    TimeAndFeatures,
+}
+
+/// Sizes that decide how a job is split; see the module doc.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    /// Threads to use.
+    pub threads: usize,
+    /// Below this many elements a job runs on one thread.
+    pub min_parallel_elems: usize,
+    /// Features per thread at which splitting features beats splitting time.
+    pub min_features_per_thread: usize,
+    /// Elements per super-tile of Algorithm 1.
+    pub tile_elems: usize,
+}
+
+impl Plan {
+    /// The plan for this machine and element type.
+    pub fn new<E: Element>(parallelism: Parallelism) -> Self {
+        let threads = match parallelism {
+            Parallelism::None => 1,
+            Parallelism::Rayon => rayon::current_num_threads().max(1),
+        };
+        let lanes = 32 / std::mem::size_of::<E>();
+        Self {
+            threads,
+            min_parallel_elems: 1 << 15,
+            // Two registers' worth of features per thread keep two FMA chains in flight.
+            min_features_per_thread: 2 * lanes,
+            // About 4 MiB of inputs: the rows reduced in phase 1 are still in L2/L3 when
+            // phase 3 rescans them.
+            tile_elems: (4 << 20) / (2 * std::mem::size_of::<E>()),
+        }
+    }
+}
+
+/// The engine: a plan, the kernels it may use and the instruction set.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Engine {
+    pub plan: Plan,
+    pub split: Split,
+    pub isa: Isa,
+}
+
+/// Moves a mutable slice's pieces into rayon tasks alongside their job.
+struct Task<'c, E> {
+    job: Job<E>,
+    carry: &'c mut [E],
+}
+
+impl Engine {
+    /// The engine for a backend.
+    pub fn new<E: Element>(parallelism: Parallelism, split: Split) -> Self {
+        Self {
+            plan: Plan::new::<E>(parallelism),
+            split,
+            isa: Isa::detect(),
+        }
+    }
+
+    fn kernels(&self) -> KernelSet {
+        match self.split {
+            Split::FeaturesOnly => KernelSet::TimeLoop,
+            Split::TimeAndFeatures => KernelSet::InRegister,
+        }
+    }
+
+    /// Runs `job` from `carry` (one state per feature), leaving the last state there.
+    ///
+    /// # Safety
+    /// As for [`kernels::scan`].
+    pub unsafe fn run<E: Element>(&self, job: &Job<E>, carry: &mut [E]) {
+        let (n, w) = (job.n_rows, job.width);
+        if n == 0 || w == 0 {
+            return;
+        }
+        let threads = self.plan.threads;
+        let small = n * w < self.plan.min_parallel_elems || threads == 1;
+        let columns_contiguous = w > 1 && !job.rows_contiguous() && column_major(job);
+        let time_parallel = self.split == Split::TimeAndFeatures && !small;
+        // SAFETY (all calls): the caller's contract, and every task below gets disjoint
+        // output columns (feature blocks) or rows (time chunks) of the job.
+        unsafe {
+            if columns_contiguous {
+                // Each feature is its own contiguous series.
+                if time_parallel && w < 2 * threads {
+                    for f in 0..w {
+                        self.time_parallel(&job.cols(f, 1), &mut carry[f..f + 1]);
+                    }
+                } else {
+                    self.feature_blocks(job, carry, 1);
+                }
+            } else if small {
+                kernels::scan(job, carry, self.isa, self.kernels());
+            } else if !time_parallel || w >= threads * self.plan.min_features_per_thread {
+                let per_thread = w.div_ceil(threads).next_multiple_of(8).min(w);
+                self.feature_blocks(job, carry, per_thread);
+            } else {
+                self.time_parallel(job, carry);
+            }
+        }
+    }
+
+    /// Feature blocks of `block` columns, in parallel, each one loop over time.
+    unsafe fn feature_blocks<E: Element>(&self, job: &Job<E>, carry: &mut [E], block: usize) {
+        let kernels = self.kernels();
+        let isa = self.isa;
+        let tasks: Vec<Task<'_, E>> = carry
+            .chunks_mut(block)
+            .enumerate()
+            .map(|(i, carry)| Task {
+                job: job.cols(i * block, carry.len()),
+                carry,
+            })
+            .collect();
+        // SAFETY: blocks are disjoint column ranges of the job (the caller's contract).
+        let run = |task: Task<'_, E>| unsafe { kernels::scan(&task.job, task.carry, isa, kernels) };
+        if self.plan.threads > 1 && tasks.len() > 1 {
+            tasks.into_par_iter().for_each(run);
+        } else {
+            tasks.into_iter().for_each(run);
+        }
+    }
+
+    /// Algorithm 1 over time, one super-tile after another.
+    unsafe fn time_parallel<E: Element>(&self, job: &Job<E>, carry: &mut [E]) {
+        let w = job.width;
+        let p = self.plan.threads;
+        let tile_rows = (self.plan.tile_elems / w).max(64 * p);
+        let n_chunks = 2 * (p - 1);
+        // (product, accumulated state) per chunk, reused across super-tiles.
+        let mut reductions: Vec<(Vec<E>, Vec<E>)> = (0..n_chunks)
+            .map(|_| (vec![E::one(); w], vec![E::zero(); w]))
+            .collect();
+        let mut start = 0;
+        while start < job.n_rows {
+            let mut rows = tile_rows.min(job.n_rows - start);
+            // Avoid a last super-tile too short to split.
+            if job.n_rows - start - rows < tile_rows / 2 {
+                rows = job.n_rows - start;
+            }
+            // SAFETY: rows start..start+rows are inside the job.
+            unsafe { self.tile(&job.rows(start, rows), carry, &mut reductions) };
+            start += rows;
+        }
+    }
+
+    unsafe fn tile<E: Element>(
+        &self,
+        job: &Job<E>,
+        carry: &mut [E],
+        reductions: &mut [(Vec<E>, Vec<E>)],
+    ) {
+        let (isa, kernels) = (self.isa, self.kernels());
+        let n = job.n_rows;
+        let p = self.plan.threads;
+        let first = n / p;
+        let rest = n - first;
+        let n_chunks = reductions.len();
+        let chunk = |i: usize| {
+            let begin = first + rest * i / n_chunks;
+            let end = first + rest * (i + 1) / n_chunks;
+            job.rows(begin, end - begin)
+        };
+        // Phase 1: scan the first rows from the incoming state; reduce the other chunks.
+        rayon::join(
+            // SAFETY: the first rows are disjoint from every chunk.
+            || unsafe { kernels::scan(&job.rows(0, first), carry, isa, kernels) },
+            || {
+                reductions
+                    .par_iter_mut()
+                    .enumerate()
+                    .for_each(|(i, (product, acc))| {
+                        // SAFETY: chunk i is inside the job; reducing writes nothing.
+                        unsafe { kernels::reduce(&chunk(i), product, acc, isa, kernels) }
+                    })
+            },
+        );
+        // Phase 2: the state entering each chunk; `acc` is replaced by it.
+        for (product, acc) in reductions.iter_mut() {
+            for f in 0..carry.len() {
+                let entering = carry[f];
+                carry[f] = product[f].mul_add(entering, acc[f]);
+                acc[f] = entering;
+            }
+        }
+        // Phase 3: rescan every chunk from its entering state.
+        reductions
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(i, (_, entering))| {
+                // SAFETY: chunks are disjoint row ranges of the job.
+                unsafe { kernels::scan(&chunk(i), entering, isa, kernels) }
+            });
+    }
+}
+
+/// Whether every sequence of the job walks time with unit stride (time-contiguous).
+fn column_major<E>(job: &Job<E>) -> bool {
+    let seqs = [job.decay, job.impulse, job.out];
+    seqs.iter()
+        .chain(
+            job.fused
+                .iter()
+                .flat_map(|f| [f.prev_state, f.grad_decay])
+                .collect::<Vec<_>>()
+                .iter(),
+        )
+        .all(|s| s.row.abs() == 1)
+}

@@ -1,0 +1,438 @@
+//! In-register scans for narrow contiguous problems (AVX2 + FMA, x86-64 only).
+//!
+//! When a job is one contiguous run of memory with 1, 2 or 4 features (f32) or 1 or 2
+//! (f64), a 256-bit register holds several consecutive time steps. Each register is
+//! scanned in place with log₂ steps of "shift by s lanes, then combine"
+//! (`(A, X)_j ← (A, X)_{j−s} ∘ (A, X)_j`), four registers are composed with each other,
+//! and only then is the running state applied: `h = A·state + X`. The dependency chain
+//! through the state is one FMA and one permute per four registers instead of one FMA
+//! per time step, which is where a narrow scan gains over the loop over time.
+
+use std::any::TypeId;
+use std::arch::x86_64::*;
+
+use scan_core::Element;
+
+use super::Job;
+
+/// Element-type-specific operations on a 256-bit register (always seen as `__m256`).
+trait Lane: Copy + 'static {
+    /// 32-bit lanes per element.
+    const WIDTH32: usize;
+    /// Elements per register.
+    const PER_REG: usize = 8 / Self::WIDTH32;
+    unsafe fn load(p: *const Self) -> __m256;
+    unsafe fn store(p: *mut Self, v: __m256);
+    unsafe fn mul(a: __m256, b: __m256) -> __m256;
+    /// `a·b + c` with one rounding.
+    unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256;
+    unsafe fn splat(v: Self) -> __m256;
+    fn one() -> Self;
+    fn zero() -> Self;
+    fn madd(a: Self, b: Self, c: Self) -> Self;
+    fn mul1(a: Self, b: Self) -> Self;
+}
+
+impl Lane for f32 {
+    const WIDTH32: usize = 1;
+    #[inline(always)]
+    unsafe fn load(p: *const Self) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable floats at `p`.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut Self, v: __m256) {
+        // SAFETY: the caller guarantees 8 writable floats at `p`.
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX is enabled by the calling kernel's target features.
+        unsafe { _mm256_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+        // SAFETY: FMA is enabled by the calling kernel's target features.
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn splat(v: Self) -> __m256 {
+        // SAFETY: AVX is enabled by the calling kernel's target features.
+        unsafe { _mm256_set1_ps(v) }
+    }
+    fn one() -> Self {
+        1.0
+    }
+    fn zero() -> Self {
+        0.0
+    }
+    #[inline(always)]
+    fn madd(a: Self, b: Self, c: Self) -> Self {
+        a.mul_add(b, c)
+    }
+    #[inline(always)]
+    fn mul1(a: Self, b: Self) -> Self {
+        a * b
+    }
+}
+
+impl Lane for f64 {
+    const WIDTH32: usize = 2;
+    #[inline(always)]
+    unsafe fn load(p: *const Self) -> __m256 {
+        // SAFETY: the caller guarantees 4 readable doubles at `p`.
+        unsafe { _mm256_castpd_ps(_mm256_loadu_pd(p)) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut Self, v: __m256) {
+        // SAFETY: the caller guarantees 4 writable doubles at `p`.
+        unsafe { _mm256_storeu_pd(p, _mm256_castps_pd(v)) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX is enabled by the calling kernel's target features.
+        unsafe { _mm256_castpd_ps(_mm256_mul_pd(_mm256_castps_pd(a), _mm256_castps_pd(b))) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+        // SAFETY: FMA is enabled by the calling kernel's target features.
+        unsafe {
+            _mm256_castpd_ps(_mm256_fmadd_pd(
+                _mm256_castps_pd(a),
+                _mm256_castps_pd(b),
+                _mm256_castps_pd(c),
+            ))
+        }
+    }
+    #[inline(always)]
+    unsafe fn splat(v: Self) -> __m256 {
+        // SAFETY: AVX is enabled by the calling kernel's target features.
+        unsafe { _mm256_castpd_ps(_mm256_set1_pd(v)) }
+    }
+    fn one() -> Self {
+        1.0
+    }
+    fn zero() -> Self {
+        0.0
+    }
+    #[inline(always)]
+    fn madd(a: Self, b: Self, c: Self) -> Self {
+        a.mul_add(b, c)
+    }
+    #[inline(always)]
+    fn mul1(a: Self, b: Self) -> Self {
+        a * b
+    }
+}
+
+/// Base addresses (lowest in memory) of the job's arrays, as the lane type.
+#[derive(Clone, Copy)]
+struct Bases<L> {
+    decay: *const L,
+    impulse: *const L,
+    out: *mut L,
+    prev_state: *const L,
+    grad_decay: *mut L,
+}
+
+/// What the kernel does with each step.
+const SCAN: u8 = 0;
+const SCAN_FUSED: u8 = 1;
+const REDUCE: u8 = 2;
+
+/// Tries the in-register kernel on `job`; returns `false` (having done nothing) when the
+/// width or element type is not one it handles. With `product`, the job is reduced:
+/// `carry` accumulates from its value and `product` multiplies, nothing is written.
+///
+/// # Safety
+/// As for [`super::scan`]; additionally every sequence of `job` has row stride `stride`
+/// (= ±width) and unit column stride, and the CPU supports AVX2 and FMA.
+pub(super) unsafe fn try_scan<E: Element>(
+    job: &Job<E>,
+    stride: isize,
+    carry: &mut [E],
+    product: Option<&mut [E]>,
+) -> bool {
+    let width = job.width;
+    if TypeId::of::<E>() == TypeId::of::<f32>() && matches!(width, 1 | 2 | 4) {
+        // SAFETY: E is f32, so the casts inside are identity casts.
+        unsafe { run_as::<E, f32>(job, stride, carry, product) };
+        true
+    } else if TypeId::of::<E>() == TypeId::of::<f64>() && matches!(width, 1 | 2) {
+        // SAFETY: E is f64, so the casts inside are identity casts.
+        unsafe { run_as::<E, f64>(job, stride, carry, product) };
+        true
+    } else {
+        false
+    }
+}
+
+/// # Safety
+/// `E` and `L` are the same type; otherwise as [`try_scan`].
+unsafe fn run_as<E: Element, L: Lane>(
+    job: &Job<E>,
+    stride: isize,
+    carry: &mut [E],
+    product: Option<&mut [E]>,
+) {
+    let n_elems = job.n_rows * job.width;
+    // The lowest address of a sequence whose rows run at `stride`.
+    let low = |p: *mut E| -> *mut L {
+        let back = if stride < 0 {
+            (job.n_rows as isize - 1) * stride
+        } else {
+            0
+        };
+        p.wrapping_offset(back).cast::<L>()
+    };
+    let fused = job.fused;
+    let bases = Bases {
+        decay: low(job.decay.ptr),
+        impulse: low(job.impulse.ptr),
+        out: low(job.out.ptr),
+        prev_state: fused.map_or(std::ptr::null(), |f| low(f.prev_state.ptr)),
+        grad_decay: fused.map_or(std::ptr::null_mut(), |f| low(f.grad_decay.ptr)),
+    };
+    // SAFETY: E and L are the same type (the caller's contract), so the slices are
+    // reinterpreted as themselves.
+    let carry =
+        unsafe { std::slice::from_raw_parts_mut(carry.as_mut_ptr().cast::<L>(), carry.len()) };
+    let mut unit = [L::one(); 4];
+    let (product, mode) = match product {
+        // SAFETY: as above.
+        Some(p) => (
+            unsafe { std::slice::from_raw_parts_mut(p.as_mut_ptr().cast::<L>(), p.len()) },
+            REDUCE,
+        ),
+        None if fused.is_some() => (&mut unit[..job.width], SCAN_FUSED),
+        None => (&mut unit[..job.width], SCAN),
+    };
+    // SAFETY: the caller's contract (valid memory, AVX2 + FMA present).
+    unsafe {
+        match (stride < 0, mode) {
+            (false, SCAN) => kernel::<L, false, SCAN>(bases, n_elems, job.width, carry, product),
+            (false, SCAN_FUSED) => {
+                kernel::<L, false, SCAN_FUSED>(bases, n_elems, job.width, carry, product)
+            }
+            (false, _) => kernel::<L, false, REDUCE>(bases, n_elems, job.width, carry, product),
+            (true, SCAN) => kernel::<L, true, SCAN>(bases, n_elems, job.width, carry, product),
+            (true, SCAN_FUSED) => {
+                kernel::<L, true, SCAN_FUSED>(bases, n_elems, job.width, carry, product)
+            }
+            (true, _) => kernel::<L, true, REDUCE>(bases, n_elems, job.width, carry, product),
+        }
+    }
+}
+
+/// Permutation and fill masks for one shift of `shift` 32-bit lanes toward later time.
+#[derive(Clone, Copy)]
+struct Shift {
+    index: __m256i,
+    fill: __m256,
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn lanes_i32(values: [i32; 8]) -> __m256i {
+    // SAFETY: reading 8 i32 from a local array.
+    unsafe { _mm256_loadu_si256(values.as_ptr().cast()) }
+}
+
+/// Shift toward later time: forward, lane j takes lane j−s; reverse, lane j takes j+s.
+/// Lanes with no source are flagged in `fill`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn shift<const REV: bool>(s: usize) -> Shift {
+    let mut index = [0i32; 8];
+    let mut fill = [0i32; 8];
+    for j in 0..8 {
+        let source = if REV { j + s } else { j.wrapping_sub(s) };
+        if source < 8 {
+            index[j] = source as i32;
+        } else {
+            fill[j] = -1;
+        }
+    }
+    Shift {
+        index: lanes_i32(index),
+        fill: _mm256_castsi256_ps(lanes_i32(fill)),
+    }
+}
+
+/// Broadcast of the last group of `group` 32-bit lanes (in processing order) to all groups.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn last_group<const REV: bool>(group: usize) -> __m256i {
+    let mut index = [0i32; 8];
+    for (j, slot) in index.iter_mut().enumerate() {
+        *slot = if REV {
+            j % group
+        } else {
+            8 - group + j % group
+        } as i32;
+    }
+    lanes_i32(index)
+}
+
+/// A register holding `values[e % width]` in element e.
+#[inline(always)]
+unsafe fn pattern<L: Lane>(values: &[L], width: usize) -> __m256 {
+    let mut lanes = [L::zero(); 8];
+    for (e, lane) in lanes.iter_mut().take(L::PER_REG).enumerate() {
+        *lane = values[e % width];
+    }
+    // SAFETY: the local array holds at least PER_REG elements.
+    unsafe { L::load(lanes.as_ptr()) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8>(
+    bases: Bases<L>,
+    n_elems: usize,
+    width: usize,
+    carry: &mut [L],
+    product: &mut [L],
+) {
+    let per = L::PER_REG;
+    let group = width * L::WIDTH32;
+    let mut shifts = [shift::<REV>(8); 3];
+    let mut n_shifts = 0;
+    let mut s = group;
+    while s < 8 {
+        shifts[n_shifts] = shift::<REV>(s);
+        n_shifts += 1;
+        s *= 2;
+    }
+    let last = last_group::<REV>(group);
+    // SAFETY: AVX is enabled for this function.
+    let one = unsafe { L::splat(L::one()) };
+    let zero = _mm256_setzero_ps();
+    // SAFETY (whole body): every register access below is at an offset < n_elems from a
+    // base that addresses n_elems valid elements (the caller's contract).
+    let mut state = unsafe { pattern(carry, width) };
+    let mut prod = unsafe { pattern(product, width) };
+
+    let n_regs = n_elems / per;
+    let tail = n_elems - n_regs * per;
+    // Element offset of register k in processing order.
+    let offset = |k: usize| -> usize {
+        if REV {
+            tail + (n_regs - 1 - k) * per
+        } else {
+            k * per
+        }
+    };
+    // Scans one register in place: (A, X) become prefix compositions within it.
+    let local = |mut a: __m256, mut x: __m256| -> (__m256, __m256) {
+        for sh in &shifts[..n_shifts] {
+            let a_prev = _mm256_blendv_ps(_mm256_permutevar8x32_ps(a, sh.index), one, sh.fill);
+            let x_prev = _mm256_blendv_ps(_mm256_permutevar8x32_ps(x, sh.index), zero, sh.fill);
+            // SAFETY: AVX2 + FMA are enabled for this function.
+            unsafe {
+                x = L::fma(a, x_prev, x);
+                a = L::mul(a, a_prev);
+            }
+        }
+        (a, x)
+    };
+    let emit = |k: usize, h: __m256| {
+        let o = offset(k);
+        // SAFETY: o + per <= n_elems.
+        unsafe {
+            if MODE != REDUCE {
+                L::store(bases.out.add(o), h);
+            }
+            if MODE == SCAN_FUSED {
+                let prev = L::load(bases.prev_state.add(o));
+                L::store(bases.grad_decay.add(o), L::mul(prev, h));
+            }
+        }
+    };
+
+    let mut k = 0;
+    while k + 4 <= n_regs {
+        let mut a = [zero; 4];
+        let mut x = [zero; 4];
+        for j in 0..4 {
+            let o = offset(k + j);
+            // SAFETY: o + per <= n_elems.
+            let (aj, xj) = unsafe { (L::load(bases.decay.add(o)), L::load(bases.impulse.add(o))) };
+            (a[j], x[j]) = local(aj, xj);
+        }
+        for j in 1..4 {
+            let a_before = _mm256_permutevar8x32_ps(a[j - 1], last);
+            let x_before = _mm256_permutevar8x32_ps(x[j - 1], last);
+            // SAFETY: AVX2 + FMA are enabled for this function.
+            unsafe {
+                x[j] = L::fma(a[j], x_before, x[j]);
+                a[j] = L::mul(a[j], a_before);
+            }
+        }
+        for j in 0..4 {
+            // SAFETY: AVX2 + FMA are enabled for this function.
+            let h = unsafe { L::fma(a[j], state, x[j]) };
+            emit(k + j, h);
+            if j == 3 {
+                state = _mm256_permutevar8x32_ps(h, last);
+                if MODE == REDUCE {
+                    // SAFETY: AVX is enabled for this function.
+                    prod = unsafe { L::mul(prod, _mm256_permutevar8x32_ps(a[3], last)) };
+                }
+            }
+        }
+        k += 4;
+    }
+    while k < n_regs {
+        let o = offset(k);
+        // SAFETY: o + per <= n_elems.
+        let (a, x) = local(unsafe { L::load(bases.decay.add(o)) }, unsafe {
+            L::load(bases.impulse.add(o))
+        });
+        // SAFETY: AVX2 + FMA are enabled for this function.
+        let h = unsafe { L::fma(a, state, x) };
+        emit(k, h);
+        state = _mm256_permutevar8x32_ps(h, last);
+        if MODE == REDUCE {
+            // SAFETY: AVX is enabled for this function.
+            prod = unsafe { L::mul(prod, _mm256_permutevar8x32_ps(a, last)) };
+        }
+        k += 1;
+    }
+
+    // Back to one value per feature, then the leftover steps one element at a time.
+    let mut lanes = [L::zero(); 8];
+    // SAFETY: the local array has room for a whole register.
+    unsafe { L::store(lanes.as_mut_ptr(), state) };
+    carry.copy_from_slice(&lanes[..width]);
+    // SAFETY: as above.
+    unsafe { L::store(lanes.as_mut_ptr(), prod) };
+    if MODE == REDUCE {
+        product.copy_from_slice(&lanes[..width]);
+    }
+    let leftover = |e: usize, carry: &mut [L], product: &mut [L]| {
+        let f = e % width;
+        // SAFETY: e < n_elems.
+        unsafe {
+            let a = *bases.decay.add(e);
+            let h = L::madd(a, carry[f], *bases.impulse.add(e));
+            carry[f] = h;
+            if MODE == REDUCE {
+                product[f] = L::mul1(product[f], a);
+            } else {
+                *bases.out.add(e) = h;
+            }
+            if MODE == SCAN_FUSED {
+                *bases.grad_decay.add(e) = L::mul1(*bases.prev_state.add(e), h);
+            }
+        }
+    };
+    if REV {
+        for e in (0..tail).rev() {
+            leftover(e, carry, product);
+        }
+    } else {
+        for e in n_regs * per..n_elems {
+            leftover(e, carry, product);
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Inner loops over raw row sequences, and the run-time choice of instruction set.
+//!
+//! Everything above this module works on validated ndarray views; this module turns them
+//! into [`Seq`]s (a base pointer and signed row and column strides, in elements) so the
+//! kernels can walk memory in processing order whatever the layout. Two kernel families:
+//!
+//! * [`vertical`]: one loop over time, SIMD across features (auto-vectorized). This is the
+//!   serial baseline's loop and the chunk loop of Algorithm 1 for wide problems.
+//! * `flat_x86`: for 1, 2 or 4 features stored contiguously (or one time-contiguous
+//!   feature), a scan *inside* each 256-bit register (log-step shifts), which breaks the
+//!   dependency chain over time without any change to the memory layout.
+
+use scan_core::Element;
+
+#[cfg(target_arch = "x86_64")]
+mod flat_x86;
+pub(crate) mod vertical;
+
+/// A strided 2-D sequence of elements: row `i`, column `f` is at `ptr + i·row + f·col`.
+///
+/// Rows are time steps in processing order; a negative row stride walks memory backwards.
+#[derive(Debug)]
+pub(crate) struct Seq<E> {
+    pub ptr: *mut E,
+    pub row: isize,
+    pub col: isize,
+}
+
+impl<E> Clone for Seq<E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<E> Copy for Seq<E> {}
+
+// SAFETY: a `Seq` is an address plus strides; sending it between threads is sound because
+// the engine only ever hands disjoint output rows/columns to different threads and the
+// borrowed ndarray views it was made from outlive every parallel region (rayon scopes).
+unsafe impl<E: Send> Send for Seq<E> {}
+// SAFETY: as above; shared `Seq`s to inputs are only read.
+unsafe impl<E: Sync> Sync for Seq<E> {}
+
+impl<E> Seq<E> {
+    /// The sequence starting `rows` rows and `cols` columns further.
+    pub fn offset(self, rows: isize, cols: isize) -> Self {
+        Self {
+            // Pointer arithmetic with wrapping_offset is safe; validity is the caller's
+            // concern when the pointer is dereferenced.
+            ptr: self.ptr.wrapping_offset(rows * self.row + cols * self.col),
+            ..self
+        }
+    }
+
+    /// Address of row `i`, column `f`.
+    #[inline(always)]
+    pub fn at(self, i: usize, f: usize) -> *mut E {
+        self.ptr
+            .wrapping_offset(i as isize * self.row + f as isize * self.col)
+    }
+}
+
+/// The backward pass's extra work fused into the scan: `grad_decay[t] = prev_state[t] · g[t]`.
+#[derive(Debug)]
+pub(crate) struct Fused<E> {
+    /// The state before each step (h_{t-1}), aligned with the job's rows.
+    pub prev_state: Seq<E>,
+    /// Where ∂L/∂a is written.
+    pub grad_decay: Seq<E>,
+}
+
+/// One linear recurrence over `n_rows` time steps (in processing order) of `width`
+/// independent features: `out[i] = decay[i]·out[i-1] + impulse[i]`.
+#[derive(Debug)]
+pub(crate) struct Job<E> {
+    pub n_rows: usize,
+    pub width: usize,
+    pub decay: Seq<E>,
+    pub impulse: Seq<E>,
+    pub out: Seq<E>,
+    pub fused: Option<Fused<E>>,
+}
+
+impl<E> Clone for Fused<E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<E> Copy for Fused<E> {}
+impl<E> Clone for Job<E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<E> Copy for Job<E> {}
+
+impl<E> Job<E> {
+    /// Rows `start..start + n_rows` of this job.
+    pub fn rows(&self, start: usize, n_rows: usize) -> Self {
+        let r = start as isize;
+        Self {
+            n_rows,
+            decay: self.decay.offset(r, 0),
+            impulse: self.impulse.offset(r, 0),
+            out: self.out.offset(r, 0),
+            fused: self.fused.map(|f| Fused {
+                prev_state: f.prev_state.offset(r, 0),
+                grad_decay: f.grad_decay.offset(r, 0),
+            }),
+            ..*self
+        }
+    }
+
+    /// Columns `start..start + width` of this job.
+    pub fn cols(&self, start: usize, width: usize) -> Self {
+        let c = start as isize;
+        Self {
+            width,
+            decay: self.decay.offset(0, c),
+            impulse: self.impulse.offset(0, c),
+            out: self.out.offset(0, c),
+            fused: self.fused.map(|f| Fused {
+                prev_state: f.prev_state.offset(0, c),
+                grad_decay: f.grad_decay.offset(0, c),
+            }),
+            ..*self
+        }
+    }
+
+    fn seqs(&self) -> impl Iterator<Item = Seq<E>> + '_ {
+        [self.decay, self.impulse, self.out]
+            .into_iter()
+            .chain(self.fused.iter().flat_map(|f| [f.prev_state, f.grad_decay]))
+    }
+
+    /// Whether every row is contiguous (unit column stride), so rows vectorize.
+    pub fn rows_contiguous(&self) -> bool {
+        self.width <= 1 || self.seqs().all(|s| s.col == 1)
+    }
+
+    /// The signed row stride shared by all sequences if the job is one contiguous run of
+    /// memory (rows back to back), which the in-register kernels need.
+    fn flat_stride(&self) -> Option<isize> {
+        let w = self.width as isize;
+        if !self.rows_contiguous() || self.n_rows == 0 {
+            return None;
+        }
+        let row = self.decay.row;
+        (row.abs() == w && self.seqs().all(|s| s.row == row)).then_some(row)
+    }
+}
+
+/// Which instruction set the kernels were compiled for, detected once at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// AVX2 with fused multiply-add.
+    Avx2Fma,
+    /// Whatever the build's baseline target offers (SSE2 on x86-64).
+    Baseline,
+}
+
+impl Isa {
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Self::Avx2Fma;
+            }
+        }
+        Self::Baseline
+    }
+}
+
+/// Which kernels a backend may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KernelSet {
+    /// Only the loop over time (the serial baseline).
+    TimeLoop,
+    /// Also the in-register scans for narrow problems.
+    InRegister,
+}
+
+/// Runs `job` from the state `carry` (one value per feature), leaving its last state there.
+///
+/// # Safety
+/// Every sequence of `job` must address valid memory for all `n_rows × width` elements,
+/// outputs must not overlap inputs or each other, and nothing else may access the
+/// outputs during the call.
+pub(crate) unsafe fn scan<E: Element>(job: &Job<E>, carry: &mut [E], isa: Isa, kernels: KernelSet) {
+    debug_assert_eq!(carry.len(), job.width);
+    if job.n_rows == 0 || job.width == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kernels == KernelSet::InRegister && isa == Isa::Avx2Fma {
+        if let Some(stride) = job.flat_stride() {
+            // SAFETY: the caller's contract; `flat_stride` checked the contiguous layout
+            // that `flat_x86` requires, and AVX2 + FMA are present.
+            if unsafe { flat_x86::try_scan(job, stride, carry, None) } {
+                return;
+            }
+        }
+    }
+    let _ = kernels;
+    // SAFETY: the caller's contract.
+    unsafe { vertical::scan(job, carry, isa) }
+}
+
+/// Composes the steps of `job` into one affine map per feature: on return `product[f]`
+/// is the product of the decays and `acc[f]` the state reached from zero.
+///
+/// # Safety
+/// As for [`scan`], except that nothing is written.
+pub(crate) unsafe fn reduce<E: Element>(
+    job: &Job<E>,
+    product: &mut [E],
+    acc: &mut [E],
+    isa: Isa,
+    kernels: KernelSet,
+) {
+    product.fill(E::one());
+    acc.fill(E::zero());
+    if job.n_rows == 0 || job.width == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kernels == KernelSet::InRegister && isa == Isa::Avx2Fma {
+        if let Some(stride) = job.flat_stride() {
+            // SAFETY: as in `scan`.
+            if unsafe { flat_x86::try_scan(job, stride, acc, Some(product)) } {
+                return;
+            }
+        }
+    }
+    let _ = kernels;
+    // SAFETY: the caller's contract.
+    unsafe { vertical::reduce(job, product, acc, isa) }
+}

@@ -1,0 +1,289 @@
+//! The loop over time, vectorized across features.
+//!
+//! Narrow jobs keep each block of up to 64 features' states in registers and walk the
+//! rows in tiles (so a row's cache lines are read once for all its blocks); wide jobs
+//! walk whole rows with the state in a buffer. Non-contiguous rows fall back to a
+//! scalar strided loop. The same code is compiled twice: with AVX2 + FMA (chosen at run
+//! time when the CPU has them) and for the build's baseline target.
+
+use std::ops::Range;
+
+use scan_core::Element;
+
+use super::{Isa, Job};
+
+/// Widths above this walk whole rows with the state in memory.
+const WIDE: usize = 64;
+/// Rows per tile in the narrow path.
+const TILE_ROWS: usize = 256;
+
+/// How `a·b + c` is evaluated.
+trait MulAdd {
+    fn madd<E: Element>(a: E, b: E, c: E) -> E;
+}
+
+/// One rounding: compiles to an FMA instruction where the target has one.
+struct Fused;
+impl MulAdd for Fused {
+    #[inline(always)]
+    fn madd<E: Element>(a: E, b: E, c: E) -> E {
+        a.mul_add(b, c)
+    }
+}
+
+/// Two roundings: the baseline target has no FMA instruction (and a library call would
+/// be far slower).
+struct Unfused;
+impl MulAdd for Unfused {
+    #[inline(always)]
+    fn madd<E: Element>(a: E, b: E, c: E) -> E {
+        a * b + c
+    }
+}
+
+/// What one pass computes per step.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Write the states.
+    Scan,
+    /// Write the states and ∂L/∂a = prev_state · state.
+    ScanFused,
+    /// Write nothing; accumulate the product of decays.
+    Reduce,
+}
+
+/// Runs the job from `carry`; see [`super::scan`].
+///
+/// # Safety
+/// As for [`super::scan`].
+pub(crate) unsafe fn scan<E: Element>(job: &Job<E>, carry: &mut [E], isa: Isa) {
+    let pass = if job.fused.is_some() {
+        Pass::ScanFused
+    } else {
+        Pass::Scan
+    };
+    let mut unused: [E; 0] = [];
+    // SAFETY: the caller's contract; the AVX2 variant only runs when detected.
+    unsafe { dispatch(job, carry, &mut unused, pass, isa) }
+}
+
+/// Composes the job's steps; see [`super::reduce`].
+///
+/// # Safety
+/// As for [`super::reduce`].
+pub(crate) unsafe fn reduce<E: Element>(job: &Job<E>, product: &mut [E], acc: &mut [E], isa: Isa) {
+    // SAFETY: the caller's contract; the AVX2 variant only runs when detected.
+    unsafe { dispatch(job, acc, product, Pass::Reduce, isa) }
+}
+
+unsafe fn dispatch<E: Element>(
+    job: &Job<E>,
+    carry: &mut [E],
+    product: &mut [E],
+    pass: Pass,
+    isa: Isa,
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2Fma` is only ever detected on CPUs with AVX2 and FMA.
+        Isa::Avx2Fma => unsafe { run_avx2(job, carry, product, pass) },
+        // SAFETY: the caller's contract.
+        _ => unsafe { run::<E, Unfused>(job, carry, product, pass) },
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<E: Element>(job: &Job<E>, carry: &mut [E], product: &mut [E], pass: Pass) {
+    // SAFETY: the caller's contract.
+    unsafe { run::<E, Fused>(job, carry, product, pass) }
+}
+
+#[inline(always)]
+unsafe fn run<E: Element, M: MulAdd>(job: &Job<E>, carry: &mut [E], product: &mut [E], pass: Pass) {
+    // SAFETY (all calls below): the caller's contract; each helper reads and writes only
+    // rows < n_rows and columns < width of the job's sequences.
+    unsafe {
+        if !job.rows_contiguous() {
+            strided::<E, M>(job, carry, product, pass);
+        } else if job.width > WIDE {
+            match pass {
+                Pass::Scan => rows_wide::<E, M, 0>(job, carry, product),
+                Pass::ScanFused => rows_wide::<E, M, 1>(job, carry, product),
+                Pass::Reduce => rows_wide::<E, M, 2>(job, carry, product),
+            }
+        } else {
+            match pass {
+                Pass::Scan => rows_narrow::<E, M, 0>(job, carry, product),
+                Pass::ScanFused => rows_narrow::<E, M, 1>(job, carry, product),
+                Pass::Reduce => rows_narrow::<E, M, 2>(job, carry, product),
+            }
+        }
+    }
+}
+
+/// Pass encoded as a const: 0 scan, 1 scan + fused ∂L/∂a, 2 reduce.
+const SCAN_FUSED: u8 = 1;
+const REDUCE: u8 = 2;
+
+#[inline(always)]
+unsafe fn rows_narrow<E: Element, M: MulAdd, const PASS: u8>(
+    job: &Job<E>,
+    carry: &mut [E],
+    product: &mut [E],
+) {
+    let mut start = 0;
+    while start < job.n_rows {
+        let rows = start..(start + TILE_ROWS).min(job.n_rows);
+        let mut col = 0;
+        // Greedy blocks of 64, 32, ..., 1 features, each with its state in registers.
+        while col < job.width {
+            let left = job.width - col;
+            // SAFETY: the block lies inside the job.
+            unsafe {
+                match left {
+                    64.. => block::<E, M, PASS, 64>(job, col, rows.clone(), carry, product),
+                    32.. => block::<E, M, PASS, 32>(job, col, rows.clone(), carry, product),
+                    16.. => block::<E, M, PASS, 16>(job, col, rows.clone(), carry, product),
+                    8.. => block::<E, M, PASS, 8>(job, col, rows.clone(), carry, product),
+                    4.. => block::<E, M, PASS, 4>(job, col, rows.clone(), carry, product),
+                    2.. => block::<E, M, PASS, 2>(job, col, rows.clone(), carry, product),
+                    _ => block::<E, M, PASS, 1>(job, col, rows.clone(), carry, product),
+                }
+            }
+            col += match left {
+                64.. => 64,
+                32.. => 32,
+                16.. => 16,
+                8.. => 8,
+                4.. => 4,
+                2.. => 2,
+                _ => 1,
+            };
+        }
+        start = rows.end;
+    }
+}
+
+#[inline(always)]
+unsafe fn read<E: Copy, const B: usize>(ptr: *const E) -> [E; B] {
+    // SAFETY: the caller guarantees `B` readable contiguous elements at `ptr`.
+    unsafe { ptr.cast::<[E; B]>().read_unaligned() }
+}
+
+#[inline(always)]
+unsafe fn write<E: Copy, const B: usize>(ptr: *mut E, values: [E; B]) {
+    // SAFETY: the caller guarantees `B` writable contiguous elements at `ptr`.
+    unsafe { ptr.cast::<[E; B]>().write_unaligned(values) }
+}
+
+#[inline(always)]
+unsafe fn block<E: Element, M: MulAdd, const PASS: u8, const B: usize>(
+    job: &Job<E>,
+    col: usize,
+    rows: Range<usize>,
+    carry: &mut [E],
+    product: &mut [E],
+) {
+    let mut state: [E; B] = carry[col..col + B].try_into().expect("block width");
+    let mut prod: [E; B] = [E::one(); B];
+    if PASS == REDUCE {
+        prod.copy_from_slice(&product[col..col + B]);
+    }
+    for i in rows {
+        // SAFETY: row i < n_rows and columns col..col+B < width are inside every sequence,
+        // whose rows are contiguous (unit column stride).
+        unsafe {
+            let a: [E; B] = read(job.decay.at(i, col));
+            let x: [E; B] = read(job.impulse.at(i, col));
+            for f in 0..B {
+                state[f] = M::madd(a[f], state[f], x[f]);
+            }
+            if PASS == REDUCE {
+                for f in 0..B {
+                    prod[f] = prod[f] * a[f];
+                }
+            } else {
+                write(job.out.at(i, col), state);
+            }
+            if PASS == SCAN_FUSED {
+                let fused = job.fused.expect("fused pass has fused sequences");
+                let prev: [E; B] = read(fused.prev_state.at(i, col));
+                let mut grad = [E::zero(); B];
+                for f in 0..B {
+                    grad[f] = prev[f] * state[f];
+                }
+                write(fused.grad_decay.at(i, col), grad);
+            }
+        }
+    }
+    carry[col..col + B].copy_from_slice(&state);
+    if PASS == REDUCE {
+        product[col..col + B].copy_from_slice(&prod);
+    }
+}
+
+#[inline(always)]
+unsafe fn rows_wide<E: Element, M: MulAdd, const PASS: u8>(
+    job: &Job<E>,
+    carry: &mut [E],
+    product: &mut [E],
+) {
+    let w = job.width;
+    for i in 0..job.n_rows {
+        // SAFETY: row i of every sequence holds `w` contiguous elements; outputs do not
+        // overlap inputs (they come from distinct ndarray borrows), so the shared and
+        // mutable slices below never alias.
+        unsafe {
+            let a = std::slice::from_raw_parts(job.decay.at(i, 0), w);
+            let x = std::slice::from_raw_parts(job.impulse.at(i, 0), w);
+            for ((h, &a), &x) in carry.iter_mut().zip(a).zip(x) {
+                *h = M::madd(a, *h, x);
+            }
+            if PASS == REDUCE {
+                for (p, &a) in product.iter_mut().zip(a) {
+                    *p = *p * a;
+                }
+            } else {
+                std::slice::from_raw_parts_mut(job.out.at(i, 0), w).copy_from_slice(carry);
+            }
+            if PASS == SCAN_FUSED {
+                let fused = job.fused.expect("fused pass has fused sequences");
+                let prev = std::slice::from_raw_parts(fused.prev_state.at(i, 0), w);
+                let grad = std::slice::from_raw_parts_mut(fused.grad_decay.at(i, 0), w);
+                for ((g, &p), &h) in grad.iter_mut().zip(prev).zip(carry.iter()) {
+                    *g = p * h;
+                }
+            }
+        }
+    }
+}
+
+/// Any strides: a scalar loop, row by row.
+#[inline(always)]
+unsafe fn strided<E: Element, M: MulAdd>(
+    job: &Job<E>,
+    carry: &mut [E],
+    product: &mut [E],
+    pass: Pass,
+) {
+    for i in 0..job.n_rows {
+        for f in 0..job.width {
+            // SAFETY: (i, f) is inside every sequence of the job.
+            unsafe {
+                let a = *job.decay.at(i, f);
+                let h = M::madd(a, carry[f], *job.impulse.at(i, f));
+                carry[f] = h;
+                match pass {
+                    Pass::Reduce => product[f] = product[f] * a,
+                    Pass::Scan => *job.out.at(i, f) = h,
+                    Pass::ScanFused => {
+                        *job.out.at(i, f) = h;
+                        let fused = job.fused.expect("fused pass has fused sequences");
+                        *fused.grad_decay.at(i, f) = *fused.prev_state.at(i, f) * h;
+                    }
+                }
+            }
+        }
+    }
+}

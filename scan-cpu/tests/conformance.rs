@@ -1,0 +1,65 @@
+//! Both CPU backends against the reference: the scan-core conformance suite, plus the
+//! parallel backend with thresholds small enough that Algorithm 1 runs on tiny problems,
+//! on thread pools of several sizes.
+
+use scan_core::conformance::{self as c};
+use scan_cpu::{Parallel, Parallelism, Serial, Tuning};
+
+mod serial {
+    scan_core::conformance_suite!(scan_cpu::Serial::default());
+}
+
+mod parallel {
+    scan_core::conformance_suite!(scan_cpu::Parallel::default());
+}
+
+mod serial_one_thread {
+    scan_core::conformance_suite!(scan_cpu::Serial {
+        parallelism: scan_cpu::Parallelism::None
+    });
+}
+
+/// Algorithm 1 on every problem with more than a few elements, with super-tiles of a few
+/// hundred elements, so chunk and tile boundaries land everywhere.
+fn eager() -> Parallel {
+    Parallel {
+        parallelism: Parallelism::Rayon,
+        tuning: Tuning {
+            min_parallel_elements: 8,
+            tile_elements: 700,
+        },
+    }
+}
+
+mod parallel_eager {
+    scan_core::conformance_suite!(crate::eager());
+}
+
+fn on_threads(threads: usize, body: impl FnOnce() + Send) {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool")
+        .install(body);
+}
+
+#[test]
+fn eager_parallel_on_three_and_four_threads() {
+    for threads in [3, 4] {
+        on_threads(threads, || {
+            let backend = eager();
+            c::property::<f32, _>("forward f32", &backend, c::check_forward::<f32, _>);
+            c::property::<f64, _>("backward f64", &backend, c::check_backward::<f64, _>);
+            c::property::<f32, _>("backward f32", &backend, c::check_backward::<f32, _>);
+        });
+    }
+}
+
+#[test]
+fn serial_on_three_threads() {
+    on_threads(3, || {
+        let backend = Serial::default();
+        c::property::<f32, _>("forward f32", &backend, c::check_forward::<f32, _>);
+        c::property::<f64, _>("backward f64", &backend, c::check_backward::<f64, _>);
+    });
+}
