@@ -1,0 +1,170 @@
+//! The gated impulse linear recurrent layer.
+
+use ndarray::{s, Array1, Array2, Array3, ArrayView3, Ix1, Ix2, Zip};
+use scan_core::LinearScan;
+
+use super::{check_backward, check_input, Layer};
+use crate::init::Initializer;
+use crate::ops::{
+    bias_activate, gate_blocks_mut, project_gates, project_gates_backward, rows, scan_backward,
+    scan_forward, Activation,
+};
+use crate::param::{ParamVisitor, ParamVisitorMut};
+use crate::{ModelError, Param, Parameters, Real};
+
+/// GILR, `m → n` (PAPER.md §2):
+///
+/// ```text
+/// g_t = σ(U x_t + b_g)          decay gate
+/// i_t = tanh(V x_t + b_z)       candidate
+/// h_t = g_t ⊙ h_{t-1} + (1 − g_t) ⊙ i_t,   h_0 = 0
+/// ```
+///
+/// `input_weight` is `[U | V]`, `(m, 2n)`; `bias` is `[b_g | b_z]`. Both projections are
+/// one matrix product over all `T·B` rows; the recurrence is one scan over `B·n` features.
+///
+/// Backward, with `G = ∂L/∂impulse` and `∂L/∂decay = h_{t-1} ⊙ G` from the backward scan:
+/// `∂g = ∂decay − G ⊙ i`, `∂i = G ⊙ (1 − g)`, then through σ and tanh to the
+/// pre-activations `∂P`, and `∂W += xᵀ∂P`, `∂b += Σ∂P`, `∂x = ∂P Wᵀ`.
+#[derive(Clone, Debug)]
+pub struct Gilr<E: Real> {
+    /// `[U | V]`, `(m, 2n)`.
+    pub input_weight: Param<E, Ix2>,
+    /// `[b_g | b_z]`, `(2n)`.
+    pub bias: Param<E, Ix1>,
+}
+
+/// What [`Gilr::forward`] keeps for the backward pass: the gates `g` and `i`,
+/// `2·T·B·n` elements.
+#[derive(Debug)]
+pub struct GilrCache<E> {
+    gates: Array3<E>,
+}
+
+impl<E: Real> Gilr<E> {
+    pub(crate) fn init(init: &mut Initializer, m: usize, n: usize) -> Self {
+        let mut bias = Array1::zeros(2 * n);
+        init.decay_bias(bias.slice_mut(s![..n]));
+        Self {
+            input_weight: Param::new(init.glorot_gates(m, 2, n)),
+            bias: Param::new(bias),
+        }
+    }
+
+    fn n(&self) -> usize {
+        self.bias.value.len() / 2
+    }
+}
+
+impl<E: Real> Parameters<E> for Gilr<E> {
+    fn visit_params(&self, visitor: &mut ParamVisitor<'_, E>) {
+        let (v, g) = self.input_weight.views();
+        visitor("input_weight", v, g);
+        let (v, g) = self.bias.views();
+        visitor("bias", v, g);
+    }
+
+    fn visit_params_mut(&mut self, visitor: &mut ParamVisitorMut<'_, E>) {
+        visitor("input_weight", self.input_weight.views_mut());
+        visitor("bias", self.bias.views_mut());
+    }
+}
+
+impl<E: Real> Layer<E> for Gilr<E> {
+    type Cache = GilrCache<E>;
+
+    fn input_size(&self) -> usize {
+        self.input_weight.value.nrows()
+    }
+
+    fn output_size(&self) -> usize {
+        self.n()
+    }
+
+    fn forward(
+        &self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+    ) -> Result<(Array3<E>, GilrCache<E>), ModelError> {
+        let (n_steps, n_batch) = check_input("Gilr::forward", &input, self.input_size())?;
+        let n = self.n();
+        let x = rows(input);
+        let mut gates = Array3::zeros((2, n_steps * n_batch, n));
+        project_gates(x.view(), self.input_weight.value.view(), &mut gates);
+        let b = &self.bias.value;
+        let [mut g, mut i] = gate_blocks_mut::<E, 2>(&mut gates);
+        bias_activate(g.view_mut(), b.slice(s![..n]), Activation::Sigmoid);
+        bias_activate(i.view_mut(), b.slice(s![n..]), Activation::Tanh);
+        let mut impulse = Array2::zeros((n_steps * n_batch, n));
+        Zip::from(&mut impulse)
+            .and(&g)
+            .and(&i)
+            .for_each(|x, &g, &i| *x = (E::one() - g) * i);
+        let mut h = Array2::zeros((n_steps * n_batch, n));
+        scan_forward(scan, n_steps, g.view(), impulse.view(), h.view_mut())?;
+        Ok((crate::ops::to_3d(h, n_steps, n_batch), GilrCache { gates }))
+    }
+
+    fn backward(
+        &mut self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+        output: ArrayView3<'_, E>,
+        cache: GilrCache<E>,
+        grad_output: ArrayView3<'_, E>,
+    ) -> Result<Array3<E>, ModelError> {
+        let (n_steps, n_batch) = check_backward(
+            "Gilr::backward",
+            &input,
+            self.input_size(),
+            &output,
+            &grad_output,
+            self.n(),
+        )?;
+        let n = self.n();
+        let n_rows = n_steps * n_batch;
+        let mut gates = cache.gates;
+        let h = rows(output);
+        let dh = rows(grad_output);
+        let mut grad_decay = Array2::zeros((n_rows, n));
+        let mut grad_impulse = Array2::zeros((n_rows, n));
+        {
+            let [g, _] = gate_blocks_mut::<E, 2>(&mut gates);
+            scan_backward(
+                scan,
+                n_steps,
+                g.view(),
+                h.view(),
+                dh.view(),
+                grad_decay.view_mut(),
+                grad_impulse.view_mut(),
+            )?;
+        }
+        // Overwrite the gates with the gradients of their pre-activations.
+        {
+            let [g, i] = gate_blocks_mut::<E, 2>(&mut gates);
+            Zip::from(g)
+                .and(i)
+                .and(&grad_decay)
+                .and(&grad_impulse)
+                .for_each(|g, i, &da, &dx| {
+                    let (gv, iv) = (*g, *i);
+                    let dg = da - dx * iv;
+                    let di = dx * (E::one() - gv);
+                    *g = dg * gv * (E::one() - gv);
+                    *i = di * (E::one() - iv * iv);
+                });
+        }
+        let x = rows(input);
+        let mut grad_x = Array2::zeros((n_rows, self.input_size()));
+        project_gates_backward(
+            x.view(),
+            self.input_weight.value.view(),
+            &mut self.input_weight.grad,
+            &mut self.bias.grad,
+            &gates,
+            &mut grad_x.view_mut(),
+        );
+        Ok(crate::ops::to_3d(grad_x, n_steps, n_batch))
+    }
+}

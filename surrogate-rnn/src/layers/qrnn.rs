@@ -1,0 +1,222 @@
+//! The quasi-recurrent layer (Bradbury et al. 2017).
+
+use ndarray::{s, Array1, Array2, Array3, ArrayView3, Ix1, Ix3, Zip};
+use scan_core::LinearScan;
+
+use super::{check_backward, check_input, Layer};
+use crate::init::Initializer;
+use crate::ops::{
+    add_column_sums, bias_activate, block, gate_blocks_mut, gemm, rows, scan_backward,
+    scan_forward, Activation,
+};
+use crate::param::{ParamVisitor, ParamVisitorMut};
+use crate::{ModelError, Param, Parameters, Real};
+
+/// QRNN with filter width k, `m → n`, fo-pooling (PAPER.md §2):
+///
+/// ```text
+/// P_t = Σ_{s=0}^{k-1} x_{t-s} W_s + b      (causal convolution; x_{t<0} = 0)
+/// z_t = tanh(P_z),  f_t = σ(P_f),  o_t = σ(P_o)
+/// c_t = f_t ⊙ c_{t-1} + (1 − f_t) ⊙ z_t     (scan, c_0 = 0)
+/// h_t = o_t ⊙ c_t
+/// ```
+///
+/// The convolution is `k` matrix products per gate over row-shifted views of the input
+/// (tap s maps rows `0..(T−s)B` to rows `sB..TB`), with no im2col copy.
+///
+/// Backward: `∂o = ∂h ⊙ c`, `∂c = ∂h ⊙ o` feeds the backward scan (`G`, `∂decay`);
+/// `∂f = ∂decay − G ⊙ z`, `∂z = G ⊙ (1 − f)`; through the activations to `∂P`; then per
+/// tap `∂W_s += x_{·−s}ᵀ ∂P`, `∂x_{·−s} += ∂P W_sᵀ`, and `∂b += Σ ∂P`.
+#[derive(Clone, Debug)]
+pub struct Qrnn<E: Real> {
+    /// `W_s = [W_z W_f W_o]` per tap s, `(k, m, 3n)`; tap s reads `x_{t-s}`.
+    pub filter: Param<E, Ix3>,
+    /// `[b_z b_f b_o]`, `(3n)`.
+    pub bias: Param<E, Ix1>,
+}
+
+/// What [`Qrnn::forward`] keeps: the gates `z, f, o` and `c`, `4·T·B·n` elements.
+#[derive(Debug)]
+pub struct QrnnCache<E> {
+    gates: Array3<E>,
+    cell: Array2<E>,
+}
+
+impl<E: Real> Qrnn<E> {
+    pub(crate) fn init(init: &mut Initializer, width: usize, m: usize, n: usize) -> Self {
+        let filter = init.glorot_filter(width, m, 3, n);
+        let mut bias = Array1::zeros(3 * n);
+        init.decay_bias(bias.slice_mut(s![n..2 * n]));
+        Self {
+            filter: Param::new(filter),
+            bias: Param::new(bias),
+        }
+    }
+
+    /// The filter width k.
+    pub fn width(&self) -> usize {
+        self.filter.value.dim().0
+    }
+
+    fn n(&self) -> usize {
+        self.bias.value.len() / 3
+    }
+}
+
+impl<E: Real> Parameters<E> for Qrnn<E> {
+    fn visit_params(&self, visitor: &mut ParamVisitor<'_, E>) {
+        let (v, g) = self.filter.views();
+        visitor("filter", v, g);
+        let (v, g) = self.bias.views();
+        visitor("bias", v, g);
+    }
+
+    fn visit_params_mut(&mut self, visitor: &mut ParamVisitorMut<'_, E>) {
+        visitor("filter", self.filter.views_mut());
+        visitor("bias", self.bias.views_mut());
+    }
+}
+
+impl<E: Real> Layer<E> for Qrnn<E> {
+    type Cache = QrnnCache<E>;
+
+    fn input_size(&self) -> usize {
+        self.filter.value.dim().1
+    }
+
+    fn output_size(&self) -> usize {
+        self.n()
+    }
+
+    fn forward(
+        &self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+    ) -> Result<(Array3<E>, QrnnCache<E>), ModelError> {
+        let (n_steps, n_batch) = check_input("Qrnn::forward", &input, self.input_size())?;
+        let n = self.n();
+        let n_rows = n_steps * n_batch;
+        let x = rows(input);
+        let mut gates = Array3::zeros((3, n_rows, n));
+        for tap in 0..self.width().min(n_steps) {
+            let source = x.slice(s![..n_rows - tap * n_batch, ..]);
+            let w = self.filter.value.index_axis(ndarray::Axis(0), tap);
+            for (k, mut out) in gates.outer_iter_mut().enumerate() {
+                gemm(
+                    E::one(),
+                    &source,
+                    &block(w, k, n),
+                    E::one(),
+                    &mut out.slice_mut(s![tap * n_batch.., ..]),
+                );
+            }
+        }
+        let b = self.bias.value.view();
+        let [mut z, mut f, mut o] = gate_blocks_mut::<E, 3>(&mut gates);
+        bias_activate(z.view_mut(), b.slice(s![..n]), Activation::Tanh);
+        bias_activate(f.view_mut(), b.slice(s![n..2 * n]), Activation::Sigmoid);
+        bias_activate(o.view_mut(), b.slice(s![2 * n..]), Activation::Sigmoid);
+        let mut impulse = Array2::zeros((n_rows, n));
+        Zip::from(&mut impulse)
+            .and(&z)
+            .and(&f)
+            .for_each(|x, &z, &f| *x = (E::one() - f) * z);
+        let mut cell = Array2::zeros((n_rows, n));
+        scan_forward(scan, n_steps, f.view(), impulse.view(), cell.view_mut())?;
+        // Reuse the impulse buffer for the output.
+        let mut h = impulse;
+        Zip::from(&mut h)
+            .and(&o)
+            .and(&cell)
+            .for_each(|h, &o, &c| *h = o * c);
+        Ok((
+            crate::ops::to_3d(h, n_steps, n_batch),
+            QrnnCache { gates, cell },
+        ))
+    }
+
+    fn backward(
+        &mut self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+        output: ArrayView3<'_, E>,
+        cache: QrnnCache<E>,
+        grad_output: ArrayView3<'_, E>,
+    ) -> Result<Array3<E>, ModelError> {
+        let (n_steps, n_batch) = check_backward(
+            "Qrnn::backward",
+            &input,
+            self.input_size(),
+            &output,
+            &grad_output,
+            self.n(),
+        )?;
+        let n = self.n();
+        let n_rows = n_steps * n_batch;
+        let QrnnCache { mut gates, cell } = cache;
+        let dh = rows(grad_output);
+        let mut grad_state = Array2::zeros((n_rows, n));
+        let mut grad_decay = Array2::zeros((n_rows, n));
+        let mut grad_impulse = Array2::zeros((n_rows, n));
+        {
+            let [z, f, mut o] = gate_blocks_mut::<E, 3>(&mut gates);
+            Zip::from(&mut grad_state)
+                .and(&mut o)
+                .and(&dh)
+                .and(&cell)
+                .for_each(|dc, o, &dh, &c| {
+                    let ov = *o;
+                    *dc = dh * ov;
+                    *o = dh * c * ov * (E::one() - ov);
+                });
+            scan_backward(
+                scan,
+                n_steps,
+                f.view(),
+                cell.view(),
+                grad_state.view(),
+                grad_decay.view_mut(),
+                grad_impulse.view_mut(),
+            )?;
+            Zip::from(z)
+                .and(f)
+                .and(&grad_decay)
+                .and(&grad_impulse)
+                .for_each(|z, f, &da, &dx| {
+                    let (zv, fv) = (*z, *f);
+                    *f = (da - dx * zv) * fv * (E::one() - fv);
+                    *z = dx * (E::one() - fv) * (E::one() - zv * zv);
+                });
+        }
+        drop((grad_state, grad_decay, grad_impulse, cell));
+        let x = rows(input);
+        let m = self.input_size();
+        let mut grad_x = Array2::zeros((n_rows, m));
+        for tap in 0..self.width().min(n_steps) {
+            let source = x.slice(s![..n_rows - tap * n_batch, ..]);
+            let w = self.filter.value.index_axis(ndarray::Axis(0), tap);
+            let mut gw = self.filter.grad.index_axis_mut(ndarray::Axis(0), tap);
+            for (k, dp) in gates.outer_iter().enumerate() {
+                let dp = dp.slice(s![tap * n_batch.., ..]);
+                gemm(
+                    E::one(),
+                    &source.t(),
+                    &dp,
+                    E::one(),
+                    &mut gw.slice_mut(s![.., k * n..(k + 1) * n]),
+                );
+                gemm(
+                    E::one(),
+                    &dp,
+                    &block(w, k, n).t(),
+                    E::one(),
+                    &mut grad_x.slice_mut(s![..n_rows - tap * n_batch, ..]),
+                );
+            }
+        }
+        for (k, dp) in gates.outer_iter().enumerate() {
+            add_column_sums(self.bias.grad.slice_mut(s![k * n..(k + 1) * n]), dp);
+        }
+        Ok(crate::ops::to_3d(grad_x, n_steps, n_batch))
+    }
+}

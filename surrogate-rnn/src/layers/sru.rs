@@ -1,0 +1,191 @@
+//! The simple recurrent unit (Lei & Zhang 2017), highway form.
+
+use ndarray::{s, Array1, Array2, Array3, ArrayView3, Ix1, Ix2, Zip};
+use scan_core::LinearScan;
+
+use super::{check_backward, check_input, Layer};
+use crate::init::Initializer;
+use crate::ops::{
+    bias_activate, gate_blocks_mut, project_gates, project_gates_backward, rows, scan_backward,
+    scan_forward, Activation,
+};
+use crate::param::{ParamVisitor, ParamVisitorMut};
+use crate::{ModelError, Param, Parameters, Real};
+
+/// SRU, `n → n` (PAPER.md §2; the highway needs input size = hidden size):
+///
+/// ```text
+/// x̃_t = W x_t + b_x,  f_t = σ(W_f x_t + b_f),  r_t = σ(W_r x_t + b_r)
+/// c_t = f_t ⊙ c_{t-1} + (1 − f_t) ⊙ x̃_t      (scan, c_0 = 0)
+/// h_t = r_t ⊙ c_t + (1 − r_t) ⊙ x_t
+/// ```
+///
+/// (`b_x` is an addition to the paper's `x̃_t = W x_t`, initialised to zero.)
+///
+/// Backward: `∂r = ∂h ⊙ (c − x)`, `∂c = ∂h ⊙ r` feeds the backward scan (`G`, `∂decay`),
+/// `∂f = ∂decay − G ⊙ x̃`, `∂x̃ = G ⊙ (1 − f)`; then `∂W += xᵀ∂P`, `∂b += Σ∂P` and
+/// `∂x = ∂P Wᵀ + ∂h ⊙ (1 − r)`.
+#[derive(Clone, Debug)]
+pub struct Sru<E: Real> {
+    /// `[W W_f W_r]`, `(n, 3n)`.
+    pub input_weight: Param<E, Ix2>,
+    /// `[b_x b_f b_r]`, `(3n)`.
+    pub bias: Param<E, Ix1>,
+}
+
+/// What [`Sru::forward`] keeps: `x̃, f, r` and `c`, `4·T·B·n` elements.
+#[derive(Debug)]
+pub struct SruCache<E> {
+    gates: Array3<E>,
+    cell: Array2<E>,
+}
+
+impl<E: Real> Sru<E> {
+    pub(crate) fn init(init: &mut Initializer, n: usize) -> Self {
+        let input_weight = init.glorot_gates(n, 3, n);
+        let mut bias = Array1::zeros(3 * n);
+        init.decay_bias(bias.slice_mut(s![n..2 * n]));
+        Self {
+            input_weight: Param::new(input_weight),
+            bias: Param::new(bias),
+        }
+    }
+
+    fn n(&self) -> usize {
+        self.input_weight.value.nrows()
+    }
+}
+
+impl<E: Real> Parameters<E> for Sru<E> {
+    fn visit_params(&self, visitor: &mut ParamVisitor<'_, E>) {
+        let (v, g) = self.input_weight.views();
+        visitor("input_weight", v, g);
+        let (v, g) = self.bias.views();
+        visitor("bias", v, g);
+    }
+
+    fn visit_params_mut(&mut self, visitor: &mut ParamVisitorMut<'_, E>) {
+        visitor("input_weight", self.input_weight.views_mut());
+        visitor("bias", self.bias.views_mut());
+    }
+}
+
+impl<E: Real> Layer<E> for Sru<E> {
+    type Cache = SruCache<E>;
+
+    fn input_size(&self) -> usize {
+        self.n()
+    }
+
+    fn output_size(&self) -> usize {
+        self.n()
+    }
+
+    fn forward(
+        &self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+    ) -> Result<(Array3<E>, SruCache<E>), ModelError> {
+        let (n_steps, n_batch) = check_input("Sru::forward", &input, self.n())?;
+        let n = self.n();
+        let n_rows = n_steps * n_batch;
+        let x = rows(input);
+        let mut gates = Array3::zeros((3, n_rows, n));
+        project_gates(x.view(), self.input_weight.value.view(), &mut gates);
+        let b = self.bias.value.view();
+        let [mut xt, mut f, mut r] = gate_blocks_mut::<E, 3>(&mut gates);
+        bias_activate(xt.view_mut(), b.slice(s![..n]), Activation::Identity);
+        bias_activate(f.view_mut(), b.slice(s![n..2 * n]), Activation::Sigmoid);
+        bias_activate(r.view_mut(), b.slice(s![2 * n..]), Activation::Sigmoid);
+        let mut impulse = Array2::zeros((n_rows, n));
+        Zip::from(&mut impulse)
+            .and(&xt)
+            .and(&f)
+            .for_each(|v, &xt, &f| *v = (E::one() - f) * xt);
+        let mut cell = Array2::zeros((n_rows, n));
+        scan_forward(scan, n_steps, f.view(), impulse.view(), cell.view_mut())?;
+        let mut h = impulse;
+        Zip::from(&mut h)
+            .and(&r)
+            .and(&cell)
+            .and(&x)
+            .for_each(|h, &r, &c, &x| *h = r * c + (E::one() - r) * x);
+        Ok((
+            crate::ops::to_3d(h, n_steps, n_batch),
+            SruCache { gates, cell },
+        ))
+    }
+
+    fn backward(
+        &mut self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+        output: ArrayView3<'_, E>,
+        cache: SruCache<E>,
+        grad_output: ArrayView3<'_, E>,
+    ) -> Result<Array3<E>, ModelError> {
+        let (n_steps, n_batch) = check_backward(
+            "Sru::backward",
+            &input,
+            self.n(),
+            &output,
+            &grad_output,
+            self.n(),
+        )?;
+        let n = self.n();
+        let n_rows = n_steps * n_batch;
+        let SruCache { mut gates, cell } = cache;
+        let x = rows(input);
+        let dh = rows(grad_output);
+        let mut grad_state = Array2::zeros((n_rows, n));
+        let mut grad_x = Array2::zeros((n_rows, n));
+        {
+            let [_, _, mut r] = gate_blocks_mut::<E, 3>(&mut gates);
+            Zip::from(&mut grad_state)
+                .and(&mut grad_x)
+                .and(&mut r)
+                .and(&dh)
+                .and(&cell)
+                .and(&x)
+                .for_each(|dc, dx, r, &dh, &c, &x| {
+                    let rv = *r;
+                    *dc = dh * rv;
+                    *dx = dh * (E::one() - rv);
+                    *r = dh * (c - x) * rv * (E::one() - rv);
+                });
+        }
+        let mut grad_decay = Array2::zeros((n_rows, n));
+        let mut grad_impulse = Array2::zeros((n_rows, n));
+        {
+            let [xt, f, _] = gate_blocks_mut::<E, 3>(&mut gates);
+            scan_backward(
+                scan,
+                n_steps,
+                f.view(),
+                cell.view(),
+                grad_state.view(),
+                grad_decay.view_mut(),
+                grad_impulse.view_mut(),
+            )?;
+            Zip::from(xt)
+                .and(f)
+                .and(&grad_decay)
+                .and(&grad_impulse)
+                .for_each(|xt, f, &da, &dx| {
+                    let (xv, fv) = (*xt, *f);
+                    *f = (da - dx * xv) * fv * (E::one() - fv);
+                    *xt = dx * (E::one() - fv);
+                });
+        }
+        drop((grad_state, grad_decay, grad_impulse, cell));
+        project_gates_backward(
+            x.view(),
+            self.input_weight.value.view(),
+            &mut self.input_weight.grad,
+            &mut self.bias.grad,
+            &gates,
+            &mut grad_x.view_mut(),
+        );
+        Ok(crate::ops::to_3d(grad_x, n_steps, n_batch))
+    }
+}
