@@ -10,6 +10,9 @@
 //! it cannot check is the CUDA code itself (memory ordering, the compiler), which only a GPU
 //! run of `tests/gpu.rs` can.
 
+// Loops run over thread ids and index per-thread arrays, as the kernel does.
+#![allow(clippy::needless_range_loop)]
+
 use ndarray::Array1;
 use scan_core::{
     copy_or_zero, BackwardProblem, Direction, Element, ForwardProblem, LinearScan, ScanError,
@@ -17,7 +20,7 @@ use scan_core::{
 
 use crate::plan::{plan_parallel, EpochState, ParallelPlan};
 use crate::staging::{choose_layout, stage, unstage};
-use crate::{DeviceLayout, ElementKind, BLOCK_THREADS};
+use crate::{ElementKind, BLOCK_THREADS};
 
 /// The kernel arguments, with slices for device pointers.
 struct Args<'a, E> {
@@ -185,10 +188,18 @@ fn launch<E: Element>(
             workspace.flags[tile as usize] = epoch;
         }
         for q in window_first..time_tile {
-            assert_eq!(workspace.flags[flag_of(q)], epoch, "tile {tile} would wait forever on {q}");
+            assert_eq!(
+                workspace.flags[flag_of(q)],
+                epoch,
+                "tile {tile} would wait forever on {q}"
+            );
         }
         if window_first > 0 {
-            assert_eq!(workspace.flags[flag_of(window_first - 1)], epoch, "tile {tile} would wait forever");
+            assert_eq!(
+                workspace.flags[flag_of(window_first - 1)],
+                epoch,
+                "tile {tile} would wait forever"
+            );
         }
         let mut carry = vec![E::zero(); lanes];
         for (lane, carry) in carry.iter_mut().enumerate() {
@@ -199,7 +210,11 @@ fn launch<E: Element>(
             let (mut wd, mut wi) = (E::one(), E::zero());
             for q in window_first..time_tile {
                 let q_slot = (q * args.n_features + f) as usize;
-                wi = fma(workspace.carry_decay[q_slot], wi, workspace.carry_impulse[q_slot]);
+                wi = fma(
+                    workspace.carry_decay[q_slot],
+                    wi,
+                    workspace.carry_impulse[q_slot],
+                );
                 wd = wd * workspace.carry_decay[q_slot];
             }
             let window_in = if window_first > 0 {

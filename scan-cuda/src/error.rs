@@ -14,7 +14,9 @@ pub enum CudaScanError {
     #[error("CUDA driver error: {0}")]
     Driver(#[from] cust::error::CudaError),
     /// A device buffer passed to the device-buffer API has the wrong length.
-    #[error("{operation}: device buffer `{argument}` holds {actual} elements, expected {expected}")]
+    #[error(
+        "{operation}: device buffer `{argument}` holds {actual} elements, expected {expected}"
+    )]
     BufferLength {
         /// The operation that was called.
         operation: &'static str,

@@ -64,6 +64,7 @@
 mod error;
 pub mod params;
 pub mod plan;
+#[cfg(any(feature = "cuda", test))]
 mod staging;
 
 #[cfg(feature = "cuda")]
@@ -214,7 +215,10 @@ mod tests {
             .expect(".version directive");
         let (major, minor) = version.trim().split_once('.').expect("major.minor");
         let (major, minor): (u32, u32) = (major.parse().unwrap(), minor.parse().unwrap());
-        assert!((major, minor) <= (9, 0), "PTX ISA {version} is too new for driver 580");
+        assert!(
+            (major, minor) <= (9, 0),
+            "PTX ISA {version} is too new for driver 580"
+        );
         for kernel in [
             "linrec_forward_f32",
             "linrec_backward_f32",

@@ -164,7 +164,8 @@ pub fn plan_parallel(
     let tile_steps = time_groups * u64::from(steps_per_thread);
     let n_feature_tiles = n_features.div_ceil(feature_lanes);
     let n_time_tiles = n_steps.div_ceil(tile_steps);
-    let tiles_per_window = ((n_time_tiles as f64).sqrt().ceil() as u64).clamp(1, MAX_TILES_PER_WINDOW);
+    let tiles_per_window =
+        ((n_time_tiles as f64).sqrt().ceil() as u64).clamp(1, MAX_TILES_PER_WINDOW);
     let plan = ParallelPlan {
         feature_lanes: feature_lanes as u32,
         time_groups: time_groups as u32,
@@ -306,7 +307,10 @@ mod tests {
                         let plan = plan_parallel(s, layout, element).unwrap();
                         assert_eq!(plan.feature_lanes * plan.time_groups, BLOCK_THREADS);
                         assert!(plan.feature_lanes.is_power_of_two());
-                        assert!(plan.n_feature_tiles * u64::from(plan.feature_lanes) >= n_features as u64);
+                        assert!(
+                            plan.n_feature_tiles * u64::from(plan.feature_lanes)
+                                >= n_features as u64
+                        );
                         assert!(plan.n_time_tiles * plan.tile_steps >= n_steps as u64);
                         // No tile is entirely padding.
                         assert!((plan.n_time_tiles - 1) * plan.tile_steps < n_steps as u64);
@@ -328,20 +332,40 @@ mod tests {
         // Long time-major sequences with few features: lanes on features only, time long.
         let p = plan_parallel(shape(65_536, 4), DeviceLayout::TimeMajor, ElementKind::F32).unwrap();
         assert_eq!((p.feature_lanes, p.time_groups, p.tile_steps), (4, 64, 512));
-        assert_eq!((p.n_feature_tiles, p.n_time_tiles, p.tiles_per_window), (1, 128, 12));
+        assert_eq!(
+            (p.n_feature_tiles, p.n_time_tiles, p.tiles_per_window),
+            (1, 128, 12)
+        );
         // Many features: a warp of lanes on features.
-        let p = plan_parallel(shape(65_536, 12_288), DeviceLayout::TimeMajor, ElementKind::F32)
-            .unwrap();
+        let p = plan_parallel(
+            shape(65_536, 12_288),
+            DeviceLayout::TimeMajor,
+            ElementKind::F32,
+        )
+        .unwrap();
         assert_eq!((p.feature_lanes, p.time_groups, p.tile_steps), (32, 8, 64));
         assert_eq!((p.n_feature_tiles, p.n_time_tiles), (384, 1024));
         // Short sequences: more feature lanes instead of idle time groups.
         let p = plan_parallel(shape(16, 128), DeviceLayout::TimeMajor, ElementKind::F32).unwrap();
-        assert_eq!((p.feature_lanes, p.time_groups, p.n_time_tiles), (128, 2, 1));
+        assert_eq!(
+            (p.feature_lanes, p.time_groups, p.n_time_tiles),
+            (128, 2, 1)
+        );
         // Time-contiguous: one feature per tile when T fills the block.
-        let p = plan_parallel(shape(1 << 20, 4), DeviceLayout::TimeContiguous, ElementKind::F64)
-            .unwrap();
-        assert_eq!((p.feature_lanes, p.time_groups, p.tile_steps), (1, 256, 1024));
-        assert_eq!((p.n_feature_tiles, p.n_time_tiles, p.tiles_per_window), (4, 1024, 32));
+        let p = plan_parallel(
+            shape(1 << 20, 4),
+            DeviceLayout::TimeContiguous,
+            ElementKind::F64,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.feature_lanes, p.time_groups, p.tile_steps),
+            (1, 256, 1024)
+        );
+        assert_eq!(
+            (p.n_feature_tiles, p.n_time_tiles, p.tiles_per_window),
+            (4, 1024, 32)
+        );
     }
 
     #[test]
@@ -370,7 +394,13 @@ mod tests {
         assert!(w.carry_impulse >= w.carry_decay + carry);
         assert!(w.carry_state >= w.carry_impulse + carry);
         assert!(w.total_bytes >= w.carry_state + carry);
-        for offset in [w.flags, w.carry_decay, w.carry_impulse, w.carry_state, w.total_bytes] {
+        for offset in [
+            w.flags,
+            w.carry_decay,
+            w.carry_impulse,
+            w.carry_state,
+            w.total_bytes,
+        ] {
             assert_eq!(offset % WORKSPACE_ALIGN, 0);
         }
     }

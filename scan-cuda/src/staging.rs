@@ -61,8 +61,14 @@ mod tests {
             a
         };
         assert_eq!(choose_layout(&values.view()), DeviceLayout::TimeMajor);
-        assert_eq!(choose_layout(&column_major.view()), DeviceLayout::TimeContiguous);
-        assert!(matches!(stage(values.view(), DeviceLayout::TimeMajor), Cow::Borrowed(_)));
+        assert_eq!(
+            choose_layout(&column_major.view()),
+            DeviceLayout::TimeContiguous
+        );
+        assert!(matches!(
+            stage(values.view(), DeviceLayout::TimeMajor),
+            Cow::Borrowed(_)
+        ));
         assert!(matches!(
             stage(column_major.view(), DeviceLayout::TimeContiguous),
             Cow::Borrowed(_)
