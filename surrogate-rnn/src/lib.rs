@@ -51,6 +51,7 @@
 #![deny(unsafe_code)]
 
 mod adam;
+mod checkpoint;
 
 mod data;
 mod error;
@@ -64,6 +65,9 @@ mod real;
 
 pub use adam::{Adam, AdamConfig, StepReport};
 
+pub use checkpoint::{
+    load_checkpoint, load_checkpoint_into, read_checkpoint_meta, save_checkpoint, CheckpointMeta,
+};
 pub use data::{SyntheticBatch, SyntheticTask};
 pub use error::ModelError;
 pub use init::{GateBiasInit, InitConfig};

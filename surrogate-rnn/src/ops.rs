@@ -46,7 +46,7 @@ pub(crate) fn rows<'a, E: Real>(x: ArrayView3<'a, E>) -> CowArray<'a, E, Ix2> {
 /// A contiguous `(T·B, n)` block seen as the scan's `(T, B·n)` problem (no copy).
 pub(crate) fn as_scan<'a, E: Real>(block: ArrayView2<'a, E>, n_steps: usize) -> ArrayView2<'a, E> {
     let len = block.len();
-    let n_features = if n_steps == 0 { 0 } else { len / n_steps };
+    let n_features = len.checked_div(n_steps).unwrap_or(0);
     block
         .into_shape_with_order((n_steps, n_features))
         .expect("gate blocks are contiguous")
@@ -58,7 +58,7 @@ pub(crate) fn as_scan_mut<'a, E: Real>(
     n_steps: usize,
 ) -> ArrayViewMut2<'a, E> {
     let len = block.len();
-    let n_features = if n_steps == 0 { 0 } else { len / n_steps };
+    let n_features = len.checked_div(n_steps).unwrap_or(0);
     block
         .into_shape_with_order((n_steps, n_features))
         .expect("gate blocks are contiguous")
