@@ -209,26 +209,39 @@ unsafe fn run_as<E: Element, L: Lane>(
     };
     // SAFETY: the caller's contract (valid memory, AVX2 + FMA present).
     unsafe {
-        match (stride < 0, mode) {
-            (false, SCAN) => kernel::<L, false, SCAN>(bases, n_elems, job.width, carry, product),
-            (false, SCAN_FUSED) => {
-                kernel::<L, false, SCAN_FUSED>(bases, n_elems, job.width, carry, product)
-            }
-            (false, _) => kernel::<L, false, REDUCE>(bases, n_elems, job.width, carry, product),
-            (true, SCAN) => kernel::<L, true, SCAN>(bases, n_elems, job.width, carry, product),
-            (true, SCAN_FUSED) => {
-                kernel::<L, true, SCAN_FUSED>(bases, n_elems, job.width, carry, product)
-            }
-            (true, _) => kernel::<L, true, REDUCE>(bases, n_elems, job.width, carry, product),
+        let (reverse, width) = (stride < 0, job.width);
+        match width * L::WIDTH32 {
+            1 => dispatch_mode::<L, 1>(reverse, mode, bases, n_elems, width, carry, product),
+            2 => dispatch_mode::<L, 2>(reverse, mode, bases, n_elems, width, carry, product),
+            _ => dispatch_mode::<L, 4>(reverse, mode, bases, n_elems, width, carry, product),
         }
     }
 }
 
-/// Permutation and fill masks for one shift of `shift` 32-bit lanes toward later time.
-#[derive(Clone, Copy)]
-struct Shift {
-    index: __m256i,
-    fill: __m256,
+/// # Safety
+/// As for [`kernel`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn dispatch_mode<L: Lane, const GROUP: usize>(
+    reverse: bool,
+    mode: u8,
+    bases: Bases<L>,
+    n_elems: usize,
+    width: usize,
+    carry: &mut [L],
+    product: &mut [L],
+) {
+    let args = (bases, n_elems, width);
+    // SAFETY: the caller's contract.
+    unsafe {
+        match (reverse, mode) {
+            (false, SCAN) => kernel::<L, false, SCAN, GROUP>(args, carry, product),
+            (false, SCAN_FUSED) => kernel::<L, false, SCAN_FUSED, GROUP>(args, carry, product),
+            (false, _) => kernel::<L, false, REDUCE, GROUP>(args, carry, product),
+            (true, SCAN) => kernel::<L, true, SCAN, GROUP>(args, carry, product),
+            (true, SCAN_FUSED) => kernel::<L, true, SCAN_FUSED, GROUP>(args, carry, product),
+            (true, _) => kernel::<L, true, REDUCE, GROUP>(args, carry, product),
+        }
+    }
 }
 
 #[inline]
@@ -236,27 +249,6 @@ struct Shift {
 fn lanes_i32(values: [i32; 8]) -> __m256i {
     // SAFETY: reading 8 i32 from a local array.
     unsafe { _mm256_loadu_si256(values.as_ptr().cast()) }
-}
-
-/// Shift toward later time: forward, lane j takes lane j−s; reverse, lane j takes j+s.
-/// Lanes with no source are flagged in `fill`.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn shift<const REV: bool>(s: usize) -> Shift {
-    let mut index = [0i32; 8];
-    let mut fill = [0i32; 8];
-    for j in 0..8 {
-        let source = if REV { j + s } else { j.wrapping_sub(s) };
-        if source < 8 {
-            index[j] = source as i32;
-        } else {
-            fill[j] = -1;
-        }
-    }
-    Shift {
-        index: lanes_i32(index),
-        fill: _mm256_castsi256_ps(lanes_i32(fill)),
-    }
 }
 
 /// Broadcast of the last group of `group` 32-bit lanes (in processing order) to all groups.
@@ -274,6 +266,106 @@ fn last_group<const REV: bool>(group: usize) -> __m256i {
     lanes_i32(index)
 }
 
+/// One combine step `(A, X)_j ← (A, X)_{j−s} ∘ (A, X)_j` given the shifted registers.
+#[inline(always)]
+unsafe fn combine<L: Lane>(
+    a: __m256,
+    x: __m256,
+    a_prev: __m256,
+    x_prev: __m256,
+) -> (__m256, __m256) {
+    // SAFETY: the caller runs with AVX2 + FMA enabled.
+    unsafe { (L::mul(a, a_prev), L::fma(a, x_prev, x)) }
+}
+
+/// Shift by `S` 32-bit lanes inside each 128-bit half (toward later time), filling the
+/// emptied lanes with the identity (1 for A, 0 for X).
+#[inline(always)]
+unsafe fn step_in_half<L: Lane, const REV: bool, const S: usize>(
+    a: __m256,
+    x: __m256,
+    one: __m256,
+) -> (__m256, __m256) {
+    // SAFETY: the caller runs with AVX2 + FMA enabled.
+    unsafe {
+        let (ai, xi) = (_mm256_castps_si256(a), _mm256_castps_si256(x));
+        let (a_prev, x_prev) = match (REV, S) {
+            (false, 1) => (
+                _mm256_blend_ps::<0x11>(_mm256_castsi256_ps(_mm256_slli_si256::<4>(ai)), one),
+                _mm256_castsi256_ps(_mm256_slli_si256::<4>(xi)),
+            ),
+            (false, _) => (
+                _mm256_blend_ps::<0x33>(_mm256_castsi256_ps(_mm256_slli_si256::<8>(ai)), one),
+                _mm256_castsi256_ps(_mm256_slli_si256::<8>(xi)),
+            ),
+            (true, 1) => (
+                _mm256_blend_ps::<0x88>(_mm256_castsi256_ps(_mm256_srli_si256::<4>(ai)), one),
+                _mm256_castsi256_ps(_mm256_srli_si256::<4>(xi)),
+            ),
+            (true, _) => (
+                _mm256_blend_ps::<0xCC>(_mm256_castsi256_ps(_mm256_srli_si256::<8>(ai)), one),
+                _mm256_castsi256_ps(_mm256_srli_si256::<8>(xi)),
+            ),
+        };
+        combine::<L>(a, x, a_prev, x_prev)
+    }
+}
+
+/// The step across the two halves: the upper half (lower, in reverse) is composed after
+/// the last group of the other half.
+#[inline(always)]
+unsafe fn step_across<L: Lane, const REV: bool, const GROUP: usize>(
+    a: __m256,
+    x: __m256,
+    one: __m256,
+) -> (__m256, __m256) {
+    // SAFETY: the caller runs with AVX2 + FMA enabled.
+    unsafe {
+        let zero = _mm256_setzero_ps();
+        // First broadcast the boundary group within each half, then move it across.
+        let spread = |v: __m256| match (REV, GROUP) {
+            (_, 4) => v,
+            (false, 2) => _mm256_permute_ps::<0xEE>(v),
+            (false, _) => _mm256_permute_ps::<0xFF>(v),
+            (true, 2) => _mm256_permute_ps::<0x44>(v),
+            (true, _) => _mm256_permute_ps::<0x00>(v),
+        };
+        let (sa, sx) = (spread(a), spread(x));
+        let (a_prev, x_prev) = if REV {
+            (
+                _mm256_permute2f128_ps::<0x31>(sa, one),
+                _mm256_permute2f128_ps::<0x31>(sx, zero),
+            )
+        } else {
+            (
+                _mm256_permute2f128_ps::<0x02>(sa, one),
+                _mm256_permute2f128_ps::<0x02>(sx, zero),
+            )
+        };
+        combine::<L>(a, x, a_prev, x_prev)
+    }
+}
+
+/// Scans one register in place: (A, X) become prefix compositions within it.
+#[inline(always)]
+unsafe fn local<L: Lane, const REV: bool, const GROUP: usize>(
+    a: __m256,
+    x: __m256,
+    one: __m256,
+) -> (__m256, __m256) {
+    // SAFETY: the caller runs with AVX2 + FMA enabled.
+    unsafe {
+        let (mut a, mut x) = (a, x);
+        if GROUP == 1 {
+            (a, x) = step_in_half::<L, REV, 1>(a, x, one);
+        }
+        if GROUP <= 2 {
+            (a, x) = step_in_half::<L, REV, 2>(a, x, one);
+        }
+        step_across::<L, REV, GROUP>(a, x, one)
+    }
+}
+
 /// A register holding `values[e % width]` in element e.
 #[inline(always)]
 unsafe fn pattern<L: Lane>(values: &[L], width: usize) -> __m256 {
@@ -286,24 +378,14 @@ unsafe fn pattern<L: Lane>(values: &[L], width: usize) -> __m256 {
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8>(
-    bases: Bases<L>,
-    n_elems: usize,
-    width: usize,
+unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
+    (bases, n_elems, width): (Bases<L>, usize, usize),
     carry: &mut [L],
     product: &mut [L],
 ) {
     let per = L::PER_REG;
-    let group = width * L::WIDTH32;
-    let mut shifts = [shift::<REV>(8); 3];
-    let mut n_shifts = 0;
-    let mut s = group;
-    while s < 8 {
-        shifts[n_shifts] = shift::<REV>(s);
-        n_shifts += 1;
-        s *= 2;
-    }
-    let last = last_group::<REV>(group);
+    debug_assert_eq!(GROUP, width * L::WIDTH32);
+    let last = last_group::<REV>(GROUP);
     // SAFETY: AVX is enabled for this function.
     let one = unsafe { L::splat(L::one()) };
     let zero = _mm256_setzero_ps();
@@ -322,19 +404,8 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8>(
             k * per
         }
     };
-    // Scans one register in place: (A, X) become prefix compositions within it.
-    let local = |mut a: __m256, mut x: __m256| -> (__m256, __m256) {
-        for sh in &shifts[..n_shifts] {
-            let a_prev = _mm256_blendv_ps(_mm256_permutevar8x32_ps(a, sh.index), one, sh.fill);
-            let x_prev = _mm256_blendv_ps(_mm256_permutevar8x32_ps(x, sh.index), zero, sh.fill);
-            // SAFETY: AVX2 + FMA are enabled for this function.
-            unsafe {
-                x = L::fma(a, x_prev, x);
-                a = L::mul(a, a_prev);
-            }
-        }
-        (a, x)
-    };
+    // SAFETY: AVX2 + FMA are enabled for this function.
+    let local = |a: __m256, x: __m256| unsafe { local::<L, REV, GROUP>(a, x, one) };
     let emit = |k: usize, h: __m256| {
         let o = offset(k);
         // SAFETY: o + per <= n_elems.

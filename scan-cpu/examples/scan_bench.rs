@@ -1,0 +1,288 @@
+//! Prints one table: for each shape and direction, Serial and Parallel ns per element,
+//! their ratio, and each one's throughput as a fraction of this machine's memory-copy
+//! bandwidth measured in the same run (12 bytes per element forward: read a, read x,
+//! write h; 20 backward: read a, h, ∂L/∂h, write ∂L/∂x, ∂L/∂a).
+//!
+//! `cargo run --release -p scan-cpu --example scan_bench [-- --quick] [-- --json]`
+//!
+//! Buffers are allocated once per shape (with transparent huge pages requested) and
+//! reused across repetitions, so page faults are not timed. Times are medians; Serial and
+//! Parallel runs alternate so slow drift of the machine affects both alike.
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ndarray::{Array1, Array2};
+use rayon::prelude::*;
+use scan_core::{BackwardInputs, BackwardOutputs, Direction, ForwardInputs, LinearScan};
+use scan_cpu::{Parallel, Serial};
+use serde::Serialize;
+
+/// Serial vs Parallel scan throughput against memory-copy bandwidth.
+#[derive(Parser)]
+struct Args {
+    /// Print JSON (one object per shape and direction) instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// A subset of shapes that runs in under a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Time budget per shape, direction and backend, in milliseconds.
+    #[arg(long, default_value_t = 400)]
+    budget_ms: u64,
+}
+
+#[derive(Serialize)]
+struct Row {
+    t: usize,
+    f: usize,
+    direction: &'static str,
+    serial_ns_per_elem: f64,
+    parallel_ns_per_elem: f64,
+    speedup: f64,
+    serial_copy_fraction: f64,
+    parallel_copy_fraction: f64,
+}
+
+/// A zero-initialised f32 buffer, with huge pages requested and every page touched.
+fn buffer(len: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    let bytes = len * 4;
+    if bytes >= 8 << 20 {
+        let start = v.as_mut_ptr() as usize;
+        let aligned = start.next_multiple_of(2 << 20);
+        let end = (start + bytes) & !((2 << 20) - 1);
+        if end > aligned {
+            // SAFETY: the range lies inside the vector's allocation; madvise only changes
+            // how the kernel backs those pages and cannot invalidate the memory.
+            unsafe {
+                libc::madvise(
+                    aligned as *mut libc::c_void,
+                    end - aligned,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+        }
+    }
+    v.resize(len, 0.0);
+    v
+}
+
+fn array(dim: (usize, usize), fill: impl Fn(usize) -> f32 + Sync) -> Array2<f32> {
+    let mut data = buffer(dim.0 * dim.1);
+    data.par_chunks_mut(1 << 16)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            for (i, v) in chunk.iter_mut().enumerate() {
+                *v = fill(c * (1 << 16) + i);
+            }
+        });
+    Array2::from_shape_vec(dim, data).expect("shape")
+}
+
+/// Memory-copy bandwidth in bytes per second (read + write), two threads, 256 MiB.
+fn copy_bandwidth() -> f64 {
+    let len = 64 << 20;
+    let src = {
+        let mut v = buffer(len);
+        v.iter_mut().enumerate().for_each(|(i, x)| *x = i as f32);
+        v
+    };
+    let mut dst = buffer(len);
+    let mut times = Vec::new();
+    for _ in 0..9 {
+        let start = Instant::now();
+        dst.par_chunks_mut(len / 8)
+            .zip(src.par_chunks(len / 8))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+        times.push(start.elapsed());
+    }
+    std::hint::black_box(&dst);
+    (2 * len * 4) as f64 / median(&mut times).as_secs_f64()
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Alternates two closures until the budget is spent; returns their median times.
+fn time_pair(budget: Duration, mut a: impl FnMut(), mut b: impl FnMut()) -> (Duration, Duration) {
+    a();
+    b();
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    while (start.elapsed() < budget || ta.len() < 5) && ta.len() < 10_000 {
+        let t = Instant::now();
+        a();
+        ta.push(t.elapsed());
+        let t = Instant::now();
+        b();
+        tb.push(t.elapsed());
+    }
+    (median(&mut ta), median(&mut tb))
+}
+
+fn forward(backend: &dyn LinearScan<f32>, a: &Array2<f32>, x: &Array2<f32>, h: &mut Array2<f32>) {
+    backend
+        .forward_into(
+            ForwardInputs {
+                decay: a.view(),
+                impulse: x.view(),
+                initial: None,
+                direction: Direction::Forward,
+            },
+            h.view_mut(),
+        )
+        .expect("shapes match");
+}
+
+struct Grads {
+    decay: Array2<f32>,
+    impulse: Array2<f32>,
+    initial: Array1<f32>,
+}
+
+fn backward(
+    backend: &dyn LinearScan<f32>,
+    a: &Array2<f32>,
+    h: &Array2<f32>,
+    dh: &Array2<f32>,
+    g: &mut Grads,
+) {
+    backend
+        .backward_into(
+            BackwardInputs {
+                decay: a.view(),
+                state: h.view(),
+                initial: None,
+                grad_state: dh.view(),
+                grad_last: None,
+                direction: Direction::Forward,
+            },
+            BackwardOutputs {
+                grad_decay: g.decay.view_mut(),
+                grad_impulse: g.impulse.view_mut(),
+                grad_initial: Some(g.initial.view_mut()),
+            },
+        )
+        .expect("shapes match");
+}
+
+fn main() {
+    let args = Args::parse();
+    let table1 = [16, 256, 4096, 65536]
+        .into_iter()
+        .flat_map(|t| [4, 32, 128].map(|f| (t, f)));
+    let large = [
+        (1 << 20, 1),
+        (1 << 20, 4),
+        (1 << 20, 64),
+        (65536, 1024),
+        (4096, 65536),
+    ];
+    let shapes: Vec<(usize, usize)> = if args.quick {
+        vec![
+            (16, 4),
+            (4096, 32),
+            (65536, 4),
+            (65536, 128),
+            (1 << 20, 1),
+            (1 << 20, 64),
+        ]
+    } else {
+        table1.chain(large).collect()
+    };
+    let budget = Duration::from_millis(args.budget_ms);
+    let copy = copy_bandwidth();
+    let (serial, parallel) = (Serial::default(), Parallel::default());
+    let mut rows = Vec::new();
+    for &(t, f) in &shapes {
+        let dim = (t, f);
+        let elems = (t * f) as f64;
+        let a = array(dim, |i| 0.9 + 0.0999 * ((i * 7919 % 1000) as f32 / 1000.0));
+        let x = array(dim, |i| (i * 104_729 % 2001) as f32 / 1000.0 - 1.0);
+        let mut h = array(dim, |_| f32::NAN);
+        let mut h2 = array(dim, |_| f32::NAN);
+        let (ts, tp) = time_pair(
+            budget,
+            || forward(&serial, &a, &x, &mut h),
+            || forward(&parallel, &a, &x, &mut h2),
+        );
+        rows.push(row(t, f, "forward", ts, tp, elems, 12.0, copy));
+        drop(h2);
+        let mut g1 = Grads {
+            decay: array(dim, |_| f32::NAN),
+            impulse: array(dim, |_| f32::NAN),
+            initial: Array1::zeros(f),
+        };
+        let mut g2 = Grads {
+            decay: array(dim, |_| f32::NAN),
+            impulse: array(dim, |_| f32::NAN),
+            initial: Array1::zeros(f),
+        };
+        let dh = x;
+        let (ts, tp) = time_pair(
+            budget,
+            || backward(&serial, &a, &h, &dh, &mut g1),
+            || backward(&parallel, &a, &h, &dh, &mut g2),
+        );
+        rows.push(row(t, f, "backward", ts, tp, elems, 20.0, copy));
+        if !args.json {
+            eprint!(".");
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("serializable")
+        );
+        return;
+    }
+    eprintln!();
+    println!(
+        "memory copy (2 threads, 256 MiB, read + write): {:.1} GB/s; threads: {}",
+        copy / 1e9,
+        rayon::current_num_threads()
+    );
+    println!("| T | F | pass | serial ns/elem | parallel ns/elem | speedup | serial / copy | parallel / copy |");
+    println!("|---:|---:|---|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {:.3} | {:.3} | {:.2}× | {:.0} % | {:.0} % |",
+            r.t,
+            r.f,
+            r.direction,
+            r.serial_ns_per_elem,
+            r.parallel_ns_per_elem,
+            r.speedup,
+            100.0 * r.serial_copy_fraction,
+            100.0 * r.parallel_copy_fraction
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row(
+    t: usize,
+    f: usize,
+    direction: &'static str,
+    serial: Duration,
+    parallel: Duration,
+    elems: f64,
+    bytes_per_elem: f64,
+    copy: f64,
+) -> Row {
+    let ns = |d: Duration| d.as_secs_f64() * 1e9 / elems;
+    let fraction = |d: Duration| bytes_per_elem * elems / d.as_secs_f64() / copy;
+    Row {
+        t,
+        f,
+        direction,
+        serial_ns_per_elem: ns(serial),
+        parallel_ns_per_elem: ns(parallel),
+        speedup: serial.as_secs_f64() / parallel.as_secs_f64(),
+        serial_copy_fraction: fraction(serial),
+        parallel_copy_fraction: fraction(parallel),
+    }
+}
