@@ -251,11 +251,9 @@ pub fn case_strategy(max_steps: usize, max_elements: usize) -> impl Strategy<Val
                 decay_kind,
                 seed,
             )| {
-                let n_features = if n_steps == 0 {
-                    n_features
-                } else {
-                    n_features.min((max_elements / n_steps).max(1))
-                };
+                let n_features = max_elements
+                    .checked_div(n_steps)
+                    .map_or(n_features, |cap| n_features.min(cap.max(1)));
                 Case {
                     n_steps,
                     n_features,

@@ -103,7 +103,7 @@ impl Engine {
         let small = n * w < self.plan.min_parallel_elems || threads == 1;
         let columns_contiguous = w > 1 && !job.rows_contiguous() && column_major(job);
         let time_parallel = self.split == Split::TimeAndFeatures && !small;
-        // SAFETY (all calls): the caller's contract, and every task below gets disjoint
+        // SAFETY: for all calls, the caller's contract, and every task below gets disjoint
         // output columns (feature blocks) or rows (time chunks) of the job.
         unsafe {
             if columns_contiguous {

@@ -389,9 +389,11 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
     // SAFETY: AVX is enabled for this function.
     let one = unsafe { L::splat(L::one()) };
     let zero = _mm256_setzero_ps();
-    // SAFETY (whole body): every register access below is at an offset < n_elems from a
+    // SAFETY: throughout this body, every register access below is at an offset < n_elems from a
     // base that addresses n_elems valid elements (the caller's contract).
+    // SAFETY: `carry` holds `width` values; AVX is enabled for this function.
     let mut state = unsafe { pattern(carry, width) };
+    // SAFETY: as above, for `product`.
     let mut prod = unsafe { pattern(product, width) };
 
     let n_regs = n_elems / per;

@@ -101,7 +101,7 @@ unsafe fn run_avx2<E: Element>(job: &Job<E>, carry: &mut [E], product: &mut [E],
 
 #[inline(always)]
 unsafe fn run<E: Element, M: MulAdd>(job: &Job<E>, carry: &mut [E], product: &mut [E], pass: Pass) {
-    // SAFETY (all calls below): the caller's contract; each helper reads and writes only
+    // SAFETY: for all calls below, the caller's contract; each helper reads and writes only
     // rows < n_rows and columns < width of the job's sequences.
     unsafe {
         if !job.rows_contiguous() {
