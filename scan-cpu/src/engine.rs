@@ -49,7 +49,7 @@ impl Plan {
         let lanes = 32 / std::mem::size_of::<E>();
         Self {
             threads,
-            min_parallel_elems: 1 << 15,
+            min_parallel_elems: 1 << 18,
             // Two registers' worth of features per thread keep two FMA chains in flight.
             min_features_per_thread: 2 * lanes,
             // About 4 MiB of inputs: the rows reduced in phase 1 are still in L2/L3 when

@@ -86,7 +86,7 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Self {
-            min_parallel_elements: 1 << 15,
+            min_parallel_elements: 1 << 18,
             // About 4 MiB of f32 inputs (decay and impulse).
             tile_elements: 1 << 19,
         }

@@ -422,8 +422,10 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
         }
     };
 
-    let mut k = 0;
-    while k + 4 <= n_regs {
+    // Loads registers k..k+4 and turns them into prefix compositions from the block's
+    // start: each register is scanned in place, then pairs are composed, then the second
+    // pair after the first (two dependent links instead of three).
+    let prepare = |k: usize| -> ([__m256; 4], [__m256; 4]) {
         let mut a = [zero; 4];
         let mut x = [zero; 4];
         for j in 0..4 {
@@ -432,15 +434,31 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
             let (aj, xj) = unsafe { (L::load(bases.decay.add(o)), L::load(bases.impulse.add(o))) };
             (a[j], x[j]) = local(aj, xj);
         }
-        for j in 1..4 {
-            let a_before = _mm256_permutevar8x32_ps(a[j - 1], last);
-            let x_before = _mm256_permutevar8x32_ps(x[j - 1], last);
+        let after = |a: &mut [__m256; 4], x: &mut [__m256; 4], from: usize, to: usize| {
+            let a_before = _mm256_permutevar8x32_ps(a[from], last);
+            let x_before = _mm256_permutevar8x32_ps(x[from], last);
+            // SAFETY: AVX2 + FMA are enabled for this function.
+            unsafe {
+                x[to] = L::fma(a[to], x_before, x[to]);
+                a[to] = L::mul(a[to], a_before);
+            }
+        };
+        after(&mut a, &mut x, 0, 1);
+        after(&mut a, &mut x, 2, 3);
+        let a_before = _mm256_permutevar8x32_ps(a[1], last);
+        let x_before = _mm256_permutevar8x32_ps(x[1], last);
+        for j in 2..4 {
             // SAFETY: AVX2 + FMA are enabled for this function.
             unsafe {
                 x[j] = L::fma(a[j], x_before, x[j]);
                 a[j] = L::mul(a[j], a_before);
             }
         }
+        (a, x)
+    };
+    let mut k = 0;
+    while k + 4 <= n_regs {
+        let (a, x) = prepare(k);
         for j in 0..4 {
             // SAFETY: AVX2 + FMA are enabled for this function.
             let h = unsafe { L::fma(a[j], state, x[j]) };
