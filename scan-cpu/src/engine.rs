@@ -2,7 +2,8 @@
 //! problems, Algorithm 1 over time.
 //!
 //! Algorithm 1 is run tile by tile so the second pass over a chunk hits cache: the rows
-//! are cut into *super-tiles* of about [`Plan::tile_elems`] elements, processed one after
+//! are cut into *super-tiles* of [`Plan::tile_elems`] elements (an eighth of the last-level
+//! cache), processed one after
 //! another with the state carried between them. Within a super-tile of `n` rows on `p`
 //! threads, the first `n/p` rows are scanned directly from the incoming state while the
 //! other threads reduce the remaining rows in `2(p−1)` chunks (phase 1); the chunk carries
@@ -52,10 +53,41 @@ impl Plan {
             min_parallel_elems: 1 << 18,
             // Two registers' worth of features per thread keep two FMA chains in flight.
             min_features_per_thread: 2 * lanes,
-            // About 4 MiB of inputs: the rows reduced in phase 1 are still in L2/L3 when
-            // phase 3 rescans them.
-            tile_elems: (4 << 20) / (2 * std::mem::size_of::<E>()),
+            tile_elems: default_tile_input_bytes() / (2 * std::mem::size_of::<E>()),
         }
+    }
+}
+
+/// Bytes of input per super-tile: an eighth of the last-level cache (so the rows reduced in
+/// phase 1 are still cached when phase 3 rescans them, with room for the outputs and
+/// other work), between 1 and 8 MiB; 4 MiB where the cache size cannot be read.
+pub(crate) fn default_tile_input_bytes() -> usize {
+    last_level_cache_bytes().map_or(4 << 20, |bytes| (bytes / 8).clamp(1 << 20, 8 << 20))
+}
+
+/// The size of the largest cache the first CPU reports (Linux sysfs), if readable.
+fn last_level_cache_bytes() -> Option<usize> {
+    (0..8)
+        .filter_map(|index| {
+            let path = format!("/sys/devices/system/cpu/cpu0/cache/index{index}/size");
+            parse_cache_size(std::fs::read_to_string(path).ok()?.trim())
+        })
+        .max()
+}
+
+/// Parses sysfs cache sizes such as `32768K` or `2M`.
+fn parse_cache_size(text: &str) -> Option<usize> {
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let value: usize = digits.parse().ok()?;
+    match unit {
+        "" => Some(value),
+        "K" => Some(value << 10),
+        "M" => Some(value << 20),
+        "G" => Some(value << 30),
+        _ => None,
     }
 }
 
@@ -232,4 +264,37 @@ fn column_major<E>(job: &Job<E>) -> bool {
                 .iter(),
         )
         .all(|s| s.row.abs() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_sizes_parse() {
+        assert_eq!(parse_cache_size("32768K"), Some(32 << 20));
+        assert_eq!(parse_cache_size("2M"), Some(2 << 20));
+        assert_eq!(parse_cache_size("512"), Some(512));
+        assert_eq!(parse_cache_size("12Q"), None);
+        assert_eq!(parse_cache_size(""), None);
+    }
+
+    #[test]
+    fn tile_size_is_bounded() {
+        let bytes = default_tile_input_bytes();
+        assert!((1 << 20..=8 << 20).contains(&bytes), "{bytes}");
+    }
+
+    #[test]
+    fn plan_threads_follow_parallelism() {
+        assert_eq!(Plan::new::<f32>(Parallelism::None).threads, 1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        assert_eq!(
+            pool.install(|| Plan::new::<f64>(Parallelism::Rayon).threads),
+            3
+        );
+    }
 }

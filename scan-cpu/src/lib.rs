@@ -78,17 +78,16 @@ pub struct Parallel {
 pub struct Tuning {
     /// Problems with fewer elements (T·F) run on one thread.
     pub min_parallel_elements: usize,
-    /// Elements per super-tile of Algorithm 1; each super-tile's chunks are reduced and
-    /// rescanned while they are still in cache.
-    pub tile_elements: usize,
+    /// Bytes of input (decays and impulses) per super-tile of Algorithm 1; each
+    /// super-tile's chunks are reduced and rescanned while they are still in cache.
+    pub tile_input_bytes: usize,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
         Self {
             min_parallel_elements: 1 << 18,
-            // About 4 MiB of f32 inputs (decay and impulse).
-            tile_elements: 1 << 19,
+            tile_input_bytes: engine::default_tile_input_bytes(),
         }
     }
 }
@@ -119,7 +118,8 @@ impl Parallel {
     fn engine<E: Element>(&self) -> Engine {
         let mut engine = Engine::new::<E>(self.parallelism, Split::TimeAndFeatures);
         engine.plan.min_parallel_elems = self.tuning.min_parallel_elements;
-        engine.plan.tile_elems = self.tuning.tile_elements.max(1);
+        engine.plan.tile_elems =
+            (self.tuning.tile_input_bytes / (2 * std::mem::size_of::<E>())).max(1);
         engine
     }
 }

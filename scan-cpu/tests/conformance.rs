@@ -26,7 +26,8 @@ fn eager() -> Parallel {
         parallelism: Parallelism::Rayon,
         tuning: Tuning {
             min_parallel_elements: 8,
-            tile_elements: 700,
+            // 700 f32 or 350 f64 elements per super-tile.
+            tile_input_bytes: 5600,
         },
     }
 }
