@@ -1,0 +1,1038 @@
+//! `trainer synthetic`: the long-dependency task of PAPER.md §3 (Table 3).
+//!
+//! A run trains on fresh minibatches (a pure function of the seed and the step, so a
+//! resumed run sees the batches it would have seen), optionally through a length
+//! curriculum, until the convergence criterion holds: `streak` consecutive minibatches at
+//! 100 % accuracy, confirmed by an evaluation on fresh sequences. Everything it writes
+//! goes to one run folder.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use scan_core::LinearScan;
+use serde::{Deserialize, Serialize};
+use surrogate_rnn::{
+    load_checkpoint_into, read_checkpoint_meta, save_checkpoint, Adam, AdamConfig, Classifier,
+    GateBiasInit, InitConfig, InputKind, LayerKind, ModelConfig, ModelError, ModelInput,
+    SyntheticTask,
+};
+
+use crate::backend::BackendChoice;
+use crate::metrics::{self, MetricsWriter, Record};
+use crate::plot::{self, Chart, Scale};
+use crate::system;
+
+/// The recurrent layer of the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelChoice {
+    /// The LSTM with a GILR surrogate for its hidden state (the paper's model).
+    GilrLstm,
+    /// The plain LSTM, serial over time (the paper's cuDNN LSTM baseline).
+    Lstm,
+    /// The gated impulse linear recurrence alone.
+    Gilr,
+    /// QRNN with a causal filter of `--qrnn-width` steps.
+    Qrnn,
+    /// SRU (needs `--embedding` equal to `--hidden`).
+    Sru,
+}
+
+/// How the decay ("forget") gate biases start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitChoice {
+    /// Chrono initialisation: memory time scales spread up to `--chrono-max-len` steps.
+    Chrono,
+    /// Zero biases (decays start near 0.5), as the paper's code.
+    Zero,
+    /// A constant bias `--forget-bias` (1.0 is the classic LSTM forget bias).
+    Constant,
+}
+
+/// Train on the synthetic long-dependency task: x₀ = ±e₁, then uniform random one-hot
+/// vectors in `--dim` dimensions; the label is the sign of x₀.
+///
+/// Writes a run folder with metrics.csv, metrics.jsonl, learning_curve.png/.svg,
+/// checkpoint.safetensors, run.json (the settings) and summary.json.
+#[derive(Parser, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[command(name = "synthetic")]
+pub struct SyntheticArgs {
+    /// Sequence length n (steps per sequence).
+    #[arg(short = 'n', long, default_value_t = 1024)]
+    pub seq_len: usize,
+    /// One-hot dimension p of the inputs.
+    #[arg(long, default_value_t = 128)]
+    pub dim: usize,
+    /// Recurrent layer type.
+    #[arg(long, value_enum, default_value_t = ModelChoice::GilrLstm)]
+    pub model: ModelChoice,
+    /// Filter width k of `--model qrnn`.
+    #[arg(long, default_value_t = 2)]
+    pub qrnn_width: usize,
+    /// Hidden units per recurrent layer.
+    #[arg(long, default_value_t = 64)]
+    pub hidden: usize,
+    /// Number of stacked recurrent layers.
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    /// Width of the embedding that reads the one-hot inputs.
+    #[arg(long, default_value_t = 32)]
+    pub embedding: usize,
+    /// Sequences per minibatch (≥ 8 for a meaningful convergence criterion).
+    #[arg(short, long, default_value_t = 16)]
+    pub batch: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 3e-3)]
+    pub lr: f64,
+    /// Clip the global gradient norm to this value (0 turns clipping off).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    /// Initialisation of the decay-gate biases.
+    #[arg(long, value_enum, default_value_t = InitChoice::Chrono)]
+    pub init: InitChoice,
+    /// Longest memory time scale of `--init chrono` [default: the sequence length].
+    #[arg(long)]
+    pub chrono_max_len: Option<usize>,
+    /// Bias of `--init constant`.
+    #[arg(long, default_value_t = 1.0)]
+    pub forget_bias: f64,
+    /// Seed of the initialisation and of the data.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Scan backend [default: parallel].
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendChoice>,
+    /// Consecutive minibatches at 100 % accuracy that trigger the evaluation.
+    #[arg(long, default_value_t = 5)]
+    pub streak: usize,
+    /// Fresh sequences in the confirming evaluation (at least 256).
+    #[arg(long, default_value_t = 256)]
+    pub eval_sequences: usize,
+    /// Evaluation accuracy needed to call the run converged.
+    #[arg(long, default_value_t = 0.99)]
+    pub eval_threshold: f64,
+    /// Stop after this many iterations in total [default: 5000].
+    #[arg(long)]
+    pub max_iterations: Option<u64>,
+    /// Stop after this much wall time in seconds, counted across resumes [default: none].
+    #[arg(long)]
+    pub max_seconds: Option<f64>,
+    /// Shorter lengths to train at first, e.g. `--curriculum 64,256`; each stage ends when
+    /// the streak criterion holds, then the next length starts.
+    #[arg(long, value_delimiter = ',')]
+    pub curriculum: Vec<usize>,
+    /// Save a checkpoint every this many iterations (0: only at the end) [default: 100].
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// The run folder [default: a new folder <runs-dir>/<model>-n<len>-<k>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Where new run folders are created when `--out` is not given.
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Overwrite the files of an existing `--out` folder.
+    #[arg(long)]
+    pub force: bool,
+    /// Continue the run in this folder from its checkpoint. Its settings come from the
+    /// folder's run.json; only --max-iterations, --max-seconds, --checkpoint-every,
+    /// --backend, --threads and --quiet may be given anew.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// Worker threads for scans and matrix products [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar; a status line every few seconds instead.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Default for SyntheticArgs {
+    fn default() -> Self {
+        Self::parse_from(["synthetic"])
+    }
+}
+
+const DEFAULT_MAX_ITERATIONS: u64 = 5000;
+const DEFAULT_CHECKPOINT_EVERY: u64 = 100;
+const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+const SETTINGS_FILE: &str = "run.json";
+const SUMMARY_FILE: &str = "summary.json";
+const CURVE_STEM: &str = "learning_curve";
+const OWNED_FILES: &[&str] = &[
+    CHECKPOINT_FILE,
+    SETTINGS_FILE,
+    SUMMARY_FILE,
+    metrics::CSV_FILE,
+    metrics::JSONL_FILE,
+    "learning_curve.png",
+    "learning_curve.svg",
+];
+
+impl SyntheticArgs {
+    fn layer_kind(&self) -> LayerKind {
+        match self.model {
+            ModelChoice::GilrLstm => LayerKind::GilrLstm,
+            ModelChoice::Lstm => LayerKind::Lstm,
+            ModelChoice::Gilr => LayerKind::Gilr,
+            ModelChoice::Qrnn => LayerKind::Qrnn {
+                width: self.qrnn_width,
+            },
+            ModelChoice::Sru => LayerKind::Sru,
+        }
+    }
+
+    fn model_config(&self) -> ModelConfig {
+        ModelConfig {
+            layer: self.layer_kind(),
+            input: InputKind::OneHot { vocab: self.dim },
+            input_projection: Some(self.embedding),
+            hidden: self.hidden,
+            layers: self.layers,
+            classes: SyntheticTask::N_CLASSES,
+        }
+    }
+
+    fn init_config(&self) -> InitConfig {
+        let gate_bias = match self.init {
+            InitChoice::Chrono => GateBiasInit::Chrono {
+                max_len: self.chrono_max_len.unwrap_or(self.seq_len),
+            },
+            InitChoice::Zero => GateBiasInit::Zero,
+            InitChoice::Constant => GateBiasInit::Constant {
+                value: self.forget_bias,
+            },
+        };
+        InitConfig { gate_bias }
+    }
+
+    fn init_label(&self) -> String {
+        match self.init_config().gate_bias {
+            GateBiasInit::Chrono { max_len } => format!("chrono(max_len={max_len})"),
+            GateBiasInit::Zero => "zero".into(),
+            GateBiasInit::Constant { value } => format!("constant({value})"),
+        }
+    }
+
+    fn adam_config(&self) -> AdamConfig {
+        AdamConfig {
+            learning_rate: self.lr,
+            clip_norm: (self.clip > 0.0).then_some(self.clip),
+            ..AdamConfig::default()
+        }
+    }
+
+    fn backend(&self) -> BackendChoice {
+        self.backend.unwrap_or(BackendChoice::Parallel)
+    }
+
+    fn max_iterations(&self) -> u64 {
+        self.max_iterations.unwrap_or(DEFAULT_MAX_ITERATIONS)
+    }
+
+    fn checkpoint_every(&self) -> u64 {
+        self.checkpoint_every.unwrap_or(DEFAULT_CHECKPOINT_EVERY)
+    }
+
+    /// The lengths trained at, in order; the last is the target length.
+    fn stages(&self) -> Vec<usize> {
+        let mut stages = self.curriculum.clone();
+        stages.push(self.seq_len);
+        stages
+    }
+
+    /// The settings of a run with the flags that may change on resume taken from `new`.
+    fn resumed_with(mut self, new: &SyntheticArgs) -> Self {
+        if new.max_iterations.is_some() {
+            self.max_iterations = new.max_iterations;
+        }
+        if new.max_seconds.is_some() {
+            self.max_seconds = new.max_seconds;
+        }
+        if new.checkpoint_every.is_some() {
+            self.checkpoint_every = new.checkpoint_every;
+        }
+        if new.backend.is_some() {
+            self.backend = new.backend;
+        }
+        self.threads = new.threads;
+        self.quiet = new.quiet;
+        self.resume = new.resume.clone();
+        self
+    }
+
+    /// Bytes one training step needs for activations, caches and gradients, following
+    /// the formula documented in surrogate-rnn: per layer `k·T·B·n` elements (k = 9 for
+    /// GILR-LSTM, 6 for LSTM, 5 for QRNN and SRU, 3 for GILR), plus `4·T·B·n` of backward
+    /// scratch and `2·T·B·d` for the embedding and its gradient, in f32.
+    fn training_memory_bytes(&self) -> f64 {
+        let per_layer = match self.model {
+            ModelChoice::GilrLstm => 9.0,
+            ModelChoice::Lstm => 6.0,
+            ModelChoice::Qrnn | ModelChoice::Sru => 5.0,
+            ModelChoice::Gilr => 3.0,
+        };
+        let events = self.seq_len as f64 * self.batch as f64;
+        let elements = (per_layer * self.layers as f64 + 4.0) * events * self.hidden as f64
+            + 2.0 * events * self.embedding as f64;
+        4.0 * elements
+    }
+
+    /// Every check that can fail before work starts.
+    fn validate(&self) -> Result<()> {
+        ensure!(
+            self.seq_len >= 1,
+            "--seq-len must be at least 1 (got 0): a sequence needs its first element x₀"
+        );
+        ensure!(self.dim >= 1, "--dim must be at least 1");
+        ensure!(
+            self.batch >= 1 && self.hidden >= 1 && self.layers >= 1 && self.embedding >= 1,
+            "--batch, --hidden, --layers and --embedding must all be at least 1"
+        );
+        ensure!(
+            self.lr > 0.0 && self.lr.is_finite(),
+            "--lr must be a positive number"
+        );
+        ensure!(
+            self.clip >= 0.0 && self.clip.is_finite(),
+            "--clip must be ≥ 0"
+        );
+        ensure!(self.streak >= 1, "--streak must be at least 1");
+        ensure!(
+            self.batch * self.streak >= 40,
+            "--batch {} with --streak {} is not a meaningful convergence criterion: a model \
+             that guesses passes {} consecutive minibatches of {} sequences by chance too \
+             often; use --batch ≥ 8 (or a longer --streak, batch × streak ≥ 40)",
+            self.batch,
+            self.streak,
+            self.streak,
+            self.batch
+        );
+        ensure!(
+            self.eval_sequences >= 256,
+            "--eval-sequences must be at least 256 (got {})",
+            self.eval_sequences
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.eval_threshold),
+            "--eval-threshold must lie in [0, 1]"
+        );
+        if self.model == ModelChoice::Qrnn {
+            ensure!(self.qrnn_width >= 1, "--qrnn-width must be at least 1");
+        }
+        if self.model == ModelChoice::Sru && self.embedding != self.hidden {
+            bail!(
+                "SRU's highway connection needs the layer input size to equal its hidden size, \
+                 but --embedding is {} and --hidden is {}; pass --embedding {}",
+                self.embedding,
+                self.hidden,
+                self.hidden
+            );
+        }
+        if let Some(len) = self.chrono_max_len {
+            ensure!(len >= 2, "--chrono-max-len must be at least 2");
+        }
+        let mut previous = 0;
+        for &len in &self.curriculum {
+            ensure!(
+                len > previous && len < self.seq_len,
+                "--curriculum lengths must increase and stay below --seq-len {} (got {:?})",
+                self.seq_len,
+                self.curriculum
+            );
+            previous = len;
+        }
+        if let Some(seconds) = self.max_seconds {
+            ensure!(seconds > 0.0, "--max-seconds must be positive");
+        }
+        if let Some(threads) = self.threads {
+            ensure!(threads >= 1, "--threads must be at least 1");
+        }
+        self.model_config()
+            .validate()
+            .context("the model configuration is impossible")?;
+        let needed = self.training_memory_bytes();
+        if let Some(available) = system::available_memory_bytes() {
+            if needed > 0.9 * available as f64 {
+                bail!(
+                    "this configuration needs about {} for one training step (T = {}, B = {}, \
+                     n = {}, {} layers of {}) but only {} of memory is available; reduce \
+                     --batch, --hidden or --seq-len",
+                    system::format_bytes(needed),
+                    self.seq_len,
+                    self.batch,
+                    self.hidden,
+                    self.layers,
+                    self.layer_kind().label(),
+                    system::format_bytes(available as f64)
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The loop state saved with every checkpoint (as JSON in its metadata).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct LoopState {
+    stage: usize,
+    streak: usize,
+    wall_seconds: f64,
+    train_seconds: f64,
+    train_events: f64,
+    eval_rounds: u64,
+    last_eval_accuracy: Option<f64>,
+    stages: Vec<StageReport>,
+}
+
+/// Time and iterations spent at one curriculum length.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct StageReport {
+    seq_len: usize,
+    iterations: u64,
+    seconds: f64,
+    reached_streak: bool,
+}
+
+/// Why a run stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    Converged,
+    IterationLimit,
+    TimeLimit,
+    Interrupted,
+}
+
+/// What `summary.json` holds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub model: String,
+    pub seq_len: usize,
+    pub dim: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub embedding: usize,
+    pub batch: usize,
+    pub backend: String,
+    pub seed: u64,
+    pub learning_rate: f64,
+    pub clip: Option<f64>,
+    pub init: String,
+    pub converged: bool,
+    pub stop_reason: StopReason,
+    pub eval_accuracy: Option<f64>,
+    pub eval_sequences: usize,
+    pub iterations: u64,
+    pub wall_seconds: f64,
+    pub train_seconds: f64,
+    pub events_per_second: f64,
+    pub peak_rss_bytes: Option<u64>,
+    pub threads: usize,
+    pub curriculum: Vec<StageSummary>,
+    pub run_dir: PathBuf,
+}
+
+/// One curriculum stage in the summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct StageSummary {
+    pub seq_len: usize,
+    pub iterations: u64,
+    pub seconds: f64,
+}
+
+/// The result of [`run`].
+pub struct Outcome {
+    pub summary: Summary,
+}
+
+impl Outcome {
+    /// 0 when the run finished (converged or not: the summary says which), 130 when it
+    /// was interrupted.
+    pub fn exit_code(&self) -> ExitCode {
+        if self.summary.stop_reason == StopReason::Interrupted {
+            ExitCode::from(130)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the Ctrl-C handler once: the first Ctrl-C asks the loop to checkpoint and
+/// stop; a second one exits at once.
+fn install_interrupt_handler() {
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    if INSTALLED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let result = ctrlc::set_handler(|| {
+        if INTERRUPTS.fetch_add(1, Ordering::SeqCst) >= 1 {
+            eprintln!("\nsecond Ctrl-C: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("warning: Ctrl-C will not checkpoint: {e}");
+    }
+}
+
+fn interrupted() -> bool {
+    INTERRUPTS.load(Ordering::SeqCst) > 0
+}
+
+/// Log lines that never tear the progress bar (and still show when it is hidden).
+struct Console {
+    bar: ProgressBar,
+}
+
+impl Console {
+    fn line(&self, text: impl AsRef<str>) {
+        if self.bar.is_hidden() {
+            eprintln!("{}", text.as_ref());
+        } else {
+            self.bar.println(text.as_ref());
+        }
+    }
+}
+
+fn configure_threads(threads: Option<usize>) -> Result<usize> {
+    if let Some(n) = threads {
+        // matrixmultiply reads this once, at its first threaded product.
+        std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("configuring the worker threads")?;
+    }
+    Ok(rayon::current_num_threads())
+}
+
+/// Runs `trainer synthetic`.
+pub fn run(cli_args: &SyntheticArgs) -> Result<Outcome> {
+    let started = Instant::now();
+    let (args, dir, resume_from) = match &cli_args.resume {
+        Some(dir) => {
+            let text = std::fs::read_to_string(dir.join(SETTINGS_FILE)).with_context(|| {
+                format!(
+                    "reading `{}`: --resume needs a run folder written by `trainer synthetic`",
+                    dir.join(SETTINGS_FILE).display()
+                )
+            })?;
+            let saved: SyntheticArgs = serde_json::from_str(&text)
+                .with_context(|| format!("parsing `{}`", dir.join(SETTINGS_FILE).display()))?;
+            let args = saved.resumed_with(cli_args);
+            (args, dir.clone(), Some(dir.join(CHECKPOINT_FILE)))
+        }
+        None => (cli_args.clone(), PathBuf::new(), None),
+    };
+    args.validate()?;
+    let backend_choice = args.backend();
+    let scan = backend_choice.build()?;
+    let threads = configure_threads(args.threads)?;
+
+    let config = args.model_config();
+    let mut model = Classifier::<f32>::new(config, args.init_config(), args.seed)
+        .context("building the model")?;
+    let mut adam = Adam::new(args.adam_config(), &model);
+    let mut state = LoopState {
+        stages: args
+            .stages()
+            .iter()
+            .map(|&seq_len| StageReport {
+                seq_len,
+                ..StageReport::default()
+            })
+            .collect(),
+        ..LoopState::default()
+    };
+    let (dir, history) = match &resume_from {
+        Some(checkpoint) => {
+            let meta = read_checkpoint_meta(checkpoint).map_err(describe_checkpoint_error)?;
+            ensure!(
+                meta.seed == args.seed,
+                "checkpoint `{}` was saved by a run with seed {}, but {} says seed {}",
+                checkpoint.display(),
+                meta.seed,
+                dir.join(SETTINGS_FILE).display(),
+                args.seed
+            );
+            load_checkpoint_into(checkpoint, &mut model, &mut adam)
+                .map_err(describe_checkpoint_error)?;
+            // The stored hyper-parameters are the run's; keep them.
+            adam.config = args.adam_config();
+            let saved = meta.extra.get("loop_state").with_context(|| {
+                format!("checkpoint `{}` has no trainer state", checkpoint.display())
+            })?;
+            state = serde_json::from_str(saved).with_context(|| {
+                format!("checkpoint `{}`: invalid trainer state", checkpoint.display())
+            })?;
+            ensure!(
+                state.stages.len() == args.stages().len(),
+                "checkpoint `{}` does not match the curriculum of `{}`",
+                checkpoint.display(),
+                dir.join(SETTINGS_FILE).display()
+            );
+            let history = metrics::read_history(&dir, adam.steps())?;
+            (dir, history)
+        }
+        None => {
+            let stem = format!("{}-n{}", config.layer.label(), args.seq_len);
+            let dir = crate::run_dir::prepare(
+                args.out.as_deref(),
+                &args.runs_dir,
+                &stem,
+                args.force,
+                OWNED_FILES,
+            )?;
+            let mut stored = args.clone();
+            stored.resume = None;
+            stored.force = false;
+            let text = serde_json::to_string_pretty(&stored)?;
+            std::fs::write(dir.join(SETTINGS_FILE), text)
+                .with_context(|| format!("writing `{}`", dir.join(SETTINGS_FILE).display()))?;
+            (dir, Vec::new())
+        }
+    };
+    install_interrupt_handler();
+    let mut trainer = Trainer {
+        args: &args,
+        scan: scan.as_ref(),
+        dir: &dir,
+        model,
+        adam,
+        state,
+        metrics: MetricsWriter::create(&dir, &history)?,
+        history,
+        wall_base: 0.0,
+        started,
+    };
+    trainer.wall_base = trainer.state.wall_seconds;
+    let stop = trainer.train(backend_choice, threads)?;
+    trainer.finish(stop, backend_choice, threads)
+}
+
+/// Turns a checkpoint error into a message that says what to do.
+fn describe_checkpoint_error(error: ModelError) -> anyhow::Error {
+    let hint = match &error {
+        ModelError::Io { .. } => "the run folder has no readable checkpoint",
+        _ => "the checkpoint is corrupt, truncated or from another model; start a new run",
+    };
+    anyhow::Error::new(error).context(format!("cannot resume: {hint}"))
+}
+
+struct Trainer<'a> {
+    args: &'a SyntheticArgs,
+    scan: &'a dyn LinearScan<f32>,
+    dir: &'a Path,
+    model: Classifier<f32>,
+    adam: Adam<f32>,
+    state: LoopState,
+    metrics: MetricsWriter,
+    history: Vec<Record>,
+    /// Wall seconds of earlier sessions of this run.
+    wall_base: f64,
+    started: Instant,
+}
+
+impl Trainer<'_> {
+    fn wall_seconds(&self) -> f64 {
+        self.wall_base + self.started.elapsed().as_secs_f64()
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.state.wall_seconds = self.wall_seconds();
+        let mut extra = BTreeMap::new();
+        extra.insert("loop_state".to_owned(), serde_json::to_string(&self.state)?);
+        extra.insert("tool".to_owned(), "trainer synthetic".to_owned());
+        save_checkpoint(
+            &self.dir.join(CHECKPOINT_FILE),
+            &self.model,
+            &self.adam,
+            self.args.seed,
+            &extra,
+        )
+        .context("writing the checkpoint")?;
+        self.metrics.flush()
+    }
+
+    fn progress_bar(&self) -> ProgressBar {
+        let total = self.args.max_iterations();
+        let bar = if self.args.quiet {
+            ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
+        } else {
+            ProgressBar::new(total)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} [{bar:24}] {pos}/{len} it  {msg}  ETA {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_position(self.adam.steps());
+        bar.enable_steady_tick(Duration::from_millis(250));
+        bar
+    }
+
+    fn train(&mut self, backend: BackendChoice, threads: usize) -> Result<StopReason> {
+        let args = self.args;
+        let stages = args.stages();
+        let console = Console {
+            bar: self.progress_bar(),
+        };
+        let resumed = self.adam.steps() > 0;
+        console.line(format!(
+            "{} {} run: {} × {} {} (embedding {}), n = {}{}, batch {}, lr {}, init {}, {} backend, {} threads, seed {}\n  folder: {}",
+            if resumed { "resuming" } else { "starting" },
+            if resumed { format!("at step {}", self.adam.steps()) } else { String::new() },
+            args.layers,
+            args.hidden,
+            self.model.config().layer.label(),
+            args.embedding,
+            args.seq_len,
+            if args.curriculum.is_empty() {
+                String::new()
+            } else {
+                format!(" (curriculum {:?})", stages)
+            },
+            args.batch,
+            args.lr,
+            args.init_label(),
+            backend.label(),
+            threads,
+            args.seed,
+            self.dir.display()
+        ));
+        let mut last_status = Instant::now();
+        let mut mark = Instant::now();
+        let reason = loop {
+            // Time since the last mark belongs to the current stage.
+            let now = Instant::now();
+            self.state.stages[self.state.stage].seconds += (now - mark).as_secs_f64();
+            mark = now;
+            if interrupted() {
+                break StopReason::Interrupted;
+            }
+            if self.adam.steps() >= args.max_iterations() {
+                break StopReason::IterationLimit;
+            }
+            if args.max_seconds.is_some_and(|s| self.wall_seconds() >= s) {
+                break StopReason::TimeLimit;
+            }
+            let seq_len = stages[self.state.stage];
+            let task = SyntheticTask::new(seq_len, args.dim)?;
+            let step = self.adam.steps();
+            let batch = task.batch_for_step::<f32>(args.seed, step, args.batch);
+            let step_start = Instant::now();
+            let stats = match self.model.train_step(
+                &mut self.adam,
+                self.scan,
+                ModelInput::OneHot(&batch.input),
+                &batch.labels,
+            ) {
+                Ok(stats) => stats,
+                Err(ModelError::NonFiniteGradient { step }) => bail!(
+                    "training diverged at step {step}: the gradient is not finite; \
+                     try a lower --lr or a smaller --clip"
+                ),
+                Err(e) => return Err(e).context("training step"),
+            };
+            let step_seconds = step_start.elapsed().as_secs_f64();
+            let events = (seq_len * args.batch) as f64;
+            self.state.train_seconds += step_seconds;
+            self.state.train_events += events;
+            self.state.stages[self.state.stage].iterations += 1;
+            self.state.streak = if stats.batch.accuracy >= 1.0 {
+                self.state.streak + 1
+            } else {
+                0
+            };
+            let mut record = Record {
+                step: self.adam.steps(),
+                seq_len,
+                loss: stats.batch.loss,
+                accuracy: stats.batch.accuracy,
+                grad_norm: stats.grad_norm,
+                clipped: stats.clipped,
+                wall_seconds: self.wall_seconds(),
+                events_per_second: events / step_seconds.max(1e-12),
+                eval_accuracy: None,
+            };
+            let mut converged = false;
+            if self.state.streak >= args.streak {
+                self.state.streak = 0;
+                if self.state.stage + 1 < stages.len() {
+                    self.state.stages[self.state.stage].reached_streak = true;
+                    let report = &self.state.stages[self.state.stage];
+                    console.line(format!(
+                        "  length {} learned after {} iterations ({:.1} s); moving to length {}",
+                        report.seq_len,
+                        report.iterations,
+                        report.seconds,
+                        stages[self.state.stage + 1]
+                    ));
+                    self.state.stage += 1;
+                } else {
+                    let accuracy = self.evaluate(&console)?;
+                    record.eval_accuracy = Some(accuracy);
+                    self.state.last_eval_accuracy = Some(accuracy);
+                    if accuracy >= args.eval_threshold {
+                        self.state.stages[self.state.stage].reached_streak = true;
+                        converged = true;
+                    } else {
+                        console.line(format!(
+                            "  step {}: {} minibatches at 100 %, but evaluation on {} fresh \
+                             sequences gave {:.2} % < {:.0} %; training on",
+                            record.step,
+                            args.streak,
+                            args.eval_sequences,
+                            100.0 * accuracy,
+                            100.0 * args.eval_threshold
+                        ));
+                    }
+                }
+            }
+            self.metrics.append(&record)?;
+            let throughput = self.state.train_events / self.state.train_seconds.max(1e-12);
+            let it_per_s = self.state.stages.iter().map(|s| s.iterations).sum::<u64>() as f64
+                / self.state.train_seconds.max(1e-12);
+            let message = format!(
+                "n {} loss {:.4} acc {:5.1}% streak {}/{}  {:.2} it/s  {:.3e} events/s",
+                seq_len,
+                record.loss,
+                100.0 * record.accuracy,
+                self.state.streak,
+                args.streak,
+                it_per_s,
+                throughput
+            );
+            console.bar.set_position(record.step);
+            console.bar.set_message(message.clone());
+            if console.bar.is_hidden() && last_status.elapsed() >= Duration::from_secs(10) {
+                last_status = Instant::now();
+                eprintln!("  step {} ({:.0} s): {message}", record.step, record.wall_seconds);
+            }
+            self.history.push(record);
+            if converged {
+                break StopReason::Converged;
+            }
+            let every = args.checkpoint_every();
+            if every > 0 && self.adam.steps() % every == 0 {
+                self.save()?;
+            }
+        };
+        let now = Instant::now();
+        self.state.stages[self.state.stage].seconds += (now - mark).as_secs_f64();
+        console.bar.finish_and_clear();
+        Ok(reason)
+    }
+
+    /// Accuracy on `eval_sequences` fresh sequences of the target length, never seen in
+    /// training (their own seed stream), evaluated in memory-bounded chunks.
+    fn evaluate(&mut self, console: &Console) -> Result<f64> {
+        let args = self.args;
+        let task = SyntheticTask::new(args.seq_len, args.dim)?;
+        let per_sequence = args.training_memory_bytes() / args.batch as f64;
+        let budget = system::available_memory_bytes().map_or(1e9, |b| b as f64 / 4.0);
+        let chunk = ((budget / per_sequence) as usize).clamp(1, 256);
+        let eval_seed = args.seed ^ 0x5EED_0F_E7A1;
+        let round = self.state.eval_rounds;
+        self.state.eval_rounds += 1;
+        let start = Instant::now();
+        let (mut correct, mut seen, mut part) = (0, 0, 0u64);
+        while seen < args.eval_sequences {
+            let size = chunk.min(args.eval_sequences - seen);
+            let batch = task.batch_for_step::<f32>(eval_seed, (round << 32) | part, size);
+            let stats = self
+                .model
+                .evaluate(self.scan, ModelInput::OneHot(&batch.input), &batch.labels)
+                .context("evaluation")?;
+            correct += stats.n_correct;
+            seen += size;
+            part += 1;
+        }
+        let accuracy = correct as f64 / seen as f64;
+        console.line(format!(
+            "  evaluation after step {}: {correct}/{seen} fresh sequences correct ({:.2} %, {:.1} s)",
+            self.adam.steps(),
+            100.0 * accuracy,
+            start.elapsed().as_secs_f64()
+        ));
+        Ok(accuracy)
+    }
+
+    fn finish(
+        mut self,
+        stop: StopReason,
+        backend: BackendChoice,
+        threads: usize,
+    ) -> Result<Outcome> {
+        let args = self.args;
+        self.save()?;
+        let (png, _) = plot::save(&self.dir.join(CURVE_STEM), &learning_curve(&self.history, args))
+            .context("plotting the learning curve")?;
+        let wall_seconds = self.wall_seconds();
+        let summary = Summary {
+            model: self.model.config().layer.label(),
+            seq_len: args.seq_len,
+            dim: args.dim,
+            hidden: args.hidden,
+            layers: args.layers,
+            embedding: args.embedding,
+            batch: args.batch,
+            backend: backend.label().to_owned(),
+            seed: args.seed,
+            learning_rate: args.lr,
+            clip: args.adam_config().clip_norm,
+            init: args.init_label(),
+            converged: stop == StopReason::Converged,
+            stop_reason: stop,
+            eval_accuracy: self.state.last_eval_accuracy,
+            eval_sequences: args.eval_sequences,
+            iterations: self.adam.steps(),
+            wall_seconds,
+            train_seconds: self.state.train_seconds,
+            events_per_second: self.state.train_events / self.state.train_seconds.max(1e-12),
+            peak_rss_bytes: system::peak_rss_bytes(),
+            threads,
+            curriculum: self
+                .state
+                .stages
+                .iter()
+                .map(|s| StageSummary {
+                    seq_len: s.seq_len,
+                    iterations: s.iterations,
+                    seconds: s.seconds,
+                })
+                .collect(),
+            run_dir: self.dir.to_path_buf(),
+        };
+        let summary_path = self.dir.join(SUMMARY_FILE);
+        std::fs::write(&summary_path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("writing `{}`", summary_path.display()))?;
+        print_summary(&summary);
+        println!(
+            "results: {}  (summary.json, metrics.csv, metrics.jsonl, {} + .svg, {})",
+            self.dir.display(),
+            png.file_name().and_then(|n| n.to_str()).unwrap_or_default(),
+            CHECKPOINT_FILE
+        );
+        if stop != StopReason::Converged {
+            println!(
+                "continue this run with: trainer synthetic --resume {} [--max-iterations N] [--max-seconds S]",
+                self.dir.display()
+            );
+        }
+        Ok(Outcome { summary })
+    }
+}
+
+fn print_summary(s: &Summary) {
+    let verdict = match s.stop_reason {
+        StopReason::Converged => "converged".to_owned(),
+        StopReason::IterationLimit => "stopped at the iteration limit (not converged)".to_owned(),
+        StopReason::TimeLimit => "stopped at the time limit (not converged)".to_owned(),
+        StopReason::Interrupted => format!(
+            "interrupted; checkpoint saved at step {} (nothing lost)",
+            s.iterations
+        ),
+    };
+    println!(
+        "{} n = {}: {verdict} after {} iterations in {:.1} s ({:.1} s training, {:.3e} events/s)",
+        s.model, s.seq_len, s.iterations, s.wall_seconds, s.train_seconds, s.events_per_second
+    );
+    if let Some(accuracy) = s.eval_accuracy {
+        println!(
+            "  evaluation: {:.2} % of {} fresh sequences",
+            100.0 * accuracy,
+            s.eval_sequences
+        );
+    }
+    if s.curriculum.len() > 1 {
+        for stage in &s.curriculum {
+            println!(
+                "  length {:>8}: {:>6} iterations, {:>8.1} s",
+                stage.seq_len, stage.iterations, stage.seconds
+            );
+        }
+    }
+    if let Some(peak) = s.peak_rss_bytes {
+        println!("  peak memory (RSS): {}", system::format_bytes(peak as f64));
+    }
+}
+
+fn learning_curve(history: &[Record], args: &SyntheticArgs) -> Vec<Chart> {
+    let title = format!(
+        "{} × {} {}, n = {}, batch {}",
+        args.layers,
+        args.hidden,
+        match args.model {
+            ModelChoice::GilrLstm => "GILR-LSTM",
+            ModelChoice::Lstm => "LSTM",
+            ModelChoice::Gilr => "GILR",
+            ModelChoice::Qrnn => "QRNN",
+            ModelChoice::Sru => "SRU",
+        },
+        args.seq_len,
+        args.batch
+    );
+    let smooth = |values: &[(f64, f64)]| -> Vec<(f64, f64)> {
+        let window = (values.len() / 30).clamp(5, 50);
+        values
+            .iter()
+            .enumerate()
+            .map(|(k, &(x, _))| {
+                let lo = k.saturating_sub(window - 1);
+                let mean = values[lo..=k].iter().map(|p| p.1).sum::<f64>() / (k - lo + 1) as f64;
+                (x, mean)
+            })
+            .collect()
+    };
+    let loss: Vec<(f64, f64)> = history.iter().map(|r| (r.step as f64, r.loss)).collect();
+    let accuracy: Vec<(f64, f64)> = history
+        .iter()
+        .map(|r| (r.step as f64, r.accuracy))
+        .collect();
+    let evals: Vec<(f64, f64)> = history
+        .iter()
+        .filter_map(|r| Some((r.step as f64, r.eval_accuracy?)))
+        .collect();
+    let mut accuracy_series = vec![
+        ("minibatch accuracy".to_owned(), accuracy.clone()),
+        ("moving average".to_owned(), smooth(&accuracy)),
+    ];
+    if !evals.is_empty() {
+        accuracy_series.push(("evaluation".to_owned(), evals));
+    }
+    vec![
+        Chart {
+            title: format!("{title}: training loss"),
+            x_label: "iteration".into(),
+            y_label: "cross-entropy".into(),
+            x_scale: Scale::Linear,
+            y_scale: Scale::Log,
+            y_range: None,
+            series: vec![
+                ("minibatch loss".to_owned(), loss.clone()),
+                ("moving average".to_owned(), smooth(&loss)),
+            ],
+        },
+        Chart {
+            title: format!("{title}: accuracy"),
+            x_label: "iteration".into(),
+            y_label: "accuracy".into(),
+            x_scale: Scale::Linear,
+            y_scale: Scale::Linear,
+            y_range: Some((0.0, 1.05)),
+            series: accuracy_series,
+        },
+    ]
+}
