@@ -65,7 +65,7 @@ pub enum InitChoice {
 #[command(name = "synthetic")]
 pub struct SyntheticArgs {
     /// Sequence length n (steps per sequence).
-    #[arg(short = 'n', long, default_value_t = 1024)]
+    #[arg(short = 'n', long, default_value_t = 4096)]
     pub seq_len: usize,
     /// One-hot dimension p of the inputs.
     #[arg(long, default_value_t = 128)]
@@ -77,19 +77,19 @@ pub struct SyntheticArgs {
     #[arg(long, default_value_t = 2)]
     pub qrnn_width: usize,
     /// Hidden units per recurrent layer.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 32)]
     pub hidden: usize,
     /// Number of stacked recurrent layers.
     #[arg(long, default_value_t = 2)]
     pub layers: usize,
     /// Width of the embedding that reads the one-hot inputs.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 16)]
     pub embedding: usize,
     /// Sequences per minibatch (≥ 8 for a meaningful convergence criterion).
     #[arg(short, long, default_value_t = 16)]
     pub batch: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, default_value_t = 1e-2)]
     pub lr: f64,
     /// Clip the global gradient norm to this value (0 turns clipping off).
     #[arg(long, default_value_t = 1.0)]
@@ -124,10 +124,11 @@ pub struct SyntheticArgs {
     /// Stop after this much wall time in seconds, counted across resumes [default: none].
     #[arg(long)]
     pub max_seconds: Option<f64>,
-    /// Shorter lengths to train at first, e.g. `--curriculum 64,256`; each stage ends when
-    /// the streak criterion holds, then the next length starts.
-    #[arg(long, value_delimiter = ',')]
-    pub curriculum: Vec<usize>,
+    /// Length curriculum: shorter lengths to train at first, e.g. `128,1024`; each stage
+    /// ends when the streak criterion holds, then the next length starts. `auto` uses
+    /// 128, 1024, 8192, … (×8) below the target length; `none` trains at the target only.
+    #[arg(long, default_value = "auto")]
+    pub curriculum: String,
     /// Save a checkpoint every this many iterations (0: only at the end) [default: 100].
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
@@ -240,9 +241,29 @@ impl SyntheticArgs {
         self.checkpoint_every.unwrap_or(DEFAULT_CHECKPOINT_EVERY)
     }
 
+    /// The curriculum lengths below the target, in order.
+    fn curriculum_lengths(&self) -> Result<Vec<usize>> {
+        match self.curriculum.trim() {
+            "auto" => Ok(std::iter::successors(Some(128_usize), |&len| len.checked_mul(8))
+                .take_while(|&len| len < self.seq_len)
+                .collect()),
+            "none" | "" => Ok(Vec::new()),
+            list => list
+                .split(',')
+                .map(|item| {
+                    item.trim().parse::<usize>().with_context(|| {
+                        format!(
+                            "--curriculum takes `auto`, `none` or lengths like `128,1024` (got `{list}`)"
+                        )
+                    })
+                })
+                .collect(),
+        }
+    }
+
     /// The lengths trained at, in order; the last is the target length.
     fn stages(&self) -> Vec<usize> {
-        let mut stages = self.curriculum.clone();
+        let mut stages = self.curriculum_lengths().unwrap_or_default();
         stages.push(self.seq_len);
         stages
     }
@@ -339,10 +360,10 @@ impl SyntheticArgs {
             ensure!(len >= 2, "--chrono-max-len must be at least 2");
         }
         let mut previous = 0;
-        for &len in &self.curriculum {
+        for len in self.curriculum_lengths()? {
             ensure!(
                 len > previous && len < self.seq_len,
-                "--curriculum lengths must increase and stay below --seq-len {} (got {:?})",
+                "--curriculum lengths must increase and stay below --seq-len {} (got `{}`)",
                 self.seq_len,
                 self.curriculum
             );
@@ -698,7 +719,7 @@ impl Trainer<'_> {
             self.model.config().layer.label(),
             args.embedding,
             args.seq_len,
-            if args.curriculum.is_empty() {
+            if stages.len() == 1 {
                 String::new()
             } else {
                 format!(" (curriculum {:?})", stages)
