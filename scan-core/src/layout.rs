@@ -151,6 +151,10 @@ pub fn forward_3d<E: Element, B: LinearScan<E> + ?Sized>(
         [n1, n2],
         inputs.initial.as_ref().map(|v| v.shape()),
     )?;
+    if n1 == 0 || n2 == 0 {
+        // No features: nothing to compute (and no axis to merge).
+        return Ok(());
+    }
     if mergeable(&decay) && mergeable(&impulse) && mergeable(&state) {
         // ndarray views are invariant in their lifetime: bind locals, then reborrow them all.
         let initial = flatten(inputs.initial);
@@ -222,6 +226,10 @@ pub fn backward_3d<E: Element, B: LinearScan<E> + ?Sized>(
         [n1, n2],
         outputs.grad_initial.as_ref().map(|v| v.shape()),
     )?;
+    if n1 == 0 || n2 == 0 {
+        // No features: nothing to compute (and no axis to merge).
+        return Ok(());
+    }
     let mut grad_initial = outputs.grad_initial;
     let all_mergeable = mergeable(&decay)
         && mergeable(&state)

@@ -91,7 +91,9 @@
 //!   states that depend on it non-finite. Backends that reassociate (the parallel ones) may
 //!   produce NaN where the serial loop produces ±∞ (e.g. `∞·0` inside a combine), and a
 //!   non-finite input may make later states of the same feature non-finite even across a
-//!   decay of 0. Finite inputs whose states stay finite never produce NaN.
+//!   decay of 0. With decays of magnitude at most 1, finite inputs never produce NaN;
+//!   with larger decays, products of decays over a chunk can overflow to ∞ (and then NaN)
+//!   in a parallel backend even where the serial loop's states stay finite.
 //! * **Determinism.** Every backend in this workspace returns bit-identical results from
 //!   run to run for the same inputs, machine, build and thread count. Different backends
 //!   (or thread counts) agree up to rounding, with the tolerances of [`tolerance`].

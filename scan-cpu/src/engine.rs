@@ -62,7 +62,11 @@ impl Plan {
 /// phase 1 are still cached when phase 3 rescans them, with room for the outputs and
 /// other work), between 1 and 8 MiB; 4 MiB where the cache size cannot be read.
 pub(crate) fn default_tile_input_bytes() -> usize {
-    last_level_cache_bytes().map_or(4 << 20, |bytes| (bytes / 8).clamp(1 << 20, 8 << 20))
+    // Read once per process: every scan call builds a plan.
+    static TILE_BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *TILE_BYTES.get_or_init(|| {
+        last_level_cache_bytes().map_or(4 << 20, |bytes| (bytes / 8).clamp(1 << 20, 8 << 20))
+    })
 }
 
 /// The size of the largest cache the first CPU reports (Linux sysfs), if readable.
@@ -138,7 +142,17 @@ impl Engine {
         // SAFETY: for all calls, the caller's contract, and every task below gets disjoint
         // output columns (feature blocks) or rows (time chunks) of the job.
         unsafe {
-            if columns_contiguous {
+            if columns_contiguous && small {
+                // Each feature is its own contiguous series; too little work to share.
+                for f in 0..w {
+                    kernels::scan(
+                        &job.cols(f, 1),
+                        &mut carry[f..f + 1],
+                        self.isa,
+                        self.kernels(),
+                    );
+                }
+            } else if columns_contiguous {
                 // Each feature is its own contiguous series.
                 if time_parallel && w < 2 * threads {
                     for f in 0..w {

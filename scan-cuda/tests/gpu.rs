@@ -31,6 +31,7 @@ fn case(
         input_layouts: [layout; 3],
         output_layouts: [layout; 2],
         with_initial: true,
+        with_grad_last: true,
         direction,
         decay_kind,
         seed: (n_steps * 31 + n_features) as u64,
