@@ -231,7 +231,8 @@ unsafe fn dispatch_mode<L: Lane, const GROUP: usize>(
     product: &mut [L],
 ) {
     let args = (bases, n_elems, width);
-    // SAFETY: the caller's contract.
+    // SAFETY: the caller guarantees every sequence addresses n_rows × width valid
+    // elements and that outputs alias neither inputs nor each other.
     unsafe {
         match (reverse, mode) {
             (false, SCAN) => kernel::<L, false, SCAN, GROUP>(args, carry, product),

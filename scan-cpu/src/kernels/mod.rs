@@ -203,7 +203,8 @@ pub(crate) unsafe fn scan<E: Element>(job: &Job<E>, carry: &mut [E], isa: Isa, k
         }
     }
     let _ = kernels;
-    // SAFETY: the caller's contract.
+    // SAFETY: the caller guarantees every sequence addresses n_rows × width valid
+    // elements and that outputs alias neither inputs nor each other.
     unsafe { vertical::scan(job, carry, isa) }
 }
 
@@ -234,6 +235,7 @@ pub(crate) unsafe fn reduce<E: Element>(
         }
     }
     let _ = kernels;
-    // SAFETY: the caller's contract.
+    // SAFETY: the caller guarantees every sequence addresses n_rows × width valid
+    // elements and that outputs alias neither inputs nor each other.
     unsafe { vertical::reduce(job, product, acc, isa) }
 }

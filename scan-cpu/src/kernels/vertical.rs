@@ -63,7 +63,8 @@ pub(crate) unsafe fn scan<E: Element>(job: &Job<E>, carry: &mut [E], isa: Isa) {
         Pass::Scan
     };
     let mut unused: [E; 0] = [];
-    // SAFETY: the caller's contract; the AVX2 variant only runs when detected.
+    // SAFETY: the caller guarantees every sequence addresses n_rows × width valid elements
+    // with outputs not aliasing inputs; the AVX2 variant only runs when detected.
     unsafe { dispatch(job, carry, &mut unused, pass, isa) }
 }
 
@@ -72,7 +73,8 @@ pub(crate) unsafe fn scan<E: Element>(job: &Job<E>, carry: &mut [E], isa: Isa) {
 /// # Safety
 /// As for [`super::reduce`].
 pub(crate) unsafe fn reduce<E: Element>(job: &Job<E>, product: &mut [E], acc: &mut [E], isa: Isa) {
-    // SAFETY: the caller's contract; the AVX2 variant only runs when detected.
+    // SAFETY: the caller guarantees every sequence addresses n_rows × width valid elements
+    // with outputs not aliasing inputs; the AVX2 variant only runs when detected.
     unsafe { dispatch(job, acc, product, Pass::Reduce, isa) }
 }
 
@@ -87,7 +89,8 @@ unsafe fn dispatch<E: Element>(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2Fma` is only ever detected on CPUs with AVX2 and FMA.
         Isa::Avx2Fma => unsafe { run_avx2(job, carry, product, pass) },
-        // SAFETY: the caller's contract.
+        // SAFETY: the caller guarantees every sequence addresses n_rows × width valid
+        // elements and that outputs alias neither inputs nor each other.
         _ => unsafe { run::<E, Unfused>(job, carry, product, pass) },
     }
 }
@@ -95,7 +98,8 @@ unsafe fn dispatch<E: Element>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_avx2<E: Element>(job: &Job<E>, carry: &mut [E], product: &mut [E], pass: Pass) {
-    // SAFETY: the caller's contract.
+    // SAFETY: the caller guarantees every sequence addresses n_rows × width valid
+    // elements and that outputs alias neither inputs nor each other.
     unsafe { run::<E, Fused>(job, carry, product, pass) }
 }
 
