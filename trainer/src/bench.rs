@@ -20,6 +20,8 @@ use surrogate_rnn::{
 
 use crate::plot::{self, Chart, Scale};
 
+type BoxedScan = Box<dyn LinearScan<f32>>;
+
 /// Where the two scans being compared run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,7 +42,7 @@ impl Device {
     }
 
     /// (serial, parallel) backends; `cuda` without the feature fails with a rebuild hint.
-    fn backends(self) -> Result<(Box<dyn LinearScan<f32>>, Box<dyn LinearScan<f32>>)> {
+    fn backends(self) -> Result<(BoxedScan, BoxedScan)> {
         Ok(match self {
             Self::Cpu => (
                 Box::new(scan_cpu::Serial::default()),
@@ -300,8 +302,16 @@ pub fn kernel_bench(args: &KernelBenchArgs) -> Result<BenchReport> {
             )?;
             rows.push(kernel_row(t, f, "forward", ts, tp));
             let mut grads = [
-                (Array2::zeros((t, f)), Array2::zeros((t, f)), Array1::zeros(f)),
-                (Array2::zeros((t, f)), Array2::zeros((t, f)), Array1::zeros(f)),
+                (
+                    Array2::zeros((t, f)),
+                    Array2::zeros((t, f)),
+                    Array1::zeros(f),
+                ),
+                (
+                    Array2::zeros((t, f)),
+                    Array2::zeros((t, f)),
+                    Array1::zeros(f),
+                ),
             ];
             let [g1, g2] = &mut grads;
             let backward = |backend: &dyn LinearScan<f32>,
@@ -360,7 +370,8 @@ pub fn kernel_bench(args: &KernelBenchArgs) -> Result<BenchReport> {
         md,
         "\nEvery shape and pass (ns per element, median):\n\n| T | F | pass | serial ns/elem | parallel ns/elem | speedup |\n|---:|---:|---|---:|---:|---:|"
     )?;
-    let mut csv = String::from("t,f,pass,serial_ns_per_elem,parallel_ns_per_elem,speedup,paper_speedup\n");
+    let mut csv =
+        String::from("t,f,pass,serial_ns_per_elem,parallel_ns_per_elem,speedup,paper_speedup\n");
     for r in &rows {
         writeln!(
             md,
@@ -400,7 +411,10 @@ pub fn kernel_bench(args: &KernelBenchArgs) -> Result<BenchReport> {
     let (png, _) = plot::save(
         &dir.join("kernel_bench"),
         &[Chart {
-            title: format!("Table 1: parallel / serial scan speedup ({})", args.backend.label()),
+            title: format!(
+                "Table 1: parallel / serial scan speedup ({})",
+                args.backend.label()
+            ),
             x_label: "sequence length T".into(),
             y_label: "speedup".into(),
             x_scale: Scale::Log,
@@ -417,7 +431,13 @@ pub fn kernel_bench(args: &KernelBenchArgs) -> Result<BenchReport> {
     })
 }
 
-fn kernel_row(t: usize, f: usize, pass: &'static str, serial: Duration, parallel: Duration) -> KernelRow {
+fn kernel_row(
+    t: usize,
+    f: usize,
+    pass: &'static str,
+    serial: Duration,
+    parallel: Duration,
+) -> KernelRow {
     let elements = (t * f) as f64;
     KernelRow {
         t,
@@ -506,9 +526,22 @@ pub fn rnn_bench(args: &RnnBenchArgs) -> Result<BenchReport> {
         let batch = args.events / t;
         for (k, &kind) in TABLE2_MODELS.iter().enumerate() {
             eprint!("\r  T = {t}, {}        ", kind.label());
-            let ts = time_training(kind, args.hidden, serial.as_ref(), t, batch, args.iterations)?;
-            let tp =
-                time_training(kind, args.hidden, parallel.as_ref(), t, batch, args.iterations)?;
+            let ts = time_training(
+                kind,
+                args.hidden,
+                serial.as_ref(),
+                t,
+                batch,
+                args.iterations,
+            )?;
+            let tp = time_training(
+                kind,
+                args.hidden,
+                parallel.as_ref(),
+                t,
+                batch,
+                args.iterations,
+            )?;
             rows.push(RnnRow {
                 t,
                 batch,
@@ -531,7 +564,10 @@ pub fn rnn_bench(args: &RnnBenchArgs) -> Result<BenchReport> {
         args.events,
         machine_line(args.backend)
     )?;
-    writeln!(md, "| T | SRU | QRNN k=2 | QRNN k=10 | GILR-LSTM |\n|---:|---:|---:|---:|---:|")?;
+    writeln!(
+        md,
+        "| T | SRU | QRNN k=2 | QRNN k=10 | GILR-LSTM |\n|---:|---:|---:|---:|---:|"
+    )?;
     for &t in &args.steps {
         let cells: Vec<String> = rows
             .iter()
@@ -552,7 +588,12 @@ pub fn rnn_bench(args: &RnnBenchArgs) -> Result<BenchReport> {
         writeln!(
             md,
             "| {} | {} | {} | {:.3e} | {:.3e} | {:.2} |",
-            r.t, r.batch, r.model, r.serial_events_per_second, r.parallel_events_per_second, r.speedup
+            r.t,
+            r.batch,
+            r.model,
+            r.serial_events_per_second,
+            r.parallel_events_per_second,
+            r.speedup
         )?;
         writeln!(
             csv,

@@ -74,7 +74,7 @@ impl Scale {
         let magnitude = value.abs();
         if magnitude == 0.0 {
             "0".into()
-        } else if magnitude >= 1e5 || magnitude < 1e-3 {
+        } else if !(1e-3..1e5).contains(&magnitude) {
             format!("{value:.0e}")
         } else if magnitude >= 100.0 || (value.fract() == 0.0 && magnitude >= 1.0) {
             format!("{value:.0}")

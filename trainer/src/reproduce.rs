@@ -41,7 +41,13 @@ pub struct ReproduceArgs {
 const PAPER_TABLE3: [(usize, &str, &str, &str, &str); 3] = [
     (1024, "1,000 ± 400", "550 ± 40", "0.28 h", "0.031 h"),
     (8192, "440 ± 50", "560 ± 160", "0.58 h", "0.10 h"),
-    (1_048_576, "did not converge", "14,000 ± 3,000", "—", "9.7 ± 1.7 h"),
+    (
+        1_048_576,
+        "did not converge",
+        "14,000 ± 3,000",
+        "—",
+        "9.7 ± 1.7 h",
+    ),
 ];
 
 fn relative(path: &Path, base: &Path) -> String {
@@ -104,7 +110,11 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         for model in [ModelChoice::Lstm, ModelChoice::GilrLstm] {
             let name = format!(
                 "synthetic-{}-n{seq_len}",
-                if model == ModelChoice::Lstm { "lstm" } else { "gilr-lstm" }
+                if model == ModelChoice::Lstm {
+                    "lstm"
+                } else {
+                    "gilr-lstm"
+                }
             );
             let run_args = SyntheticArgs {
                 seq_len,
@@ -115,10 +125,13 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
                 checkpoint_every: Some(0),
                 ..SyntheticArgs::default()
             };
-            let outcome = synthetic::run(&run_args)
-                .with_context(|| format!("the synthetic run `{name}`"))?;
+            let outcome =
+                synthetic::run(&run_args).with_context(|| format!("the synthetic run `{name}`"))?;
             if outcome.summary.stop_reason == StopReason::Interrupted {
-                bail!("interrupted; the partial results are in `{}`", dir.display());
+                bail!(
+                    "interrupted; the partial results are in `{}`",
+                    dir.display()
+                );
             }
             pair.push((name, outcome.summary));
         }
@@ -137,12 +150,12 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
          and this run. Speedups are ratios measured in one process.\n"
     )?;
     writeln!(md, "## Table 1: scan kernel speedup\n\n{}", table1.markdown)?;
+    writeln!(md, "![Table 1]({})\n", relative(&table1.plot_png, &dir))?;
     writeln!(
         md,
-        "![Table 1]({})\n",
-        relative(&table1.plot_png, &dir)
+        "## Table 2: training throughput speedup\n\n{}",
+        table2.markdown
     )?;
-    writeln!(md, "## Table 2: training throughput speedup\n\n{}", table2.markdown)?;
     if quick {
         writeln!(
             md,
@@ -150,11 +163,7 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
              left out; run `--budget full` for the paper's configuration.)\n"
         )?;
     }
-    writeln!(
-        md,
-        "![Table 2]({})\n",
-        relative(&table2.plot_png, &dir)
-    )?;
+    writeln!(md, "![Table 2]({})\n", relative(&table2.plot_png, &dir))?;
     writeln!(md, "## Table 3: synthetic long-dependency task\n")?;
     let defaults = SyntheticArgs::default();
     writeln!(
@@ -208,7 +217,7 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         for (name, summary) in pair {
             writeln!(
                 md,
-                "### {name}\n\n{} after {} iterations, {:.1} s; evaluation {}; {:.3e} events/s\n\n![{name}]({})\n",
+                "### {name}\n\n{} after {} iterations, {:.1} s; evaluation {}; {:.3e} events/s\n\n![{name}]({name}/learning_curve.png)\n",
                 if summary.converged { "converged" } else { "not converged" },
                 summary.iterations,
                 summary.wall_seconds,
@@ -216,7 +225,6 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
                     .eval_accuracy
                     .map_or("not reached".to_owned(), |a| format!("{:.2} %", 100.0 * a)),
                 summary.events_per_second,
-                format!("{name}/learning_curve.png")
             )?;
         }
     }

@@ -65,9 +65,7 @@ fn next_free(parent: &Path, stem: &str) -> Result<PathBuf> {
         match std::fs::create_dir_all(parent).and_then(|()| std::fs::create_dir(&candidate)) {
             Ok(()) => return Ok(candidate),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                return Err(e).with_context(|| format!("creating `{}`", candidate.display()))
-            }
+            Err(e) => return Err(e).with_context(|| format!("creating `{}`", candidate.display())),
         }
     }
     bail!("no free run folder name under `{}`", parent.display())

@@ -62,7 +62,7 @@ pub enum InitChoice {
 /// Writes a run folder with metrics.csv, metrics.jsonl, learning_curve.png/.svg,
 /// checkpoint.safetensors, run.json (the settings) and summary.json.
 #[derive(Parser, Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[command(name = "synthetic")]
+#[command(name = "synthetic", args_override_self = true)]
 pub struct SyntheticArgs {
     /// Sequence length n (steps per sequence).
     #[arg(short = 'n', long, default_value_t = 4096)]
@@ -593,7 +593,10 @@ pub fn run(cli_args: &SyntheticArgs) -> Result<Outcome> {
                 format!("checkpoint `{}` has no trainer state", checkpoint.display())
             })?;
             state = serde_json::from_str(saved).with_context(|| {
-                format!("checkpoint `{}`: invalid trainer state", checkpoint.display())
+                format!(
+                    "checkpoint `{}`: invalid trainer state",
+                    checkpoint.display()
+                )
             })?;
             ensure!(
                 state.stages.len() == args.stages().len(),
@@ -839,7 +842,10 @@ impl Trainer<'_> {
             console.bar.set_message(message.clone());
             if console.bar.is_hidden() && last_status.elapsed() >= Duration::from_secs(10) {
                 last_status = Instant::now();
-                eprintln!("  step {} ({:.0} s): {message}", record.step, record.wall_seconds);
+                eprintln!(
+                    "  step {} ({:.0} s): {message}",
+                    record.step, record.wall_seconds
+                );
             }
             self.history.push(record);
             if converged {
@@ -864,7 +870,7 @@ impl Trainer<'_> {
         let per_sequence = args.training_memory_bytes() / args.batch as f64;
         let budget = system::available_memory_bytes().map_or(1e9, |b| b as f64 / 4.0);
         let chunk = ((budget / per_sequence) as usize).clamp(1, 256);
-        let eval_seed = args.seed ^ 0x5EED_0F_E7A1;
+        let eval_seed = args.seed ^ 0x005E_ED0F_E7A1;
         let round = self.state.eval_rounds;
         self.state.eval_rounds += 1;
         let start = Instant::now();
@@ -898,8 +904,11 @@ impl Trainer<'_> {
     ) -> Result<Outcome> {
         let args = self.args;
         self.save()?;
-        let (png, _) = plot::save(&self.dir.join(CURVE_STEM), &learning_curve(&self.history, args))
-            .context("plotting the learning curve")?;
+        let (png, _) = plot::save(
+            &self.dir.join(CURVE_STEM),
+            &learning_curve(&self.history, args),
+        )
+        .context("plotting the learning curve")?;
         let wall_seconds = self.wall_seconds();
         let summary = Summary {
             model: self.model.config().layer.label(),

@@ -33,7 +33,6 @@ fn trainer() -> Command {
 
 struct Output {
     success: bool,
-    code: Option<i32>,
     stdout: String,
     stderr: String,
 }
@@ -46,15 +45,14 @@ fn run(args: &[&str], extra: &[&str]) -> Output {
         .expect("the trainer runs");
     Output {
         success: output.status.success(),
-        code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 
 fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).expect("valid JSON")
 }
 
@@ -71,7 +69,11 @@ fn jsonl_steps(dir: &Path) -> Vec<u64> {
 }
 
 fn assert_failure(out: &Output, expected: &str) {
-    assert!(!out.success, "expected a failure, got success:\n{}", out.stdout);
+    assert!(
+        !out.success,
+        "expected a failure, got success:\n{}",
+        out.stdout
+    );
     assert!(
         out.stderr.contains(expected),
         "stderr does not mention `{expected}`:\n{}",
@@ -93,7 +95,13 @@ fn help_lists_every_subcommand_and_explains_flags() {
     }
     let out = run(&["synthetic", "--help"], &[]);
     assert!(out.success);
-    for flag in ["--seq-len", "--curriculum", "--resume", "--backend", "--force"] {
+    for flag in [
+        "--seq-len",
+        "--curriculum",
+        "--resume",
+        "--backend",
+        "--force",
+    ] {
         assert!(out.stdout.contains(flag), "synthetic --help lacks {flag}");
     }
 }
@@ -105,7 +113,10 @@ fn tiny_run_converges_and_writes_its_files() {
     let out = run(TINY, &["--out", dir.to_str().unwrap()]);
     assert!(out.success, "{}", out.stderr);
     assert!(out.stdout.contains("converged"), "{}", out.stdout);
-    assert!(out.stdout.contains(dir.to_str().unwrap()), "says where it wrote");
+    assert!(
+        out.stdout.contains(dir.to_str().unwrap()),
+        "says where it wrote"
+    );
     for file in [
         "summary.json",
         "metrics.csv",
@@ -167,7 +178,10 @@ fn same_seed_gives_the_same_numbers() {
             .lines()
             .map(|l| {
                 let v: Value = serde_json::from_str(l).unwrap();
-                (v["loss"].as_f64().unwrap(), v["grad_norm"].as_f64().unwrap())
+                (
+                    v["loss"].as_f64().unwrap(),
+                    v["grad_norm"].as_f64().unwrap(),
+                )
             })
             .collect::<Vec<_>>()
     };
@@ -183,7 +197,14 @@ fn resume_continues_at_the_saved_step() {
     let path = dir.to_str().unwrap();
     let first = run(
         TINY,
-        &["--max-iterations", "10", "--checkpoint-every", "5", "--out", path],
+        &[
+            "--max-iterations",
+            "10",
+            "--checkpoint-every",
+            "5",
+            "--out",
+            path,
+        ],
     );
     assert!(first.success, "{}", first.stderr);
     assert!(first.stdout.contains("--resume"), "says how to continue");
@@ -205,14 +226,23 @@ fn resume_continues_at_the_saved_step() {
     let straight = temp.path().join("straight");
     let out = run(
         TINY,
-        &["--max-iterations", "16", "--out", straight.to_str().unwrap()],
+        &[
+            "--max-iterations",
+            "16",
+            "--out",
+            straight.to_str().unwrap(),
+        ],
     );
     assert!(out.success, "{}", out.stderr);
     let losses = |d: &Path| -> Vec<f64> {
         std::fs::read_to_string(d.join("metrics.jsonl"))
             .unwrap()
             .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap()["loss"].as_f64().unwrap())
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["loss"]
+                    .as_f64()
+                    .unwrap()
+            })
             .collect()
     };
     assert_eq!(losses(&dir), losses(&straight));
@@ -240,7 +270,14 @@ fn corrupt_or_truncated_checkpoints_are_rejected() {
     let other = temp.path().join("other");
     let out = run(
         TINY,
-        &["--max-iterations", "3", "--hidden", "4", "--out", other.to_str().unwrap()],
+        &[
+            "--max-iterations",
+            "3",
+            "--hidden",
+            "4",
+            "--out",
+            other.to_str().unwrap(),
+        ],
     );
     assert!(out.success, "{}", out.stderr);
     std::fs::copy(other.join("checkpoint.safetensors"), &checkpoint).unwrap();
@@ -263,17 +300,33 @@ fn bad_flags_and_impossible_configurations_fail_before_work() {
     };
     assert_failure(&with_runs(&["--model", "transformer"]), "invalid value");
     assert_failure(&with_runs(&["--no-such-flag"]), "unexpected argument");
-    assert_failure(&with_runs(&["--seq-len", "0"]), "--seq-len must be at least 1");
+    assert_failure(
+        &with_runs(&["--seq-len", "0"]),
+        "--seq-len must be at least 1",
+    );
     assert_failure(
         &with_runs(&["--model", "sru", "--hidden", "16", "--embedding", "8"]),
         "SRU",
     );
     assert_failure(
-        &with_runs(&["--seq-len", "1000000000", "--batch", "64", "--hidden", "1024"]),
+        &with_runs(&[
+            "--seq-len",
+            "1000000000",
+            "--batch",
+            "64",
+            "--hidden",
+            "1024",
+        ]),
         "memory is available",
     );
-    assert_failure(&with_runs(&["--batch", "2"]), "meaningful convergence criterion");
-    assert_failure(&with_runs(&["--curriculum", "8,4", "-n", "16"]), "--curriculum");
+    assert_failure(
+        &with_runs(&["--batch", "2"]),
+        "meaningful convergence criterion",
+    );
+    assert_failure(
+        &with_runs(&["--curriculum", "8,4", "-n", "16"]),
+        "--curriculum",
+    );
     // None of the failed runs created a run folder.
     assert_eq!(std::fs::read_dir(temp.path()).unwrap().count(), 0);
 
@@ -289,7 +342,12 @@ fn cuda_without_the_feature_says_how_to_rebuild() {
     let temp = tempfile::tempdir().unwrap();
     let out = run(
         TINY,
-        &["--backend", "cuda", "--runs-dir", temp.path().to_str().unwrap()],
+        &[
+            "--backend",
+            "cuda",
+            "--runs-dir",
+            temp.path().to_str().unwrap(),
+        ],
     );
     assert_failure(&out, "--features cuda");
     let out = run(&["kernel-bench", "--backend", "cuda"], &[]);
@@ -313,7 +371,12 @@ fn output_folders_are_never_silently_overwritten() {
     for _ in 0..2 {
         let out = run(
             TINY,
-            &["--max-iterations", "2", "--runs-dir", runs.to_str().unwrap()],
+            &[
+                "--max-iterations",
+                "2",
+                "--runs-dir",
+                runs.to_str().unwrap(),
+            ],
         );
         assert!(out.success, "{}", out.stderr);
     }
@@ -341,7 +404,12 @@ fn kernel_bench_writes_its_table() {
     assert!(out.success, "{}", out.stderr);
     assert!(out.stdout.contains("| 16 |"), "{}", out.stdout);
     assert!(out.stdout.contains("(0.06)"), "paper figures beside ours");
-    for file in ["kernel_bench.csv", "kernel_bench.json", "kernel_bench.png", "kernel_bench.svg"] {
+    for file in [
+        "kernel_bench.csv",
+        "kernel_bench.json",
+        "kernel_bench.png",
+        "kernel_bench.svg",
+    ] {
         assert!(dir.join(file).exists(), "{file} missing");
     }
 }
@@ -381,5 +449,7 @@ fn ctrl_c_checkpoints_and_says_how_to_resume() {
         &["--max-iterations", &(iterations + 3).to_string()],
     );
     assert!(resumed.success, "{}", resumed.stderr);
-    assert!(resumed.stderr.contains(&format!("resuming at step {iterations}")));
+    assert!(resumed
+        .stderr
+        .contains(&format!("resuming at step {iterations}")));
 }
