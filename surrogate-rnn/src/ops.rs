@@ -1,7 +1,7 @@
 //! Small numeric helpers shared by the layers: activations, matrix products, layouts.
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, Axis, CowArray, Ix2, Zip};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, Axis, CowArray, Ix2};
 use scan_core::{BackwardInputs, BackwardOutputs, Direction, ForwardInputs, LinearScan};
 
 use crate::{ModelError, Real};
@@ -136,36 +136,42 @@ pub(crate) fn gate_blocks_mut<E, const G: usize>(
     }
 }
 
-/// Adds `bias` to every row of `block` and applies `activation` in one pass.
-pub(crate) fn bias_activate<E: Real>(
-    mut block: ArrayViewMut2<'_, E>,
-    bias: ndarray::ArrayView1<'_, E>,
-    activation: Activation,
-) {
-    for mut row in block.rows_mut() {
-        Zip::from(&mut row).and(&bias).for_each(|v, &b| {
-            *v = activation.apply(*v + b);
-        });
-    }
-}
+/// The fewest elements one task of a parallel elementwise pass gets: about 10–50 µs of
+/// work, well above rayon's cost of splitting off a task (≈ 1 µs), so small arrays (tests,
+/// short sequences) run serially and large ones are split into many tasks that balance
+/// across busy cores.
+pub(crate) const PAR_MIN_ELEMENTS: usize = 1 << 14;
 
-/// The activations the layers use.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Activation {
-    Identity,
-    Sigmoid,
-    Tanh,
+/// `Zip::from(a).and(b)…` run in parallel on rayon's pool: the arrays are split along their
+/// rows into tasks of at least [`PAR_MIN_ELEMENTS`] elements, and `body` runs once per
+/// element with the same expression as a serial `for_each`, so every result is bit-for-bit
+/// the serial one whatever the number of threads.
+///
+/// `par_zip!((&mut out, &x, &y), |o, &x, &y| *o = x * y)`.
+macro_rules! par_zip {
+    (($first:expr $(, $rest:expr)* $(,)?), |$($p:pat_param),+ $(,)?| $body:expr) => {{
+        use ::ndarray::parallel::prelude::*;
+        ::ndarray::Zip::from($first)
+            $(.and($rest))*
+            .into_par_iter()
+            .with_min_len($crate::ops::PAR_MIN_ELEMENTS)
+            .for_each(|($($p,)+)| $body)
+    }};
 }
+pub(crate) use par_zip;
 
-impl Activation {
-    #[inline]
-    pub(crate) fn apply<E: Real>(self, x: E) -> E {
-        match self {
-            Self::Identity => x,
-            Self::Sigmoid => sigmoid(x),
-            Self::Tanh => x.tanh(),
-        }
-    }
+/// `bias` seen as a `(rows, n)` matrix whose rows are all `bias` (stride 0, no copy), to
+/// zip with a `(rows, n)` gate block.
+///
+/// # Panics
+/// If `bias` is not `n` long (a bug in the calling layer).
+#[track_caller]
+pub(crate) fn rows_of<'a, E>(
+    bias: &'a ndarray::ArrayView1<'_, E>,
+    n_rows: usize,
+) -> ArrayView2<'a, E> {
+    bias.broadcast((n_rows, bias.len()))
+        .expect("a vector broadcasts to rows of its length")
 }
 
 /// Adds the column sums of `block` to `grad_bias`.

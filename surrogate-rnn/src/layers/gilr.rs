@@ -1,13 +1,13 @@
 //! The gated impulse linear recurrent layer.
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView3, Ix1, Ix2, Zip};
+use ndarray::{s, Array1, Array2, Array3, ArrayView3, Ix1, Ix2};
 use scan_core::LinearScan;
 
 use super::{check_backward, check_input, Layer};
 use crate::init::Initializer;
 use crate::ops::{
-    bias_activate, gate_blocks_mut, project_gates, project_gates_backward, rows, scan_backward,
-    scan_forward, Activation,
+    gate_blocks_mut, par_zip, project_gates, project_gates_backward, rows, rows_of, scan_backward,
+    scan_forward, sigmoid,
 };
 use crate::param::{ParamVisitor, ParamVisitorMut};
 use crate::{ModelError, Param, Parameters, Real};
@@ -91,15 +91,29 @@ impl<E: Real> Layer<E> for Gilr<E> {
         let x = rows(input);
         let mut gates = Array3::zeros((2, n_steps * n_batch, n));
         project_gates(x.view(), self.input_weight.value.view(), &mut gates);
-        let b = &self.bias.value;
+        let n_rows = n_steps * n_batch;
+        let (b_g, b_i) = (
+            self.bias.value.slice(s![..n]),
+            self.bias.value.slice(s![n..]),
+        );
         let [mut g, mut i] = gate_blocks_mut::<E, 2>(&mut gates);
-        bias_activate(g.view_mut(), b.slice(s![..n]), Activation::Sigmoid);
-        bias_activate(i.view_mut(), b.slice(s![n..]), Activation::Tanh);
-        let mut impulse = Array2::zeros((n_steps * n_batch, n));
-        Zip::from(&mut impulse)
-            .and(&g)
-            .and(&i)
-            .for_each(|x, &g, &i| *x = (E::one() - g) * i);
+        let mut impulse = Array2::zeros((n_rows, n));
+        // One pass: g = σ(P_g), i = tanh(P_i) and the impulse (1 − g) ⊙ i.
+        par_zip!(
+            (
+                g.view_mut(),
+                i.view_mut(),
+                &mut impulse,
+                rows_of(&b_g, n_rows),
+                rows_of(&b_i, n_rows),
+            ),
+            |g, i, x, &b_g, &b_i| {
+                let (gv, iv) = (sigmoid(*g + b_g), (*i + b_i).tanh());
+                *g = gv;
+                *i = iv;
+                *x = (E::one() - gv) * iv;
+            }
+        );
         let mut h = Array2::zeros((n_steps * n_batch, n));
         scan_forward(scan, n_steps, g.view(), impulse.view(), h.view_mut())?;
         Ok((crate::ops::to_3d(h, n_steps, n_batch), GilrCache { gates }))
@@ -143,17 +157,13 @@ impl<E: Real> Layer<E> for Gilr<E> {
         // Overwrite the gates with the gradients of their pre-activations.
         {
             let [g, i] = gate_blocks_mut::<E, 2>(&mut gates);
-            Zip::from(g)
-                .and(i)
-                .and(&grad_decay)
-                .and(&grad_impulse)
-                .for_each(|g, i, &da, &dx| {
-                    let (gv, iv) = (*g, *i);
-                    let dg = da - dx * iv;
-                    let di = dx * (E::one() - gv);
-                    *g = dg * gv * (E::one() - gv);
-                    *i = di * (E::one() - iv * iv);
-                });
+            par_zip!((g, i, &grad_decay, &grad_impulse), |g, i, &da, &dx| {
+                let (gv, iv) = (*g, *i);
+                let dg = da - dx * iv;
+                let di = dx * (E::one() - gv);
+                *g = dg * gv * (E::one() - gv);
+                *i = di * (E::one() - iv * iv);
+            });
         }
         let x = rows(input);
         let mut grad_x = Array2::zeros((n_rows, self.input_size()));

@@ -1,13 +1,13 @@
 //! The LSTM with a GILR surrogate for its recurrent input.
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView3, Ix1, Ix2, Zip};
+use ndarray::{s, Array1, Array2, Array3, ArrayView3, Ix1, Ix2};
 use scan_core::LinearScan;
 
 use super::{check_backward, check_input, Layer};
 use crate::init::Initializer;
 use crate::ops::{
-    bias_activate, block, gate_blocks_mut, gemm, project_gates, project_gates_backward, rows,
-    scan_backward, scan_forward, Activation,
+    block, gate_blocks_mut, gemm, par_zip, project_gates, project_gates_backward, rows, rows_of,
+    scan_backward, scan_forward, sigmoid,
 };
 use crate::param::{ParamVisitor, ParamVisitorMut};
 use crate::{ModelError, Param, Parameters, Real};
@@ -132,50 +132,72 @@ impl<E: Real> Layer<E> for GilrLstm<E> {
         let mut surrogate = Array2::zeros((n_rows, n));
         let mut cell = Array2::zeros((n_rows, n));
         let mut impulse = Array2::zeros((n_rows, n));
-        let mut h = Array2::zeros((n_rows, n));
-        {
-            let [mut g, mut j, f, i, o, z] = gate_blocks_mut::<E, 6>(&mut gates);
-            bias_activate(g.view_mut(), bias(G), Activation::Sigmoid);
-            bias_activate(j.view_mut(), bias(J), Activation::Tanh);
-            Zip::from(&mut impulse)
-                .and(&g)
-                .and(&j)
-                .for_each(|x, &g, &j| *x = (E::one() - g) * j);
-            scan_forward(
-                scan,
-                n_steps,
-                g.view(),
-                impulse.view(),
-                surrogate.view_mut(),
-            )?;
-            let previous = surrogate.slice(s![..shifted, ..]);
-            let activations = [
-                Activation::Sigmoid,
-                Activation::Sigmoid,
-                Activation::Sigmoid,
-                Activation::Tanh,
-            ];
-            for (k, (mut p, act)) in [f, i, o, z].into_iter().zip(activations).enumerate() {
-                gemm(
-                    E::one(),
-                    &previous,
-                    &block(u, k, n),
-                    E::one(),
-                    &mut p.slice_mut(s![n_batch.min(n_rows).., ..]),
-                );
-                bias_activate(p, bias(F + k), act);
+        let [mut g, mut j, mut f, mut i, mut o, mut z] = gate_blocks_mut::<E, 6>(&mut gates);
+        // One pass: g = σ(P_g), j = tanh(P_j) and scan 1's impulse (1 − g) ⊙ j.
+        let (b_g, b_j) = (bias(G), bias(J));
+        par_zip!(
+            (
+                g.view_mut(),
+                j.view_mut(),
+                &mut impulse,
+                rows_of(&b_g, n_rows),
+                rows_of(&b_j, n_rows),
+            ),
+            |g, j, x, &b_g, &b_j| {
+                let (gv, jv) = (sigmoid(*g + b_g), (*j + b_j).tanh());
+                *g = gv;
+                *j = jv;
+                *x = (E::one() - gv) * jv;
             }
+        );
+        scan_forward(
+            scan,
+            n_steps,
+            g.view(),
+            impulse.view(),
+            surrogate.view_mut(),
+        )?;
+        let previous = surrogate.slice(s![..shifted, ..]);
+        for (k, p) in [&mut f, &mut i, &mut o, &mut z].into_iter().enumerate() {
+            gemm(
+                E::one(),
+                &previous,
+                &block(u, k, n),
+                E::one(),
+                &mut p.slice_mut(s![n_batch.min(n_rows).., ..]),
+            );
         }
-        let [_, _, f, i, o, z] = gate_blocks_mut::<E, 6>(&mut gates);
-        Zip::from(&mut impulse)
-            .and(&i)
-            .and(&z)
-            .for_each(|x, &i, &z| *x = i * z);
+        // f = σ(P_f); then i = σ(P_i), z = tanh(P_z) and scan 2's impulse i ⊙ z in one pass.
+        let (b_f, b_i, b_o, b_z) = (bias(F), bias(I), bias(I + 1), bias(I + 2));
+        par_zip!((f.view_mut(), rows_of(&b_f, n_rows)), |f, &b_f| {
+            *f = sigmoid(*f + b_f)
+        });
+        par_zip!(
+            (
+                i.view_mut(),
+                z.view_mut(),
+                &mut impulse,
+                rows_of(&b_i, n_rows),
+                rows_of(&b_z, n_rows),
+            ),
+            |i, z, x, &b_i, &b_z| {
+                let (iv, zv) = (sigmoid(*i + b_i), (*z + b_z).tanh());
+                *i = iv;
+                *z = zv;
+                *x = iv * zv;
+            }
+        );
         scan_forward(scan, n_steps, f.view(), impulse.view(), cell.view_mut())?;
-        Zip::from(&mut h)
-            .and(&o)
-            .and(&cell)
-            .for_each(|h, &o, &c| *h = o * c);
+        // o = σ(P_o) and h = o ⊙ c in one pass, into the impulse buffer (no longer needed).
+        let mut h = impulse;
+        par_zip!(
+            (&mut h, o.view_mut(), rows_of(&b_o, n_rows), &cell),
+            |h, o, &b_o, &c| {
+                let ov = sigmoid(*o + b_o);
+                *o = ov;
+                *h = ov * c;
+            }
+        );
         Ok((
             crate::ops::to_3d(h, n_steps, n_batch),
             GilrLstmCache {
@@ -217,15 +239,11 @@ impl<E: Real> Layer<E> for GilrLstm<E> {
         {
             let [_, _, f, i, mut o, z] = gate_blocks_mut::<E, 6>(&mut gates);
             // ∂c (direct) = ∂h ⊙ o; ∂P_o = ∂h ⊙ c ⊙ σ'(o).
-            Zip::from(&mut grad_state)
-                .and(&mut o)
-                .and(&dh)
-                .and(&cell)
-                .for_each(|dc, o, &dh, &c| {
-                    let ov = *o;
-                    *dc = dh * ov;
-                    *o = dh * c * ov * (E::one() - ov);
-                });
+            par_zip!((&mut grad_state, &mut o, &dh, &cell), |dc, o, &dh, &c| {
+                let ov = *o;
+                *dc = dh * ov;
+                *o = dh * c * ov * (E::one() - ov);
+            });
             scan_backward(
                 scan,
                 n_steps,
@@ -235,17 +253,15 @@ impl<E: Real> Layer<E> for GilrLstm<E> {
                 grad_decay.view_mut(),
                 grad_impulse.view_mut(),
             )?;
-            Zip::from(f)
-                .and(i)
-                .and(z)
-                .and(&grad_decay)
-                .and(&grad_impulse)
-                .for_each(|f, i, z, &da, &dx| {
+            par_zip!(
+                (f, i, z, &grad_decay, &grad_impulse),
+                |f, i, z, &da, &dx| {
                     let (fv, iv, zv) = (*f, *i, *z);
                     *f = da * fv * (E::one() - fv);
                     *i = dx * zv * iv * (E::one() - iv);
                     *z = dx * iv * (E::one() - zv * zv);
-                });
+                }
+            );
         }
         // ∂h̃_{t-1} = Σ_k ∂P_{k,t} U_kᵀ, ∂U_k += h̃_{t-1}ᵀ ∂P_{k,t}, for t ≥ 1.
         grad_state.fill(E::zero());
@@ -286,15 +302,11 @@ impl<E: Real> Layer<E> for GilrLstm<E> {
                 grad_decay.view_mut(),
                 grad_impulse.view_mut(),
             )?;
-            Zip::from(g)
-                .and(j)
-                .and(&grad_decay)
-                .and(&grad_impulse)
-                .for_each(|g, j, &da, &dx| {
-                    let (gv, jv) = (*g, *j);
-                    *g = (da - dx * jv) * gv * (E::one() - gv);
-                    *j = dx * (E::one() - gv) * (E::one() - jv * jv);
-                });
+            par_zip!((g, j, &grad_decay, &grad_impulse), |g, j, &da, &dx| {
+                let (gv, jv) = (*g, *j);
+                *g = (da - dx * jv) * gv * (E::one() - gv);
+                *j = dx * (E::one() - gv) * (E::one() - jv * jv);
+            });
         }
         drop((grad_state, grad_decay, grad_impulse, surrogate, cell));
         let x = rows(input);

@@ -1,13 +1,13 @@
 //! The quasi-recurrent layer (Bradbury et al. 2017).
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView3, Ix1, Ix3, Zip};
+use ndarray::{s, Array1, Array2, Array3, ArrayView3, Ix1, Ix3};
 use scan_core::LinearScan;
 
 use super::{check_backward, check_input, Layer};
 use crate::init::Initializer;
 use crate::ops::{
-    add_column_sums, bias_activate, block, gate_blocks_mut, gemm, rows, scan_backward,
-    scan_forward, Activation,
+    add_column_sums, block, gate_blocks_mut, gemm, par_zip, rows, rows_of, scan_backward,
+    scan_forward, sigmoid,
 };
 use crate::param::{ParamVisitor, ParamVisitorMut};
 use crate::{ModelError, Param, Parameters, Real};
@@ -112,23 +112,41 @@ impl<E: Real> Layer<E> for Qrnn<E> {
             }
         }
         let b = self.bias.value.view();
+        let (b_z, b_f, b_o) = (
+            b.slice(s![..n]),
+            b.slice(s![n..2 * n]),
+            b.slice(s![2 * n..]),
+        );
         let [mut z, mut f, mut o] = gate_blocks_mut::<E, 3>(&mut gates);
-        bias_activate(z.view_mut(), b.slice(s![..n]), Activation::Tanh);
-        bias_activate(f.view_mut(), b.slice(s![n..2 * n]), Activation::Sigmoid);
-        bias_activate(o.view_mut(), b.slice(s![2 * n..]), Activation::Sigmoid);
         let mut impulse = Array2::zeros((n_rows, n));
-        Zip::from(&mut impulse)
-            .and(&z)
-            .and(&f)
-            .for_each(|x, &z, &f| *x = (E::one() - f) * z);
+        // One pass: z = tanh(P_z), f = σ(P_f) and the impulse (1 − f) ⊙ z.
+        par_zip!(
+            (
+                z.view_mut(),
+                f.view_mut(),
+                &mut impulse,
+                rows_of(&b_z, n_rows),
+                rows_of(&b_f, n_rows),
+            ),
+            |z, f, x, &b_z, &b_f| {
+                let (zv, fv) = ((*z + b_z).tanh(), sigmoid(*f + b_f));
+                *z = zv;
+                *f = fv;
+                *x = (E::one() - fv) * zv;
+            }
+        );
         let mut cell = Array2::zeros((n_rows, n));
         scan_forward(scan, n_steps, f.view(), impulse.view(), cell.view_mut())?;
-        // Reuse the impulse buffer for the output.
+        // o = σ(P_o) and h = o ⊙ c in one pass, into the impulse buffer (no longer needed).
         let mut h = impulse;
-        Zip::from(&mut h)
-            .and(&o)
-            .and(&cell)
-            .for_each(|h, &o, &c| *h = o * c);
+        par_zip!(
+            (&mut h, o.view_mut(), rows_of(&b_o, n_rows), &cell),
+            |h, o, &b_o, &c| {
+                let ov = sigmoid(*o + b_o);
+                *o = ov;
+                *h = ov * c;
+            }
+        );
         Ok((
             crate::ops::to_3d(h, n_steps, n_batch),
             QrnnCache { gates, cell },
@@ -160,15 +178,11 @@ impl<E: Real> Layer<E> for Qrnn<E> {
         let mut grad_impulse = Array2::zeros((n_rows, n));
         {
             let [z, f, mut o] = gate_blocks_mut::<E, 3>(&mut gates);
-            Zip::from(&mut grad_state)
-                .and(&mut o)
-                .and(&dh)
-                .and(&cell)
-                .for_each(|dc, o, &dh, &c| {
-                    let ov = *o;
-                    *dc = dh * ov;
-                    *o = dh * c * ov * (E::one() - ov);
-                });
+            par_zip!((&mut grad_state, &mut o, &dh, &cell), |dc, o, &dh, &c| {
+                let ov = *o;
+                *dc = dh * ov;
+                *o = dh * c * ov * (E::one() - ov);
+            });
             scan_backward(
                 scan,
                 n_steps,
@@ -178,15 +192,11 @@ impl<E: Real> Layer<E> for Qrnn<E> {
                 grad_decay.view_mut(),
                 grad_impulse.view_mut(),
             )?;
-            Zip::from(z)
-                .and(f)
-                .and(&grad_decay)
-                .and(&grad_impulse)
-                .for_each(|z, f, &da, &dx| {
-                    let (zv, fv) = (*z, *f);
-                    *f = (da - dx * zv) * fv * (E::one() - fv);
-                    *z = dx * (E::one() - fv) * (E::one() - zv * zv);
-                });
+            par_zip!((z, f, &grad_decay, &grad_impulse), |z, f, &da, &dx| {
+                let (zv, fv) = (*z, *f);
+                *f = (da - dx * zv) * fv * (E::one() - fv);
+                *z = dx * (E::one() - fv) * (E::one() - zv * zv);
+            });
         }
         drop((grad_state, grad_decay, grad_impulse, cell));
         let x = rows(input);

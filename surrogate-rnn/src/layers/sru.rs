@@ -1,13 +1,13 @@
 //! The simple recurrent unit (Lei & Zhang 2017), highway form.
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView3, Ix1, Ix2, Zip};
+use ndarray::{s, Array1, Array2, Array3, ArrayView3, Ix1, Ix2};
 use scan_core::LinearScan;
 
 use super::{check_backward, check_input, Layer};
 use crate::init::Initializer;
 use crate::ops::{
-    bias_activate, gate_blocks_mut, project_gates, project_gates_backward, rows, scan_backward,
-    scan_forward, Activation,
+    gate_blocks_mut, par_zip, project_gates, project_gates_backward, rows, rows_of, scan_backward,
+    scan_forward, sigmoid,
 };
 use crate::param::{ParamVisitor, ParamVisitorMut};
 use crate::{ModelError, Param, Parameters, Real};
@@ -93,23 +93,41 @@ impl<E: Real> Layer<E> for Sru<E> {
         let mut gates = Array3::zeros((3, n_rows, n));
         project_gates(x.view(), self.input_weight.value.view(), &mut gates);
         let b = self.bias.value.view();
+        let (b_x, b_f, b_r) = (
+            b.slice(s![..n]),
+            b.slice(s![n..2 * n]),
+            b.slice(s![2 * n..]),
+        );
         let [mut xt, mut f, mut r] = gate_blocks_mut::<E, 3>(&mut gates);
-        bias_activate(xt.view_mut(), b.slice(s![..n]), Activation::Identity);
-        bias_activate(f.view_mut(), b.slice(s![n..2 * n]), Activation::Sigmoid);
-        bias_activate(r.view_mut(), b.slice(s![2 * n..]), Activation::Sigmoid);
         let mut impulse = Array2::zeros((n_rows, n));
-        Zip::from(&mut impulse)
-            .and(&xt)
-            .and(&f)
-            .for_each(|v, &xt, &f| *v = (E::one() - f) * xt);
+        // One pass: x̃ = P_x, f = σ(P_f) and the impulse (1 − f) ⊙ x̃.
+        par_zip!(
+            (
+                xt.view_mut(),
+                f.view_mut(),
+                &mut impulse,
+                rows_of(&b_x, n_rows),
+                rows_of(&b_f, n_rows),
+            ),
+            |xt, f, v, &b_x, &b_f| {
+                let (xv, fv) = (*xt + b_x, sigmoid(*f + b_f));
+                *xt = xv;
+                *f = fv;
+                *v = (E::one() - fv) * xv;
+            }
+        );
         let mut cell = Array2::zeros((n_rows, n));
         scan_forward(scan, n_steps, f.view(), impulse.view(), cell.view_mut())?;
+        // r = σ(P_r) and the highway output in one pass, into the impulse buffer.
         let mut h = impulse;
-        Zip::from(&mut h)
-            .and(&r)
-            .and(&cell)
-            .and(&x)
-            .for_each(|h, &r, &c, &x| *h = r * c + (E::one() - r) * x);
+        par_zip!(
+            (&mut h, r.view_mut(), rows_of(&b_r, n_rows), &cell, &x),
+            |h, r, &b_r, &c, &x| {
+                let rv = sigmoid(*r + b_r);
+                *r = rv;
+                *h = rv * c + (E::one() - rv) * x;
+            }
+        );
         Ok((
             crate::ops::to_3d(h, n_steps, n_batch),
             SruCache { gates, cell },
@@ -141,18 +159,15 @@ impl<E: Real> Layer<E> for Sru<E> {
         let mut grad_x = Array2::zeros((n_rows, n));
         {
             let [_, _, mut r] = gate_blocks_mut::<E, 3>(&mut gates);
-            Zip::from(&mut grad_state)
-                .and(&mut grad_x)
-                .and(&mut r)
-                .and(&dh)
-                .and(&cell)
-                .and(&x)
-                .for_each(|dc, dx, r, &dh, &c, &x| {
+            par_zip!(
+                (&mut grad_state, &mut grad_x, &mut r, &dh, &cell, &x),
+                |dc, dx, r, &dh, &c, &x| {
                     let rv = *r;
                     *dc = dh * rv;
                     *dx = dh * (E::one() - rv);
                     *r = dh * (c - x) * rv * (E::one() - rv);
-                });
+                }
+            );
         }
         let mut grad_decay = Array2::zeros((n_rows, n));
         let mut grad_impulse = Array2::zeros((n_rows, n));
@@ -167,15 +182,11 @@ impl<E: Real> Layer<E> for Sru<E> {
                 grad_decay.view_mut(),
                 grad_impulse.view_mut(),
             )?;
-            Zip::from(xt)
-                .and(f)
-                .and(&grad_decay)
-                .and(&grad_impulse)
-                .for_each(|xt, f, &da, &dx| {
-                    let (xv, fv) = (*xt, *f);
-                    *f = (da - dx * xv) * fv * (E::one() - fv);
-                    *xt = dx * (E::one() - fv);
-                });
+            par_zip!((xt, f, &grad_decay, &grad_impulse), |xt, f, &da, &dx| {
+                let (xv, fv) = (*xt, *f);
+                *f = (da - dx * xv) * fv * (E::one() - fv);
+                *xt = dx * (E::one() - fv);
+            });
         }
         drop((grad_state, grad_decay, grad_impulse, cell));
         project_gates_backward(
