@@ -62,6 +62,7 @@ mod model;
 mod ops;
 mod param;
 mod real;
+mod workspace;
 
 pub use adam::{Adam, AdamConfig, StepReport};
 

@@ -10,6 +10,7 @@ use crate::layers::{
     OneHotSequence, Qrnn, QrnnCache, Sru, SruCache,
 };
 use crate::param::{visit_child, visit_child_mut, ParamVisitor, ParamVisitorMut};
+use crate::workspace::Workspace;
 use crate::{softmax_cross_entropy, Adam, InitConfig, ModelError, Parameters, Real};
 
 /// Which recurrent layer a model stacks.
@@ -234,28 +235,7 @@ impl<E: Real> Layer<E> for RecurrentLayer<E> {
         scan: &dyn LinearScan<E>,
         input: ArrayView3<'_, E>,
     ) -> Result<(Array3<E>, RecurrentCache<E>), ModelError> {
-        Ok(match self {
-            Self::Gilr(l) => {
-                let (y, c) = l.forward(scan, input)?;
-                (y, RecurrentCache::Gilr(c))
-            }
-            Self::GilrLstm(l) => {
-                let (y, c) = l.forward(scan, input)?;
-                (y, RecurrentCache::GilrLstm(c))
-            }
-            Self::Qrnn(l) => {
-                let (y, c) = l.forward(scan, input)?;
-                (y, RecurrentCache::Qrnn(c))
-            }
-            Self::Sru(l) => {
-                let (y, c) = l.forward(scan, input)?;
-                (y, RecurrentCache::Sru(c))
-            }
-            Self::Lstm(l) => {
-                let (y, c) = l.forward(scan, input)?;
-                (y, RecurrentCache::Lstm(c))
-            }
-        })
+        self.forward_with(scan, input, &Workspace::unpooled())
     }
 
     /// A cache from a layer of another kind is an [`ModelError::InvalidInput`].
@@ -267,21 +247,74 @@ impl<E: Real> Layer<E> for RecurrentLayer<E> {
         cache: RecurrentCache<E>,
         grad_output: ArrayView3<'_, E>,
     ) -> Result<Array3<E>, ModelError> {
+        self.backward_with(
+            scan,
+            input,
+            output,
+            cache,
+            grad_output,
+            &Workspace::unpooled(),
+        )
+    }
+}
+
+impl<E: Real> RecurrentLayer<E> {
+    /// [`Layer::forward`] with buffers from `ws`.
+    pub(crate) fn forward_with(
+        &self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+        ws: &Workspace<E>,
+    ) -> Result<(Array3<E>, RecurrentCache<E>), ModelError> {
+        Ok(match self {
+            Self::Gilr(l) => {
+                let (y, c) = l.forward_with(scan, input, ws)?;
+                (y, RecurrentCache::Gilr(c))
+            }
+            Self::GilrLstm(l) => {
+                let (y, c) = l.forward_with(scan, input, ws)?;
+                (y, RecurrentCache::GilrLstm(c))
+            }
+            Self::Qrnn(l) => {
+                let (y, c) = l.forward_with(scan, input, ws)?;
+                (y, RecurrentCache::Qrnn(c))
+            }
+            Self::Sru(l) => {
+                let (y, c) = l.forward_with(scan, input, ws)?;
+                (y, RecurrentCache::Sru(c))
+            }
+            Self::Lstm(l) => {
+                let (y, c) = l.forward_with(scan, input, ws)?;
+                (y, RecurrentCache::Lstm(c))
+            }
+        })
+    }
+
+    /// [`Layer::backward`] with buffers from `ws`; the cache's buffers go back to `ws`.
+    pub(crate) fn backward_with(
+        &mut self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+        output: ArrayView3<'_, E>,
+        cache: RecurrentCache<E>,
+        grad_output: ArrayView3<'_, E>,
+        ws: &Workspace<E>,
+    ) -> Result<Array3<E>, ModelError> {
         match (self, cache) {
             (Self::Gilr(l), RecurrentCache::Gilr(c)) => {
-                l.backward(scan, input, output, c, grad_output)
+                l.backward_with(scan, input, output, c, grad_output, ws)
             }
             (Self::GilrLstm(l), RecurrentCache::GilrLstm(c)) => {
-                l.backward(scan, input, output, c, grad_output)
+                l.backward_with(scan, input, output, c, grad_output, ws)
             }
             (Self::Qrnn(l), RecurrentCache::Qrnn(c)) => {
-                l.backward(scan, input, output, c, grad_output)
+                l.backward_with(scan, input, output, c, grad_output, ws)
             }
             (Self::Sru(l), RecurrentCache::Sru(c)) => {
-                l.backward(scan, input, output, c, grad_output)
+                l.backward_with(scan, input, output, c, grad_output, ws)
             }
             (Self::Lstm(l), RecurrentCache::Lstm(c)) => {
-                l.backward(scan, input, output, c, grad_output)
+                l.backward_with(scan, input, output, c, grad_output, ws)
             }
             _ => Err(ModelError::InvalidInput {
                 operation: "RecurrentLayer::backward",
@@ -326,6 +359,9 @@ pub struct Classifier<E: Real> {
     pub layers: Vec<RecurrentLayer<E>>,
     /// The classification head, `(hidden, classes)`.
     pub head: Dense<E>,
+    /// Activation and gradient buffers kept from one pass to the next (a clone starts
+    /// with an empty pool).
+    workspace: Workspace<E>,
 }
 
 /// Everything a [`Classifier`] forward pass keeps for its backward pass.
@@ -393,6 +429,7 @@ impl<E: Real> Classifier<E> {
             encoder,
             layers,
             head,
+            workspace: Workspace::pooled(),
         })
     }
 
@@ -430,7 +467,9 @@ impl<E: Real> Classifier<E> {
     fn encode(&self, input: &ModelInput<'_, E>) -> Result<Option<Array3<E>>, ModelError> {
         let no_scan: &dyn LinearScan<E> = &scan_core::Reference;
         Ok(match (&self.encoder, input) {
-            (Some(InputEncoder::Embedding(e)), ModelInput::OneHot(x)) => Some(e.forward(x)?),
+            (Some(InputEncoder::Embedding(e)), ModelInput::OneHot(x)) => {
+                Some(e.forward_with(x, &self.workspace)?)
+            }
             (Some(InputEncoder::Linear(d)), ModelInput::Dense(x)) => {
                 Some(d.forward(no_scan, *x)?.0)
             }
@@ -446,6 +485,7 @@ impl<E: Real> Classifier<E> {
         input: ModelInput<'_, E>,
     ) -> Result<ForwardPass<E>, ModelError> {
         self.check_input("Classifier::forward", &input)?;
+        self.workspace.next_generation();
         let encoded = self.encode(&input)?;
         let mut outputs: Vec<Array3<E>> = Vec::with_capacity(self.layers.len());
         let mut caches = Vec::with_capacity(self.layers.len());
@@ -458,7 +498,7 @@ impl<E: Real> Classifier<E> {
                 }
                 _ => outputs[k - 1].view(),
             };
-            let (y, cache) = layer.forward(scan, layer_input)?;
+            let (y, cache) = layer.forward_with(scan, layer_input, &self.workspace)?;
             outputs.push(y);
             caches.push(cache);
         }
@@ -481,6 +521,8 @@ impl<E: Real> Classifier<E> {
         input: ModelInput<'_, E>,
     ) -> Result<Array2<E>, ModelError> {
         self.check_input("Classifier::logits", &input)?;
+        self.workspace.next_generation();
+        let ws = &self.workspace;
         let encoded = self.encode(&input)?;
         let mut current: Option<Array3<E>> = None;
         for (k, layer) in self.layers.iter().enumerate() {
@@ -490,12 +532,20 @@ impl<E: Real> Classifier<E> {
                 (_, _, _, Some(c)) => c.view(),
                 _ => unreachable!("one-hot inputs are always encoded"),
             };
-            let (y, _) = layer.forward(scan, layer_input)?;
-            current = Some(y);
+            let (y, cache) = layer.forward_with(scan, layer_input, ws)?;
+            give_back_cache(ws, cache);
+            if let Some(previous) = current.replace(y) {
+                ws.give_back(previous);
+            }
+        }
+        if let Some(encoded) = encoded {
+            ws.give_back(encoded);
         }
         let last = current.expect("at least one layer");
         let n_steps = last.dim().0;
-        self.head.forward_2d(last.slice(s![n_steps - 1, .., ..]))
+        let logits = self.head.forward_2d(last.slice(s![n_steps - 1, .., ..]));
+        ws.give_back(last);
+        logits
     }
 
     /// Backpropagates ∂L/∂logits through a forward pass, accumulating every parameter's
@@ -524,7 +574,8 @@ impl<E: Real> Classifier<E> {
         let grad_last = self
             .head
             .backward_2d(last.slice(s![n_steps - 1, .., ..]), grad_logits)?;
-        let mut grad = Array3::zeros((n_steps, n_batch, n));
+        let ws = &self.workspace;
+        let mut grad = ws.zeros((n_steps, n_batch, n));
         grad.slice_mut(s![n_steps - 1, .., ..]).assign(&grad_last);
         for (k, cache) in caches.into_iter().enumerate().rev() {
             let output = outputs.pop().expect("one output per layer");
@@ -536,11 +587,24 @@ impl<E: Real> Classifier<E> {
                 }
                 _ => outputs[k - 1].view(),
             };
-            grad = self.layers[k].backward(scan, layer_input, output.view(), cache, grad.view())?;
+            let grad_input = self.layers[k].backward_with(
+                scan,
+                layer_input,
+                output.view(),
+                cache,
+                grad.view(),
+                ws,
+            )?;
+            ws.give_back(std::mem::replace(&mut grad, grad_input));
+            ws.give_back(output);
         }
         match (&mut self.encoder, &input) {
             (Some(InputEncoder::Embedding(e)), ModelInput::OneHot(x)) => {
                 e.backward(x, grad.view())?;
+                ws.give_back(grad);
+                if let Some(encoded) = encoded {
+                    ws.give_back(encoded);
+                }
                 Ok(None)
             }
             (Some(InputEncoder::Linear(d)), ModelInput::Dense(x)) => {
@@ -595,6 +659,17 @@ impl<E: Real> Classifier<E> {
             grad_norm: report.grad_norm,
             clipped: report.clipped,
         })
+    }
+}
+
+/// Gives the buffers of a forward cache back to `ws` (inference keeps no caches).
+fn give_back_cache<E: Real>(ws: &Workspace<E>, cache: RecurrentCache<E>) {
+    match cache {
+        RecurrentCache::Gilr(c) => c.give_back(ws),
+        RecurrentCache::GilrLstm(c) => c.give_back(ws),
+        RecurrentCache::Qrnn(c) => c.give_back(ws),
+        RecurrentCache::Sru(c) => c.give_back(ws),
+        RecurrentCache::Lstm(c) => c.give_back(ws),
     }
 }
 

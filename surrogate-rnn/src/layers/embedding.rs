@@ -4,6 +4,7 @@ use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Ix2};
 
 use crate::init::Initializer;
 use crate::param::{ParamVisitor, ParamVisitorMut};
+use crate::workspace::Workspace;
 use crate::{ModelError, Param, Parameters, Real};
 
 /// A `(T, B)` batch of scaled one-hot vectors: `x_{t,b} = value[t,b] · e_{index[t,b]}` in
@@ -98,9 +99,19 @@ impl<E: Real> Embedding<E> {
 
     /// Looks up `(T, B)` one-hot inputs, returning `(T, B, d)`.
     pub fn forward(&self, input: &OneHotSequence<E>) -> Result<Array3<E>, ModelError> {
+        self.forward_with(input, &Workspace::unpooled())
+    }
+
+    /// [`Embedding::forward`] with its output taken from `ws`.
+    pub(crate) fn forward_with(
+        &self,
+        input: &OneHotSequence<E>,
+        ws: &Workspace<E>,
+    ) -> Result<Array3<E>, ModelError> {
         self.check("Embedding::forward", input)?;
         let (n_steps, n_batch) = input.dim();
-        let mut out = Array3::zeros((n_steps, n_batch, self.output_size()));
+        // Every row is written below.
+        let mut out = ws.scratch((n_steps, n_batch, self.output_size()));
         for (mut row, (&i, &v)) in out
             .rows_mut()
             .into_iter()

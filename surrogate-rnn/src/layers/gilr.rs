@@ -1,6 +1,6 @@
 //! The gated impulse linear recurrent layer.
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView3, Ix1, Ix2};
+use ndarray::{s, Array1, Array3, ArrayView3, Ix1, Ix2};
 use scan_core::LinearScan;
 
 use super::{check_backward, check_input, Layer};
@@ -10,6 +10,7 @@ use crate::ops::{
     scan_forward, sigmoid,
 };
 use crate::param::{ParamVisitor, ParamVisitorMut};
+use crate::workspace::Workspace;
 use crate::{ModelError, Param, Parameters, Real};
 
 /// GILR, `m → n` (PAPER.md §2):
@@ -86,10 +87,39 @@ impl<E: Real> Layer<E> for Gilr<E> {
         scan: &dyn LinearScan<E>,
         input: ArrayView3<'_, E>,
     ) -> Result<(Array3<E>, GilrCache<E>), ModelError> {
+        self.forward_with(scan, input, &Workspace::unpooled())
+    }
+
+    fn backward(
+        &mut self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+        output: ArrayView3<'_, E>,
+        cache: GilrCache<E>,
+        grad_output: ArrayView3<'_, E>,
+    ) -> Result<Array3<E>, ModelError> {
+        self.backward_with(
+            scan,
+            input,
+            output,
+            cache,
+            grad_output,
+            &Workspace::unpooled(),
+        )
+    }
+}
+
+impl<E: Real> Gilr<E> {
+    pub(crate) fn forward_with(
+        &self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+        ws: &Workspace<E>,
+    ) -> Result<(Array3<E>, GilrCache<E>), ModelError> {
         let (n_steps, n_batch) = check_input("Gilr::forward", &input, self.input_size())?;
         let n = self.n();
         let x = rows(input);
-        let mut gates = Array3::zeros((2, n_steps * n_batch, n));
+        let mut gates = ws.scratch((2, n_steps * n_batch, n));
         project_gates(x.view(), self.input_weight.value.view(), &mut gates);
         let n_rows = n_steps * n_batch;
         let (b_g, b_i) = (
@@ -97,7 +127,7 @@ impl<E: Real> Layer<E> for Gilr<E> {
             self.bias.value.slice(s![n..]),
         );
         let [mut g, mut i] = gate_blocks_mut::<E, 2>(&mut gates);
-        let mut impulse = Array2::zeros((n_rows, n));
+        let mut impulse = ws.scratch((n_rows, n));
         // One pass: g = σ(P_g), i = tanh(P_i) and the impulse (1 − g) ⊙ i.
         par_zip!(
             (
@@ -114,18 +144,20 @@ impl<E: Real> Layer<E> for Gilr<E> {
                 *x = (E::one() - gv) * iv;
             }
         );
-        let mut h = Array2::zeros((n_steps * n_batch, n));
+        let mut h = ws.scratch((n_rows, n));
         scan_forward(scan, n_steps, g.view(), impulse.view(), h.view_mut())?;
+        ws.give_back(impulse);
         Ok((crate::ops::to_3d(h, n_steps, n_batch), GilrCache { gates }))
     }
 
-    fn backward(
+    pub(crate) fn backward_with(
         &mut self,
         scan: &dyn LinearScan<E>,
         input: ArrayView3<'_, E>,
         output: ArrayView3<'_, E>,
         cache: GilrCache<E>,
         grad_output: ArrayView3<'_, E>,
+        ws: &Workspace<E>,
     ) -> Result<Array3<E>, ModelError> {
         let (n_steps, n_batch) = check_backward(
             "Gilr::backward",
@@ -140,8 +172,8 @@ impl<E: Real> Layer<E> for Gilr<E> {
         let mut gates = cache.gates;
         let h = rows(output);
         let dh = rows(grad_output);
-        let mut grad_decay = Array2::zeros((n_rows, n));
-        let mut grad_impulse = Array2::zeros((n_rows, n));
+        let mut grad_decay = ws.scratch((n_rows, n));
+        let mut grad_impulse = ws.scratch((n_rows, n));
         {
             let [g, _] = gate_blocks_mut::<E, 2>(&mut gates);
             scan_backward(
@@ -165,8 +197,10 @@ impl<E: Real> Layer<E> for Gilr<E> {
                 *i = di * (E::one() - iv * iv);
             });
         }
+        ws.give_back(grad_decay);
+        ws.give_back(grad_impulse);
         let x = rows(input);
-        let mut grad_x = Array2::zeros((n_rows, self.input_size()));
+        let mut grad_x = ws.zeros((n_rows, self.input_size()));
         project_gates_backward(
             x.view(),
             self.input_weight.value.view(),
@@ -175,6 +209,14 @@ impl<E: Real> Layer<E> for Gilr<E> {
             &gates,
             &mut grad_x.view_mut(),
         );
+        ws.give_back(gates);
         Ok(crate::ops::to_3d(grad_x, n_steps, n_batch))
+    }
+}
+
+impl<E: Real> GilrCache<E> {
+    /// Gives the cached buffers back to `ws` (when no backward pass will use them).
+    pub(crate) fn give_back(self, ws: &Workspace<E>) {
+        ws.give_back(self.gates);
     }
 }

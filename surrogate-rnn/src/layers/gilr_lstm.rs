@@ -10,6 +10,7 @@ use crate::ops::{
     scan_backward, scan_forward, sigmoid,
 };
 use crate::param::{ParamVisitor, ParamVisitorMut};
+use crate::workspace::Workspace;
 use crate::{ModelError, Param, Parameters, Real};
 
 /// GILR-LSTM, `m → n` (PAPER.md §2): an LSTM whose gates read a GILR surrogate `h̃`
@@ -119,19 +120,48 @@ impl<E: Real> Layer<E> for GilrLstm<E> {
         scan: &dyn LinearScan<E>,
         input: ArrayView3<'_, E>,
     ) -> Result<(Array3<E>, GilrLstmCache<E>), ModelError> {
+        self.forward_with(scan, input, &Workspace::unpooled())
+    }
+
+    fn backward(
+        &mut self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+        output: ArrayView3<'_, E>,
+        cache: GilrLstmCache<E>,
+        grad_output: ArrayView3<'_, E>,
+    ) -> Result<Array3<E>, ModelError> {
+        self.backward_with(
+            scan,
+            input,
+            output,
+            cache,
+            grad_output,
+            &Workspace::unpooled(),
+        )
+    }
+}
+
+impl<E: Real> GilrLstm<E> {
+    pub(crate) fn forward_with(
+        &self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+        ws: &Workspace<E>,
+    ) -> Result<(Array3<E>, GilrLstmCache<E>), ModelError> {
         let (n_steps, n_batch) = check_input("GilrLstm::forward", &input, self.input_size())?;
         let n = self.n();
         let n_rows = n_steps * n_batch;
         let shifted = n_rows.saturating_sub(n_batch);
         let x = rows(input);
-        let mut gates = Array3::zeros((6, n_rows, n));
+        let mut gates = ws.scratch((6, n_rows, n));
         project_gates(x.view(), self.input_weight.value.view(), &mut gates);
         let b = self.bias.value.view();
         let bias = |k: usize| b.slice_move(s![k * n..(k + 1) * n]);
         let u = self.recurrent_weight.value.view();
-        let mut surrogate = Array2::zeros((n_rows, n));
-        let mut cell = Array2::zeros((n_rows, n));
-        let mut impulse = Array2::zeros((n_rows, n));
+        let mut surrogate = ws.scratch((n_rows, n));
+        let mut cell = ws.scratch((n_rows, n));
+        let mut impulse = ws.scratch((n_rows, n));
         let [mut g, mut j, mut f, mut i, mut o, mut z] = gate_blocks_mut::<E, 6>(&mut gates);
         // One pass: g = σ(P_g), j = tanh(P_j) and scan 1's impulse (1 − g) ⊙ j.
         let (b_g, b_j) = (bias(G), bias(J));
@@ -208,13 +238,14 @@ impl<E: Real> Layer<E> for GilrLstm<E> {
         ))
     }
 
-    fn backward(
+    pub(crate) fn backward_with(
         &mut self,
         scan: &dyn LinearScan<E>,
         input: ArrayView3<'_, E>,
         output: ArrayView3<'_, E>,
         cache: GilrLstmCache<E>,
         grad_output: ArrayView3<'_, E>,
+        ws: &Workspace<E>,
     ) -> Result<Array3<E>, ModelError> {
         let (n_steps, n_batch) = check_backward(
             "GilrLstm::backward",
@@ -233,9 +264,9 @@ impl<E: Real> Layer<E> for GilrLstm<E> {
             cell,
         } = cache;
         let dh = rows(grad_output);
-        let mut grad_state = Array2::zeros((n_rows, n));
-        let mut grad_decay = Array2::zeros((n_rows, n));
-        let mut grad_impulse = Array2::zeros((n_rows, n));
+        let mut grad_state = ws.scratch((n_rows, n));
+        let mut grad_decay = ws.scratch((n_rows, n));
+        let mut grad_impulse = ws.scratch((n_rows, n));
         {
             let [_, _, f, i, mut o, z] = gate_blocks_mut::<E, 6>(&mut gates);
             // ∂c (direct) = ∂h ⊙ o; ∂P_o = ∂h ⊙ c ⊙ σ'(o).
@@ -308,9 +339,11 @@ impl<E: Real> Layer<E> for GilrLstm<E> {
                 *j = dx * (E::one() - gv) * (E::one() - jv * jv);
             });
         }
-        drop((grad_state, grad_decay, grad_impulse, surrogate, cell));
+        for buffer in [grad_state, grad_decay, grad_impulse, surrogate, cell] {
+            ws.give_back(buffer);
+        }
         let x = rows(input);
-        let mut grad_x = Array2::zeros((n_rows, self.input_size()));
+        let mut grad_x = ws.zeros((n_rows, self.input_size()));
         project_gates_backward(
             x.view(),
             self.input_weight.value.view(),
@@ -319,6 +352,16 @@ impl<E: Real> Layer<E> for GilrLstm<E> {
             &gates,
             &mut grad_x.view_mut(),
         );
+        ws.give_back(gates);
         Ok(crate::ops::to_3d(grad_x, n_steps, n_batch))
+    }
+}
+
+impl<E: Real> GilrLstmCache<E> {
+    /// Gives the cached buffers back to `ws` (when no backward pass will use them).
+    pub(crate) fn give_back(self, ws: &Workspace<E>) {
+        ws.give_back(self.gates);
+        ws.give_back(self.surrogate);
+        ws.give_back(self.cell);
     }
 }

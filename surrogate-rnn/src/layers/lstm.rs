@@ -7,6 +7,7 @@ use super::{check_backward, check_input, Layer};
 use crate::init::Initializer;
 use crate::ops::{add_column_sums, gemm, rows, sigmoid};
 use crate::param::{ParamVisitor, ParamVisitorMut};
+use crate::workspace::Workspace;
 use crate::{ModelError, Param, Parameters, Real};
 
 /// The standard LSTM, `m → n`, the serial baseline (cuDNN's cell):
@@ -98,14 +99,43 @@ impl<E: Real> Layer<E> for Lstm<E> {
 
     fn forward(
         &self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+    ) -> Result<(Array3<E>, LstmCache<E>), ModelError> {
+        self.forward_with(scan, input, &Workspace::unpooled())
+    }
+
+    fn backward(
+        &mut self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+        output: ArrayView3<'_, E>,
+        cache: LstmCache<E>,
+        grad_output: ArrayView3<'_, E>,
+    ) -> Result<Array3<E>, ModelError> {
+        self.backward_with(
+            scan,
+            input,
+            output,
+            cache,
+            grad_output,
+            &Workspace::unpooled(),
+        )
+    }
+}
+
+impl<E: Real> Lstm<E> {
+    pub(crate) fn forward_with(
+        &self,
         _scan: &dyn LinearScan<E>,
         input: ArrayView3<'_, E>,
+        ws: &Workspace<E>,
     ) -> Result<(Array3<E>, LstmCache<E>), ModelError> {
         let (n_steps, n_batch) = check_input("Lstm::forward", &input, self.input_size())?;
         let n = self.n();
         let n_rows = n_steps * n_batch;
         let x = rows(input);
-        let mut gates = Array2::zeros((n_rows, 4 * n));
+        let mut gates = ws.scratch((n_rows, 4 * n));
         for mut row in gates.rows_mut() {
             row.assign(&self.bias.value);
         }
@@ -116,8 +146,8 @@ impl<E: Real> Layer<E> for Lstm<E> {
             E::one(),
             &mut gates.view_mut(),
         );
-        let mut cell = Array2::zeros((n_rows, n));
-        let mut h = Array2::zeros((n_rows, n));
+        let mut cell = ws.scratch((n_rows, n));
+        let mut h = ws.scratch((n_rows, n));
         let u = self.recurrent_weight.value.view();
         let gate_slice = gates.as_slice_mut().expect("fresh arrays are contiguous");
         let cell_slice = cell.as_slice_mut().expect("fresh arrays are contiguous");
@@ -163,13 +193,14 @@ impl<E: Real> Layer<E> for Lstm<E> {
         ))
     }
 
-    fn backward(
+    pub(crate) fn backward_with(
         &mut self,
         _scan: &dyn LinearScan<E>,
         input: ArrayView3<'_, E>,
         output: ArrayView3<'_, E>,
         cache: LstmCache<E>,
         grad_output: ArrayView3<'_, E>,
+        ws: &Workspace<E>,
     ) -> Result<Array3<E>, ModelError> {
         let (n_steps, n_batch) = check_backward(
             "Lstm::backward",
@@ -247,7 +278,7 @@ impl<E: Real> Layer<E> for Lstm<E> {
             &mut self.input_weight.grad.view_mut(),
         );
         add_column_sums(self.bias.grad.view_mut(), gates.view());
-        let mut grad_x = Array2::zeros((n_rows, self.input_size()));
+        let mut grad_x = ws.scratch((n_rows, self.input_size()));
         gemm(
             E::one(),
             &gates.view(),
@@ -255,6 +286,16 @@ impl<E: Real> Layer<E> for Lstm<E> {
             E::zero(),
             &mut grad_x.view_mut(),
         );
+        ws.give_back(gates);
+        ws.give_back(cell);
         Ok(crate::ops::to_3d(grad_x, n_steps, n_batch))
+    }
+}
+
+impl<E: Real> LstmCache<E> {
+    /// Gives the cached buffers back to `ws` (when no backward pass will use them).
+    pub(crate) fn give_back(self, ws: &Workspace<E>) {
+        ws.give_back(self.gates);
+        ws.give_back(self.cell);
     }
 }

@@ -10,6 +10,7 @@ use crate::ops::{
     scan_forward, sigmoid,
 };
 use crate::param::{ParamVisitor, ParamVisitorMut};
+use crate::workspace::Workspace;
 use crate::{ModelError, Param, Parameters, Real};
 
 /// QRNN with filter width k, `m → n`, fo-pooling (PAPER.md §2):
@@ -93,11 +94,40 @@ impl<E: Real> Layer<E> for Qrnn<E> {
         scan: &dyn LinearScan<E>,
         input: ArrayView3<'_, E>,
     ) -> Result<(Array3<E>, QrnnCache<E>), ModelError> {
+        self.forward_with(scan, input, &Workspace::unpooled())
+    }
+
+    fn backward(
+        &mut self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+        output: ArrayView3<'_, E>,
+        cache: QrnnCache<E>,
+        grad_output: ArrayView3<'_, E>,
+    ) -> Result<Array3<E>, ModelError> {
+        self.backward_with(
+            scan,
+            input,
+            output,
+            cache,
+            grad_output,
+            &Workspace::unpooled(),
+        )
+    }
+}
+
+impl<E: Real> Qrnn<E> {
+    pub(crate) fn forward_with(
+        &self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+        ws: &Workspace<E>,
+    ) -> Result<(Array3<E>, QrnnCache<E>), ModelError> {
         let (n_steps, n_batch) = check_input("Qrnn::forward", &input, self.input_size())?;
         let n = self.n();
         let n_rows = n_steps * n_batch;
         let x = rows(input);
-        let mut gates = Array3::zeros((3, n_rows, n));
+        let mut gates = ws.zeros((3, n_rows, n));
         for tap in 0..self.width().min(n_steps) {
             let source = x.slice(s![..n_rows - tap * n_batch, ..]);
             let w = self.filter.value.index_axis(ndarray::Axis(0), tap);
@@ -118,7 +148,7 @@ impl<E: Real> Layer<E> for Qrnn<E> {
             b.slice(s![2 * n..]),
         );
         let [mut z, mut f, mut o] = gate_blocks_mut::<E, 3>(&mut gates);
-        let mut impulse = Array2::zeros((n_rows, n));
+        let mut impulse = ws.scratch((n_rows, n));
         // One pass: z = tanh(P_z), f = σ(P_f) and the impulse (1 − f) ⊙ z.
         par_zip!(
             (
@@ -135,7 +165,7 @@ impl<E: Real> Layer<E> for Qrnn<E> {
                 *x = (E::one() - fv) * zv;
             }
         );
-        let mut cell = Array2::zeros((n_rows, n));
+        let mut cell = ws.scratch((n_rows, n));
         scan_forward(scan, n_steps, f.view(), impulse.view(), cell.view_mut())?;
         // o = σ(P_o) and h = o ⊙ c in one pass, into the impulse buffer (no longer needed).
         let mut h = impulse;
@@ -153,13 +183,14 @@ impl<E: Real> Layer<E> for Qrnn<E> {
         ))
     }
 
-    fn backward(
+    pub(crate) fn backward_with(
         &mut self,
         scan: &dyn LinearScan<E>,
         input: ArrayView3<'_, E>,
         output: ArrayView3<'_, E>,
         cache: QrnnCache<E>,
         grad_output: ArrayView3<'_, E>,
+        ws: &Workspace<E>,
     ) -> Result<Array3<E>, ModelError> {
         let (n_steps, n_batch) = check_backward(
             "Qrnn::backward",
@@ -173,9 +204,9 @@ impl<E: Real> Layer<E> for Qrnn<E> {
         let n_rows = n_steps * n_batch;
         let QrnnCache { mut gates, cell } = cache;
         let dh = rows(grad_output);
-        let mut grad_state = Array2::zeros((n_rows, n));
-        let mut grad_decay = Array2::zeros((n_rows, n));
-        let mut grad_impulse = Array2::zeros((n_rows, n));
+        let mut grad_state = ws.scratch((n_rows, n));
+        let mut grad_decay = ws.scratch((n_rows, n));
+        let mut grad_impulse = ws.scratch((n_rows, n));
         {
             let [z, f, mut o] = gate_blocks_mut::<E, 3>(&mut gates);
             par_zip!((&mut grad_state, &mut o, &dh, &cell), |dc, o, &dh, &c| {
@@ -198,10 +229,12 @@ impl<E: Real> Layer<E> for Qrnn<E> {
                 *z = dx * (E::one() - fv) * (E::one() - zv * zv);
             });
         }
-        drop((grad_state, grad_decay, grad_impulse, cell));
+        for buffer in [grad_state, grad_decay, grad_impulse, cell] {
+            ws.give_back(buffer);
+        }
         let x = rows(input);
         let m = self.input_size();
-        let mut grad_x = Array2::zeros((n_rows, m));
+        let mut grad_x = ws.zeros((n_rows, m));
         for tap in 0..self.width().min(n_steps) {
             let source = x.slice(s![..n_rows - tap * n_batch, ..]);
             let w = self.filter.value.index_axis(ndarray::Axis(0), tap);
@@ -227,6 +260,15 @@ impl<E: Real> Layer<E> for Qrnn<E> {
         for (k, dp) in gates.outer_iter().enumerate() {
             add_column_sums(self.bias.grad.slice_mut(s![k * n..(k + 1) * n]), dp);
         }
+        ws.give_back(gates);
         Ok(crate::ops::to_3d(grad_x, n_steps, n_batch))
+    }
+}
+
+impl<E: Real> QrnnCache<E> {
+    /// Gives the cached buffers back to `ws` (when no backward pass will use them).
+    pub(crate) fn give_back(self, ws: &Workspace<E>) {
+        ws.give_back(self.gates);
+        ws.give_back(self.cell);
     }
 }

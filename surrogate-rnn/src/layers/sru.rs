@@ -10,6 +10,7 @@ use crate::ops::{
     scan_forward, sigmoid,
 };
 use crate::param::{ParamVisitor, ParamVisitorMut};
+use crate::workspace::Workspace;
 use crate::{ModelError, Param, Parameters, Real};
 
 /// SRU, `n → n` (PAPER.md §2; the highway needs input size = hidden size):
@@ -86,11 +87,40 @@ impl<E: Real> Layer<E> for Sru<E> {
         scan: &dyn LinearScan<E>,
         input: ArrayView3<'_, E>,
     ) -> Result<(Array3<E>, SruCache<E>), ModelError> {
+        self.forward_with(scan, input, &Workspace::unpooled())
+    }
+
+    fn backward(
+        &mut self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+        output: ArrayView3<'_, E>,
+        cache: SruCache<E>,
+        grad_output: ArrayView3<'_, E>,
+    ) -> Result<Array3<E>, ModelError> {
+        self.backward_with(
+            scan,
+            input,
+            output,
+            cache,
+            grad_output,
+            &Workspace::unpooled(),
+        )
+    }
+}
+
+impl<E: Real> Sru<E> {
+    pub(crate) fn forward_with(
+        &self,
+        scan: &dyn LinearScan<E>,
+        input: ArrayView3<'_, E>,
+        ws: &Workspace<E>,
+    ) -> Result<(Array3<E>, SruCache<E>), ModelError> {
         let (n_steps, n_batch) = check_input("Sru::forward", &input, self.n())?;
         let n = self.n();
         let n_rows = n_steps * n_batch;
         let x = rows(input);
-        let mut gates = Array3::zeros((3, n_rows, n));
+        let mut gates = ws.scratch((3, n_rows, n));
         project_gates(x.view(), self.input_weight.value.view(), &mut gates);
         let b = self.bias.value.view();
         let (b_x, b_f, b_r) = (
@@ -99,7 +129,7 @@ impl<E: Real> Layer<E> for Sru<E> {
             b.slice(s![2 * n..]),
         );
         let [mut xt, mut f, mut r] = gate_blocks_mut::<E, 3>(&mut gates);
-        let mut impulse = Array2::zeros((n_rows, n));
+        let mut impulse = ws.scratch((n_rows, n));
         // One pass: x̃ = P_x, f = σ(P_f) and the impulse (1 − f) ⊙ x̃.
         par_zip!(
             (
@@ -116,7 +146,7 @@ impl<E: Real> Layer<E> for Sru<E> {
                 *v = (E::one() - fv) * xv;
             }
         );
-        let mut cell = Array2::zeros((n_rows, n));
+        let mut cell = ws.scratch((n_rows, n));
         scan_forward(scan, n_steps, f.view(), impulse.view(), cell.view_mut())?;
         // r = σ(P_r) and the highway output in one pass, into the impulse buffer.
         let mut h = impulse;
@@ -134,13 +164,14 @@ impl<E: Real> Layer<E> for Sru<E> {
         ))
     }
 
-    fn backward(
+    pub(crate) fn backward_with(
         &mut self,
         scan: &dyn LinearScan<E>,
         input: ArrayView3<'_, E>,
         output: ArrayView3<'_, E>,
         cache: SruCache<E>,
         grad_output: ArrayView3<'_, E>,
+        ws: &Workspace<E>,
     ) -> Result<Array3<E>, ModelError> {
         let (n_steps, n_batch) = check_backward(
             "Sru::backward",
@@ -155,8 +186,8 @@ impl<E: Real> Layer<E> for Sru<E> {
         let SruCache { mut gates, cell } = cache;
         let x = rows(input);
         let dh = rows(grad_output);
-        let mut grad_state = Array2::zeros((n_rows, n));
-        let mut grad_x = Array2::zeros((n_rows, n));
+        let mut grad_state = ws.scratch((n_rows, n));
+        let mut grad_x = ws.scratch((n_rows, n));
         {
             let [_, _, mut r] = gate_blocks_mut::<E, 3>(&mut gates);
             par_zip!(
@@ -169,8 +200,8 @@ impl<E: Real> Layer<E> for Sru<E> {
                 }
             );
         }
-        let mut grad_decay = Array2::zeros((n_rows, n));
-        let mut grad_impulse = Array2::zeros((n_rows, n));
+        let mut grad_decay = ws.scratch((n_rows, n));
+        let mut grad_impulse = ws.scratch((n_rows, n));
         {
             let [xt, f, _] = gate_blocks_mut::<E, 3>(&mut gates);
             scan_backward(
@@ -188,7 +219,9 @@ impl<E: Real> Layer<E> for Sru<E> {
                 *xt = dx * (E::one() - fv);
             });
         }
-        drop((grad_state, grad_decay, grad_impulse, cell));
+        for buffer in [grad_state, grad_decay, grad_impulse, cell] {
+            ws.give_back(buffer);
+        }
         project_gates_backward(
             x.view(),
             self.input_weight.value.view(),
@@ -197,6 +230,15 @@ impl<E: Real> Layer<E> for Sru<E> {
             &gates,
             &mut grad_x.view_mut(),
         );
+        ws.give_back(gates);
         Ok(crate::ops::to_3d(grad_x, n_steps, n_batch))
+    }
+}
+
+impl<E: Real> SruCache<E> {
+    /// Gives the cached buffers back to `ws` (when no backward pass will use them).
+    pub(crate) fn give_back(self, ws: &Workspace<E>) {
+        ws.give_back(self.gates);
+        ws.give_back(self.cell);
     }
 }
