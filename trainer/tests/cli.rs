@@ -428,7 +428,13 @@ fn ctrl_c_checkpoints_and_says_how_to_resume() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("the trainer starts");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Wait until the run has started (the Ctrl-C handler is installed before the metrics
+    // files are created), then let it train a little.
+    let start = std::time::Instant::now();
+    while !dir.join("metrics.csv").exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
