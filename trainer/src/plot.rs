@@ -2,8 +2,9 @@
 //!
 //! Text needs a TrueType font. Rather than linking a system font library, the first of a
 //! few common font files found on the machine is registered with plotters' pure-Rust
-//! `ab_glyph` renderer (set `TRAINER_FONT` to choose one). Without any font the charts are
-//! still drawn, without titles, tick labels or legends, and a note says so.
+//! `ab_glyph` renderer (set `TRAINER_FONT` to choose one, or to `none` for no text). Without
+//! any font the charts are still drawn, without titles, tick labels or legends, and a note
+//! says so.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -30,6 +31,9 @@ fn font_available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
         let from_env = std::env::var_os("TRAINER_FONT").map(PathBuf::from);
+        if from_env.as_deref() == Some(Path::new("none")) {
+            return false;
+        }
         let candidates = from_env
             .into_iter()
             .chain(FONT_CANDIDATES.iter().map(PathBuf::from));

@@ -164,6 +164,26 @@ fn tiny_run_converges_and_writes_its_files() {
 }
 
 #[test]
+fn plots_are_drawn_without_a_font() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("run");
+    let output = trainer()
+        .env("TRAINER_FONT", "none")
+        .args(TINY)
+        .args(["--max-iterations", "5", "--out", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for file in ["learning_curve.png", "learning_curve.svg"] {
+        assert!(dir.join(file).metadata().unwrap().len() > 0, "{file}");
+    }
+}
+
+#[test]
 fn same_seed_gives_the_same_numbers() {
     let temp = tempfile::tempdir().unwrap();
     let losses = |name: &str| {
