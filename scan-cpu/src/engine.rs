@@ -11,6 +11,10 @@
 //! parallel (phase 3). That is `(2p−1)/p²` of a serial pass on the critical path (¾ on two
 //! threads) and one pass over memory, since phase 3 reads what phase 1 just brought into
 //! cache.
+//!
+//! Time is split only from `min_time_split_threads` threads on (three by default): on the
+//! two-core machine we measured, the ¾ critical path of two threads never beat the
+//! in-register kernels on one thread once thread hand-offs were paid (see the README).
 
 use rayon::prelude::*;
 use scan_core::Element;
@@ -38,6 +42,8 @@ pub(crate) struct Plan {
     pub min_features_per_thread: usize,
     /// Elements per super-tile of Algorithm 1.
     pub tile_elems: usize,
+    /// Fewest threads at which time is split (see `Tuning::min_time_split_threads`).
+    pub min_time_split_threads: usize,
 }
 
 impl Plan {
@@ -54,6 +60,7 @@ impl Plan {
             // Two registers' worth of features per thread keep two FMA chains in flight.
             min_features_per_thread: 2 * lanes,
             tile_elems: default_tile_input_bytes() / (2 * std::mem::size_of::<E>()),
+            min_time_split_threads: 3,
         }
     }
 }
@@ -138,7 +145,9 @@ impl Engine {
         let threads = self.plan.threads;
         let small = n * w < self.plan.min_parallel_elems || threads == 1;
         let columns_contiguous = w > 1 && !job.rows_contiguous() && column_major(job);
-        let time_parallel = self.split == Split::TimeAndFeatures && !small;
+        let time_parallel = self.split == Split::TimeAndFeatures
+            && !small
+            && threads >= self.plan.min_time_split_threads;
         // SAFETY: for all calls, the caller's contract, and every task below gets disjoint
         // output columns (feature blocks) or rows (time chunks) of the job.
         unsafe {

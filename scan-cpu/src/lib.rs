@@ -81,6 +81,12 @@ pub struct Tuning {
     /// Bytes of input (decays and impulses) per super-tile of Algorithm 1; each
     /// super-tile's chunks are reduced and rescanned while they are still in cache.
     pub tile_input_bytes: usize,
+    /// Fewest threads at which time is split across threads (Algorithm 1). On `p` threads
+    /// its critical path is `(2p−1)/p²` of a single pass — ¾ on two threads, a gain that
+    /// thread hand-offs and the second pass over memory consumed on the two-core machine
+    /// we measured — so by default time is split from three threads on; below that, narrow
+    /// problems run the in-register kernels on one thread.
+    pub min_time_split_threads: usize,
 }
 
 impl Default for Tuning {
@@ -88,6 +94,7 @@ impl Default for Tuning {
         Self {
             min_parallel_elements: 1 << 18,
             tile_input_bytes: engine::default_tile_input_bytes(),
+            min_time_split_threads: 3,
         }
     }
 }
@@ -118,6 +125,7 @@ impl Parallel {
     fn engine<E: Element>(&self) -> Engine {
         let mut engine = Engine::new::<E>(self.parallelism, Split::TimeAndFeatures);
         engine.plan.min_parallel_elems = self.tuning.min_parallel_elements;
+        engine.plan.min_time_split_threads = self.tuning.min_time_split_threads;
         engine.plan.tile_elems =
             (self.tuning.tile_input_bytes / (2 * std::mem::size_of::<E>())).max(1);
         engine

@@ -28,6 +28,7 @@ fn eager() -> Parallel {
             min_parallel_elements: 8,
             // 700 f32 or 350 f64 elements per super-tile.
             tile_input_bytes: 5600,
+            min_time_split_threads: 2,
         },
     }
 }

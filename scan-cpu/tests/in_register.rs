@@ -21,6 +21,7 @@ fn backends() -> [Parallel; 2] {
             tuning: Tuning {
                 min_parallel_elements: 8,
                 tile_input_bytes: 2048,
+                min_time_split_threads: 2,
             },
         },
     ]
