@@ -106,19 +106,29 @@ fn median(times: &mut [Duration]) -> Duration {
     times[times.len() / 2]
 }
 
-/// Alternates two closures until the budget is spent; returns their median times.
+/// Alternates two closures until the budget is spent; returns their median times per
+/// call. Short calls are repeated within one sample (at least ~50 µs per sample) so the
+/// clock's own cost does not count.
 fn time_pair(budget: Duration, mut a: impl FnMut(), mut b: impl FnMut()) -> (Duration, Duration) {
+    let start = Instant::now();
     a();
     b();
+    let first = start.elapsed() / 2;
+    let repeat =
+        (Duration::from_micros(50).as_nanos() / first.as_nanos().max(1)).clamp(1, 10_000) as u32;
     let (mut ta, mut tb) = (Vec::new(), Vec::new());
     let start = Instant::now();
     while (start.elapsed() < budget || ta.len() < 5) && ta.len() < 10_000 {
         let t = Instant::now();
-        a();
-        ta.push(t.elapsed());
+        for _ in 0..repeat {
+            a();
+        }
+        ta.push(t.elapsed() / repeat);
         let t = Instant::now();
-        b();
-        tb.push(t.elapsed());
+        for _ in 0..repeat {
+            b();
+        }
+        tb.push(t.elapsed() / repeat);
     }
     (median(&mut ta), median(&mut tb))
 }
