@@ -69,11 +69,14 @@ impl Plan {
 /// phase 1 are still cached when phase 3 rescans them, with room for the outputs and
 /// other work), between 1 and 8 MiB; 4 MiB where the cache size cannot be read.
 pub(crate) fn default_tile_input_bytes() -> usize {
-    // Read once per process: every scan call builds a plan.
-    static TILE_BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *TILE_BYTES.get_or_init(|| {
-        last_level_cache_bytes().map_or(4 << 20, |bytes| (bytes / 8).clamp(1 << 20, 8 << 20))
-    })
+    (cache_bytes() / 8).clamp(1 << 20, 8 << 20)
+}
+
+/// The last-level cache size, read once per process (every scan call builds a plan);
+/// 32 MiB where it cannot be read.
+fn cache_bytes() -> usize {
+    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| last_level_cache_bytes().unwrap_or(32 << 20))
 }
 
 /// The size of the largest cache the first CPU reports (Linux sysfs), if readable.
@@ -143,6 +146,12 @@ impl Engine {
             return;
         }
         let threads = self.plan.threads;
+        // Outputs larger than the last-level cache are streamed past it.
+        let out_bytes = n * w * std::mem::size_of::<E>() * if job.fused.is_some() { 2 } else { 1 };
+        let job = &Job {
+            stream: self.isa == Isa::Avx2Fma && out_bytes > cache_bytes(),
+            ..*job
+        };
         let small = n * w < self.plan.min_parallel_elems || threads == 1;
         let columns_contiguous = w > 1 && !job.rows_contiguous() && column_major(job);
         let time_parallel = self.split == Split::TimeAndFeatures

@@ -200,6 +200,7 @@ fn forward<E: Element>(engine: Engine, problem: ForwardProblem<'_, '_, E>) {
         impulse: seq(&impulse),
         out: seq_mut(&mut state),
         fused: None,
+        stream: false,
     };
     // SAFETY: the sequences come from validated (T, F) views (shapes checked by
     // `ForwardProblem`), the output is an exclusive borrow distinct from the inputs, and
@@ -255,6 +256,7 @@ fn backward<E: Element>(engine: Engine, problem: BackwardProblem<'_, '_, E>) {
                 prev_state: downwards(seq(&state), n - 3),
                 grad_decay: downwards(seq_mut(&mut grad_decay), n - 2),
             }),
+            stream: false,
         };
         // SAFETY: rows 1..n−1 of the outputs and rows 0..n of the inputs are in bounds of
         // validated (T, F) views; outputs are exclusive borrows distinct from the inputs

@@ -78,6 +78,9 @@ pub(crate) struct Job<E> {
     pub impulse: Seq<E>,
     pub out: Seq<E>,
     pub fused: Option<Fused<E>>,
+    /// Write outputs with streaming (non-temporal) stores where rows allow: for problems
+    /// larger than the cache, this saves reading every output line before writing it.
+    pub stream: bool,
 }
 
 impl<E> Clone for Fused<E> {
