@@ -82,31 +82,7 @@ impl<E: Real> Layer<E> for Gilr<E> {
         self.n()
     }
 
-    fn forward(
-        &self,
-        scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-    ) -> Result<(Array3<E>, GilrCache<E>), ModelError> {
-        self.forward_with(scan, input, &Workspace::unpooled())
-    }
-
-    fn backward(
-        &mut self,
-        scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-        output: ArrayView3<'_, E>,
-        cache: GilrCache<E>,
-        grad_output: ArrayView3<'_, E>,
-    ) -> Result<Array3<E>, ModelError> {
-        self.backward_with(
-            scan,
-            input,
-            output,
-            cache,
-            grad_output,
-            &Workspace::unpooled(),
-        )
-    }
+    unpooled_layer_entry_points!(GilrCache<E>);
 }
 
 impl<E: Real> Gilr<E> {

@@ -115,31 +115,7 @@ impl<E: Real> Layer<E> for GilrLstm<E> {
         self.n()
     }
 
-    fn forward(
-        &self,
-        scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-    ) -> Result<(Array3<E>, GilrLstmCache<E>), ModelError> {
-        self.forward_with(scan, input, &Workspace::unpooled())
-    }
-
-    fn backward(
-        &mut self,
-        scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-        output: ArrayView3<'_, E>,
-        cache: GilrLstmCache<E>,
-        grad_output: ArrayView3<'_, E>,
-    ) -> Result<Array3<E>, ModelError> {
-        self.backward_with(
-            scan,
-            input,
-            output,
-            cache,
-            grad_output,
-            &Workspace::unpooled(),
-        )
-    }
+    unpooled_layer_entry_points!(GilrLstmCache<E>);
 }
 
 impl<E: Real> GilrLstm<E> {

@@ -97,31 +97,7 @@ impl<E: Real> Layer<E> for Lstm<E> {
         self.n()
     }
 
-    fn forward(
-        &self,
-        scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-    ) -> Result<(Array3<E>, LstmCache<E>), ModelError> {
-        self.forward_with(scan, input, &Workspace::unpooled())
-    }
-
-    fn backward(
-        &mut self,
-        scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-        output: ArrayView3<'_, E>,
-        cache: LstmCache<E>,
-        grad_output: ArrayView3<'_, E>,
-    ) -> Result<Array3<E>, ModelError> {
-        self.backward_with(
-            scan,
-            input,
-            output,
-            cache,
-            grad_output,
-            &Workspace::unpooled(),
-        )
-    }
+    unpooled_layer_entry_points!(LstmCache<E>);
 }
 
 impl<E: Real> Lstm<E> {

@@ -11,6 +11,33 @@
 //! is one contiguous `(T·B, n)` matrix — the output of one matrix product — and, seen as
 //! `(T, B·n)`, exactly the `(T, F)` problem of the scan backend, with no copy.
 
+/// The `Layer::forward` and `Layer::backward` of a layer whose real work is in
+/// `forward_with` / `backward_with` (which draw buffers from a [`crate::workspace`]
+/// pool): standalone calls use an unpooled workspace.
+macro_rules! unpooled_layer_entry_points {
+    ($cache:ty) => {
+        fn forward(
+            &self,
+            scan: &dyn LinearScan<E>,
+            input: ArrayView3<'_, E>,
+        ) -> Result<(Array3<E>, $cache), ModelError> {
+            self.forward_with(scan, input, &Workspace::unpooled())
+        }
+
+        fn backward(
+            &mut self,
+            scan: &dyn LinearScan<E>,
+            input: ArrayView3<'_, E>,
+            output: ArrayView3<'_, E>,
+            cache: $cache,
+            grad_output: ArrayView3<'_, E>,
+        ) -> Result<Array3<E>, ModelError> {
+            let ws = Workspace::unpooled();
+            self.backward_with(scan, input, output, cache, grad_output, &ws)
+        }
+    };
+}
+
 mod dense;
 mod embedding;
 mod gilr;

@@ -89,31 +89,7 @@ impl<E: Real> Layer<E> for Qrnn<E> {
         self.n()
     }
 
-    fn forward(
-        &self,
-        scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-    ) -> Result<(Array3<E>, QrnnCache<E>), ModelError> {
-        self.forward_with(scan, input, &Workspace::unpooled())
-    }
-
-    fn backward(
-        &mut self,
-        scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-        output: ArrayView3<'_, E>,
-        cache: QrnnCache<E>,
-        grad_output: ArrayView3<'_, E>,
-    ) -> Result<Array3<E>, ModelError> {
-        self.backward_with(
-            scan,
-            input,
-            output,
-            cache,
-            grad_output,
-            &Workspace::unpooled(),
-        )
-    }
+    unpooled_layer_entry_points!(QrnnCache<E>);
 }
 
 impl<E: Real> Qrnn<E> {
