@@ -106,19 +106,7 @@ impl<E: Real> Dense<E> {
     }
 }
 
-impl<E: Real> Parameters<E> for Dense<E> {
-    fn visit_params(&self, visitor: &mut ParamVisitor<'_, E>) {
-        let (v, g) = self.weight.views();
-        visitor("weight", v, g);
-        let (v, g) = self.bias.views();
-        visitor("bias", v, g);
-    }
-
-    fn visit_params_mut(&mut self, visitor: &mut ParamVisitorMut<'_, E>) {
-        visitor("weight", self.weight.views_mut());
-        visitor("bias", self.bias.views_mut());
-    }
-}
+params_from_fields!(Dense: weight, bias);
 
 impl<E: Real> Layer<E> for Dense<E> {
     type Cache = ();

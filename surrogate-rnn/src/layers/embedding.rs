@@ -149,13 +149,4 @@ impl<E: Real> Embedding<E> {
     }
 }
 
-impl<E: Real> Parameters<E> for Embedding<E> {
-    fn visit_params(&self, visitor: &mut ParamVisitor<'_, E>) {
-        let (v, g) = self.table.views();
-        visitor("table", v, g);
-    }
-
-    fn visit_params_mut(&mut self, visitor: &mut ParamVisitorMut<'_, E>) {
-        visitor("table", self.table.views_mut());
-    }
-}
+params_from_fields!(Embedding: table);

@@ -69,22 +69,7 @@ impl<E: Real> Lstm<E> {
     }
 }
 
-impl<E: Real> Parameters<E> for Lstm<E> {
-    fn visit_params(&self, visitor: &mut ParamVisitor<'_, E>) {
-        let (v, g) = self.input_weight.views();
-        visitor("input_weight", v, g);
-        let (v, g) = self.recurrent_weight.views();
-        visitor("recurrent_weight", v, g);
-        let (v, g) = self.bias.views();
-        visitor("bias", v, g);
-    }
-
-    fn visit_params_mut(&mut self, visitor: &mut ParamVisitorMut<'_, E>) {
-        visitor("input_weight", self.input_weight.views_mut());
-        visitor("recurrent_weight", self.recurrent_weight.views_mut());
-        visitor("bias", self.bias.views_mut());
-    }
-}
+params_from_fields!(Lstm: input_weight, recurrent_weight, bias);
 
 impl<E: Real> Layer<E> for Lstm<E> {
     type Cache = LstmCache<E>;

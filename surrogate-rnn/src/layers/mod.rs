@@ -11,6 +11,25 @@
 //! is one contiguous `(T·B, n)` matrix — the output of one matrix product — and, seen as
 //! `(T, B·n)`, exactly the `(T, F)` problem of the scan backend, with no copy.
 
+/// `Parameters` for a layer whose parameters are the listed `Param` fields, each visited
+/// under its field name.
+macro_rules! params_from_fields {
+    ($layer:ident: $($field:ident),+) => {
+        impl<E: Real> Parameters<E> for $layer<E> {
+            fn visit_params(&self, visitor: &mut ParamVisitor<'_, E>) {
+                $(
+                    let (value, grad) = self.$field.views();
+                    visitor(stringify!($field), value, grad);
+                )+
+            }
+
+            fn visit_params_mut(&mut self, visitor: &mut ParamVisitorMut<'_, E>) {
+                $(visitor(stringify!($field), self.$field.views_mut());)+
+            }
+        }
+    };
+}
+
 /// The `Layer::forward` and `Layer::backward` of a layer whose real work is in
 /// `forward_with` / `backward_with` (which draw buffers from a [`crate::workspace`]
 /// pool): standalone calls use an unpooled workspace.

@@ -64,19 +64,7 @@ impl<E: Real> Qrnn<E> {
     }
 }
 
-impl<E: Real> Parameters<E> for Qrnn<E> {
-    fn visit_params(&self, visitor: &mut ParamVisitor<'_, E>) {
-        let (v, g) = self.filter.views();
-        visitor("filter", v, g);
-        let (v, g) = self.bias.views();
-        visitor("bias", v, g);
-    }
-
-    fn visit_params_mut(&mut self, visitor: &mut ParamVisitorMut<'_, E>) {
-        visitor("filter", self.filter.views_mut());
-        visitor("bias", self.bias.views_mut());
-    }
-}
+params_from_fields!(Qrnn: filter, bias);
 
 impl<E: Real> Layer<E> for Qrnn<E> {
     type Cache = QrnnCache<E>;
