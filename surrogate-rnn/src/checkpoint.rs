@@ -3,8 +3,11 @@
 //! Tensors are named `param.<name>`, `adam.m.<name>` and `adam.v.<name>` after the
 //! parameter names of [`Parameters`]; the metadata holds the model configuration (JSON),
 //! the optimizer configuration (JSON), the seed, the step, the element type and any
-//! caller-supplied `extra` entries. Files are written to a temporary file in the same
-//! folder and renamed over the target, so a crash never leaves a half-written checkpoint.
+//! caller-supplied `extra` entries, and a `checksum` over every other metadata entry and
+//! every tensor (name, dtype, shape, bytes), verified before anything is read from the
+//! file, so a flipped bit or an edited entry is an error rather than a silently different
+//! run. Files are written to a temporary file in the same folder and renamed over the
+//! target, so a crash never leaves a half-written checkpoint.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -17,7 +20,57 @@ use safetensors::{Dtype, View};
 
 use crate::{Adam, AdamConfig, Classifier, InitConfig, ModelConfig, ModelError, Parameters, Real};
 
-const FORMAT: &str = "surrogate-rnn.checkpoint.v1";
+const FORMAT: &str = "surrogate-rnn.checkpoint.v2";
+const CHECKSUM_KEY: &str = "checksum";
+
+/// FNV-1a over 64-bit little-endian words (bytes for the tail). Each word updates the
+/// state bijectively, so any single changed word always changes the result; it guards
+/// against corruption, not against forgery.
+struct Checksum(u64);
+
+impl Checksum {
+    const PRIME: u64 = 0x0000_0100_0000_01B3;
+
+    fn new() -> Self {
+        Self(0xCBF2_9CE4_8422_2325)
+    }
+
+    fn bytes(&mut self, data: &[u8]) {
+        let mut words = data.chunks_exact(8);
+        for word in &mut words {
+            let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            self.0 = (self.0 ^ word).wrapping_mul(Self::PRIME);
+        }
+        for &byte in words.remainder() {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(Self::PRIME);
+        }
+        // The length separates fields, so moving bytes from one to the next changes it.
+        self.0 = (self.0 ^ data.len() as u64).wrapping_mul(Self::PRIME);
+    }
+
+    fn tensor(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: &[u8]) {
+        self.bytes(name.as_bytes());
+        self.bytes(format!("{dtype:?}").as_bytes());
+        for &dim in shape {
+            self.bytes(&(dim as u64).to_le_bytes());
+        }
+        self.bytes(data);
+    }
+
+    /// Every metadata entry but the checksum itself, in key order.
+    fn metadata<'a>(&mut self, entries: impl Iterator<Item = (&'a String, &'a String)>) {
+        let mut entries: Vec<_> = entries.filter(|(k, _)| *k != CHECKSUM_KEY).collect();
+        entries.sort();
+        for (key, value) in entries {
+            self.bytes(key.as_bytes());
+            self.bytes(value.as_bytes());
+        }
+    }
+
+    fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
 
 /// The metadata of a checkpoint.
 #[derive(Clone, Debug, PartialEq)]
@@ -122,6 +175,13 @@ pub fn save_checkpoint<E: Real>(
     metadata.insert("seed".to_owned(), seed.to_string());
     metadata.insert("step".to_owned(), optimizer.steps().to_string());
     metadata.insert("extra".to_owned(), json(serde_json::to_string(extra))?);
+    let mut checksum = Checksum::new();
+    checksum.metadata(metadata.iter());
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, t) in &tensors {
+        checksum.tensor(name, t.dtype, &t.shape, &t.bytes);
+    }
+    metadata.insert(CHECKSUM_KEY.to_owned(), checksum.hex());
     let bytes = safetensors::serialize(
         tensors.iter().map(|(n, t)| (n.as_str(), t)),
         &Some(metadata),
@@ -163,7 +223,12 @@ fn read_file(path: &Path) -> Result<Vec<u8>, ModelError> {
     })
 }
 
-fn parse_meta(path: &Path, bytes: &[u8]) -> Result<(CheckpointMeta, String), ModelError> {
+/// Parses the file, checks its format and checksum and returns its metadata, its element
+/// type and its tensors.
+fn parse<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<(CheckpointMeta, String, SafeTensors<'a>), ModelError> {
     let (_, metadata) = SafeTensors::read_metadata(bytes)
         .map_err(|e| checkpoint_error(path, format!("not a valid safetensors file: {e}")))?;
     let map = metadata
@@ -177,7 +242,32 @@ fn parse_meta(path: &Path, bytes: &[u8]) -> Result<(CheckpointMeta, String), Mod
     if get("format")? != FORMAT {
         return Err(checkpoint_error(
             path,
-            format!("format `{}` is not `{FORMAT}`", get("format")?),
+            format!(
+                "format `{}` is not `{FORMAT}` (files of an older version carry no checksum)",
+                get("format")?
+            ),
+        ));
+    }
+    let tensors = SafeTensors::deserialize(bytes)
+        .map_err(|e| checkpoint_error(path, format!("corrupt or truncated: {e}")))?;
+    let mut checksum = Checksum::new();
+    checksum.metadata(map.iter());
+    let mut names = tensors.names();
+    names.sort();
+    for name in names {
+        let view = tensors
+            .tensor(name)
+            .map_err(|e| checkpoint_error(path, format!("tensor `{name}`: {e}")))?;
+        checksum.tensor(name, view.dtype(), view.shape(), view.data());
+    }
+    if *get(CHECKSUM_KEY)? != checksum.hex() {
+        return Err(checkpoint_error(
+            path,
+            format!(
+                "checksum mismatch (stored {}, computed {}): the file was damaged or edited",
+                get(CHECKSUM_KEY)?,
+                checksum.hex()
+            ),
         ));
     }
     let parse_err = |key: &str, e: &dyn std::fmt::Display| {
@@ -198,12 +288,14 @@ fn parse_meta(path: &Path, bytes: &[u8]) -> Result<(CheckpointMeta, String), Mod
             extra,
         },
         get("dtype")?.clone(),
+        tensors,
     ))
 }
 
-/// Reads only the metadata of a checkpoint (e.g. to build the model it belongs to).
+/// Reads the metadata of a checkpoint (e.g. to build the model it belongs to), after
+/// verifying the file's checksum.
 pub fn read_checkpoint_meta(path: &Path) -> Result<CheckpointMeta, ModelError> {
-    Ok(parse_meta(path, &read_file(path)?)?.0)
+    Ok(parse(path, &read_file(path)?)?.0)
 }
 
 fn decode<E: Real>(
@@ -242,15 +334,15 @@ fn decode<E: Real>(
 
 /// Restores parameters and optimizer state from `path` into an existing model.
 ///
-/// Every tensor is validated (present, same dtype, same shape, same configuration) before
-/// anything is written, so on error `model` and `optimizer` are unchanged.
+/// The checksum and every tensor are validated (present, same dtype, same shape, same
+/// configuration) before anything is written, so on error `model` and `optimizer` are unchanged.
 pub fn load_checkpoint_into<E: Real>(
     path: &Path,
     model: &mut Classifier<E>,
     optimizer: &mut Adam<E>,
 ) -> Result<CheckpointMeta, ModelError> {
     let bytes = read_file(path)?;
-    let (meta, dtype) = parse_meta(path, &bytes)?;
+    let (meta, dtype, tensors) = parse(path, &bytes)?;
     if dtype != E::NAME {
         return Err(checkpoint_error(
             path,
@@ -267,8 +359,6 @@ pub fn load_checkpoint_into<E: Real>(
             ),
         ));
     }
-    let tensors = SafeTensors::deserialize(&bytes)
-        .map_err(|e| checkpoint_error(path, format!("corrupt or truncated: {e}")))?;
     let mut params = Vec::new();
     let mut first = Vec::new();
     let mut second = Vec::new();

@@ -119,3 +119,38 @@ fn corrupt_and_truncated_files_are_errors() {
     let err = load_checkpoint::<f32>(&dir.path().join("missing.safetensors")).unwrap_err();
     assert!(matches!(err, ModelError::Io { .. }), "{err}");
 }
+
+#[test]
+fn a_flipped_bit_anywhere_fails_the_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.safetensors");
+    let (model, adam, _) = trained(7);
+    save_checkpoint(&path, &model, &adam, 7, &BTreeMap::new()).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let header_len = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    // One exponent bit of the last value, then one of the first tensor byte.
+    for at in [good.len() - 1, 8 + header_len] {
+        let mut bytes = good.clone();
+        bytes[at] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = load_checkpoint::<f32>(&path).unwrap_err();
+        assert!(matches!(err, ModelError::Checkpoint { .. }), "{err}");
+        assert!(err.to_string().contains("checksum"), "{err}");
+    }
+    // An edited metadata value of the same length.
+    let at = good
+        .windows(10)
+        .position(|w| w == b"\"step\":\"3\"")
+        .expect("the step in the header");
+    let mut bytes = good.clone();
+    bytes[at + 8] = b'4';
+    std::fs::write(&path, &bytes).unwrap();
+    for err in [
+        load_checkpoint::<f32>(&path).unwrap_err(),
+        read_checkpoint_meta(&path).unwrap_err(),
+    ] {
+        assert!(err.to_string().contains("checksum"), "{err}");
+    }
+    std::fs::write(&path, &good).unwrap();
+    assert!(load_checkpoint::<f32>(&path).is_ok());
+}
