@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use ndarray::{Array1, Array2, Array3};
 use scan_core::{BackwardInputs, BackwardOutputs, Direction, ForwardInputs, LinearScan};
@@ -18,6 +18,7 @@ use surrogate_rnn::{
     Adam, AdamConfig, Classifier, InitConfig, InputKind, LayerKind, ModelConfig, ModelInput,
 };
 
+use crate::limits;
 use crate::plot::{self, Chart, Scale};
 
 type BoxedScan = Box<dyn LinearScan<f32>>;
@@ -226,7 +227,7 @@ fn write_outputs<T: Serialize>(
 ) -> Result<()> {
     let write = |name: String, text: &str| {
         let path = dir.join(name);
-        std::fs::write(&path, text).with_context(|| format!("writing `{}`", path.display()))
+        crate::atomic::write(&path, text.as_bytes())
     };
     write(format!("{stem}.csv"), csv)?;
     write(format!("{stem}.json"), &serde_json::to_string_pretty(rows)?)?;
@@ -251,14 +252,30 @@ fn machine_line(device: Device) -> String {
     )
 }
 
+impl KernelBenchArgs {
+    /// Every check that can fail, before any work: values, sizes and memory.
+    pub fn validate(&self) -> Result<()> {
+        if self.steps.is_empty() || self.features.is_empty() {
+            bail!("--steps and --features need at least one value each");
+        }
+        if self.steps.contains(&0) || self.features.contains(&0) {
+            bail!("--steps and --features must be at least 1 (T = 0 or F = 0 is an empty scan)");
+        }
+        for &t in &self.steps {
+            for &f in &self.features {
+                let what = format!("kernel-bench at T = {t}, F = {f}");
+                // Decays, inputs, two outputs and two pairs of gradients.
+                let bytes = limits::array_bytes(&what, 8, &[t, f])?;
+                limits::check_memory(&what, bytes, "reduce --steps or --features")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs `trainer kernel-bench`.
 pub fn kernel_bench(args: &KernelBenchArgs) -> Result<BenchReport> {
-    if args.steps.is_empty() || args.features.is_empty() {
-        bail!("--steps and --features need at least one value each");
-    }
-    if args.steps.contains(&0) || args.features.contains(&0) {
-        bail!("--steps and --features must be at least 1 (T = 0 or F = 0 is an empty scan)");
-    }
+    args.validate()?;
     let (serial, parallel) = args.backend.backends()?;
     let dir = crate::run_dir::prepare(
         args.output.out.as_deref(),
@@ -273,6 +290,17 @@ pub fn kernel_bench(args: &KernelBenchArgs) -> Result<BenchReport> {
             "kernel_bench.svg",
         ],
     )?;
+    crate::run_dir::remove_if_empty_on_error(&dir, || {
+        measure_kernels(args, &dir, serial.as_ref(), parallel.as_ref())
+    })
+}
+
+fn measure_kernels(
+    args: &KernelBenchArgs,
+    dir: &Path,
+    serial: &dyn LinearScan<f32>,
+    parallel: &dyn LinearScan<f32>,
+) -> Result<BenchReport> {
     let budget = Duration::from_millis(args.budget_ms);
     let mut rows = Vec::new();
     for &t in &args.steps {
@@ -297,8 +325,8 @@ pub fn kernel_bench(args: &KernelBenchArgs) -> Result<BenchReport> {
             };
             let (ts, tp) = time_pair(
                 budget,
-                || forward(serial.as_ref(), &mut h1),
-                || forward(parallel.as_ref(), &mut h2),
+                || forward(serial, &mut h1),
+                || forward(parallel, &mut h2),
             )?;
             rows.push(kernel_row(t, f, "forward", ts, tp));
             let mut grads = [
@@ -333,11 +361,7 @@ pub fn kernel_bench(args: &KernelBenchArgs) -> Result<BenchReport> {
                 backend.backward_into(inputs, outputs)?;
                 Ok(())
             };
-            let (ts, tp) = time_pair(
-                budget,
-                || backward(serial.as_ref(), g1),
-                || backward(parallel.as_ref(), g2),
-            )?;
+            let (ts, tp) = time_pair(budget, || backward(serial, g1), || backward(parallel, g2))?;
             rows.push(kernel_row(t, f, "backward", ts, tp));
         }
     }
@@ -390,7 +414,7 @@ pub fn kernel_bench(args: &KernelBenchArgs) -> Result<BenchReport> {
             r.paper_speedup.map(|p| p.to_string()).unwrap_or_default()
         )?;
     }
-    write_outputs(&dir, "kernel_bench", &rows, &csv, &md)?;
+    write_outputs(dir, "kernel_bench", &rows, &csv, &md)?;
     let mut series = Vec::new();
     for &f in &args.features {
         let ours = rows
@@ -493,20 +517,46 @@ fn time_training(
     Ok(median(&mut times).as_secs_f64())
 }
 
+impl RnnBenchArgs {
+    /// Every check that can fail, before any work: values, sizes and memory.
+    pub fn validate(&self) -> Result<()> {
+        if self.steps.is_empty() || self.steps.contains(&0) {
+            bail!("--steps needs values of at least 1");
+        }
+        if self.iterations == 0 || self.hidden == 0 || self.events == 0 {
+            bail!("--iterations, --hidden and --events must be at least 1");
+        }
+        if let Some(t) = self
+            .steps
+            .iter()
+            .find(|&&t| self.events % t != 0 || t > self.events)
+        {
+            bail!(
+                "T = {t} does not divide --events {}: the minibatch B = events / T must be whole",
+                self.events
+            );
+        }
+        for &t in &self.steps {
+            for kind in TABLE2_MODELS {
+                let what = format!(
+                    "rnn-bench with {} at T = {t}, B = {}, 2 × {} hidden",
+                    kind.label(),
+                    self.events / t,
+                    self.hidden
+                );
+                let config = rnn_config(kind, self.hidden);
+                let bytes = limits::training_bytes(&config, t, self.events / t)?
+                    + limits::array_bytes(&what, 1, &[self.events, RNN_INPUT])?;
+                limits::check_memory(&what, bytes, "reduce --events or --hidden")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs `trainer rnn-bench`.
 pub fn rnn_bench(args: &RnnBenchArgs) -> Result<BenchReport> {
-    if args.steps.is_empty() || args.steps.contains(&0) {
-        bail!("--steps needs values of at least 1");
-    }
-    if let Some(t) = args.steps.iter().find(|&&t| args.events % t != 0) {
-        bail!(
-            "T = {t} does not divide --events {}: the minibatch B = events / T must be whole",
-            args.events
-        );
-    }
-    if args.iterations == 0 || args.hidden == 0 {
-        bail!("--iterations and --hidden must be at least 1");
-    }
+    args.validate()?;
     let (serial, parallel) = args.backend.backends()?;
     let dir = crate::run_dir::prepare(
         args.output.out.as_deref(),
@@ -521,27 +571,24 @@ pub fn rnn_bench(args: &RnnBenchArgs) -> Result<BenchReport> {
             "rnn_bench.svg",
         ],
     )?;
+    crate::run_dir::remove_if_empty_on_error(&dir, || {
+        measure_training(args, &dir, serial.as_ref(), parallel.as_ref())
+    })
+}
+
+fn measure_training(
+    args: &RnnBenchArgs,
+    dir: &Path,
+    serial: &dyn LinearScan<f32>,
+    parallel: &dyn LinearScan<f32>,
+) -> Result<BenchReport> {
     let mut rows = Vec::new();
     for &t in &args.steps {
         let batch = args.events / t;
         for (k, &kind) in TABLE2_MODELS.iter().enumerate() {
             eprint!("\r  T = {t}, {}        ", kind.label());
-            let ts = time_training(
-                kind,
-                args.hidden,
-                serial.as_ref(),
-                t,
-                batch,
-                args.iterations,
-            )?;
-            let tp = time_training(
-                kind,
-                args.hidden,
-                parallel.as_ref(),
-                t,
-                batch,
-                args.iterations,
-            )?;
+            let ts = time_training(kind, args.hidden, serial, t, batch, args.iterations)?;
+            let tp = time_training(kind, args.hidden, parallel, t, batch, args.iterations)?;
             rows.push(RnnRow {
                 t,
                 batch,
@@ -607,7 +654,7 @@ pub fn rnn_bench(args: &RnnBenchArgs) -> Result<BenchReport> {
             r.paper_speedup.map(|p| p.to_string()).unwrap_or_default()
         )?;
     }
-    write_outputs(&dir, "rnn_bench", &rows, &csv, &md)?;
+    write_outputs(dir, "rnn_bench", &rows, &csv, &md)?;
     let series = TABLE2_MODELS
         .iter()
         .map(|kind| {

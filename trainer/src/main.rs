@@ -22,12 +22,17 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod atomic;
 mod backend;
 mod bench;
+mod fault;
+mod limits;
 mod metrics;
 mod plot;
 mod reproduce;
+mod resume;
 mod run_dir;
+mod state;
 mod synthetic;
 mod system;
 

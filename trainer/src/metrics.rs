@@ -1,11 +1,13 @@
 //! Per-iteration metrics, written as CSV and as JSON Lines side by side.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::{atomic, fault};
 
 /// One training iteration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,89 +47,150 @@ pub const CSV_FILE: &str = "metrics.csv";
 /// See [`CSV_FILE`].
 pub const JSONL_FILE: &str = "metrics.jsonl";
 
-impl MetricsWriter {
-    /// Starts the two files, keeping the records in `history` (a resumed run passes the
-    /// records up to its checkpoint; later ones, written after the checkpoint by a run
-    /// that was killed, are dropped).
-    pub fn create(dir: &Path, history: &[Record]) -> Result<Self> {
-        let open = |name: &str| {
-            let path = dir.join(name);
-            OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(&path)
-                .with_context(|| format!("creating `{}`", path.display()))
-        };
-        let mut writer = Self {
-            csv: BufWriter::new(open(CSV_FILE)?),
-            jsonl: BufWriter::new(open(JSONL_FILE)?),
-            csv_path: dir.join(CSV_FILE),
-        };
-        writeln!(writer.csv, "{CSV_HEADER}")?;
-        for record in history {
-            writer.write_record(record)?;
-        }
-        writer.flush()?;
-        Ok(writer)
-    }
+fn csv_row(r: &Record) -> String {
+    let eval = r.eval_accuracy.map(|a| a.to_string()).unwrap_or_default();
+    format!(
+        "{},{},{},{},{},{},{:.4},{:.1},{}\n",
+        r.step,
+        r.seq_len,
+        r.loss,
+        r.accuracy,
+        r.grad_norm,
+        r.clipped,
+        r.wall_seconds,
+        r.events_per_second,
+        eval
+    )
+}
 
-    fn write_record(&mut self, r: &Record) -> Result<()> {
-        let eval = r.eval_accuracy.map(|a| a.to_string()).unwrap_or_default();
-        writeln!(
-            self.csv,
-            "{},{},{},{},{},{},{:.4},{:.1},{}",
-            r.step,
-            r.seq_len,
-            r.loss,
-            r.accuracy,
-            r.grad_norm,
-            r.clipped,
-            r.wall_seconds,
-            r.events_per_second,
-            eval
-        )
-        .with_context(|| format!("writing `{}`", self.csv_path.display()))?;
-        serde_json::to_writer(&mut self.jsonl, r)?;
-        writeln!(self.jsonl)?;
-        Ok(())
+fn jsonl_row(r: &Record) -> Result<String> {
+    Ok(serde_json::to_string(r)? + "\n")
+}
+
+impl MetricsWriter {
+    /// Writes the two files anew with the records of `history` (a resumed run passes the
+    /// records up to its checkpoint), each through a temporary file and a rename, so a
+    /// kill at any moment leaves either the old or the new file; then appends to them.
+    pub fn create(dir: &Path, history: &[Record]) -> Result<Self> {
+        let csv_path = dir.join(CSV_FILE);
+        let jsonl_path = dir.join(JSONL_FILE);
+        atomic::write_with(&csv_path, |w| {
+            w.write_all(CSV_HEADER.as_bytes())?;
+            w.write_all(b"\n")?;
+            for record in history {
+                w.write_all(csv_row(record).as_bytes())?;
+            }
+            Ok(())
+        })?;
+        atomic::write_with(&jsonl_path, |w| {
+            for record in history {
+                w.write_all(jsonl_row(record)?.as_bytes())?;
+            }
+            fault::point("metrics-rewrite");
+            Ok(())
+        })?;
+        let open = |path: &Path| {
+            OpenOptions::new()
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening `{}`", path.display()))
+        };
+        Ok(Self {
+            csv: BufWriter::new(open(&csv_path)?),
+            jsonl: BufWriter::new(open(&jsonl_path)?),
+            csv_path,
+        })
     }
 
     /// Appends one record (buffered; see [`MetricsWriter::flush`]).
     pub fn append(&mut self, record: &Record) -> Result<()> {
-        self.write_record(record)
+        self.csv
+            .write_all(csv_row(record).as_bytes())
+            .with_context(|| format!("writing `{}`", self.csv_path.display()))?;
+        self.jsonl
+            .write_all(jsonl_row(record)?.as_bytes())
+            .context("writing metrics.jsonl")?;
+        Ok(())
     }
 
-    /// Writes buffered records to disk.
+    /// Writes buffered records to disk and syncs them, so that a checkpoint saved after
+    /// this call never runs ahead of the metrics.
     pub fn flush(&mut self) -> Result<()> {
         self.csv.flush().context("flushing metrics.csv")?;
         self.jsonl.flush().context("flushing metrics.jsonl")?;
+        self.csv
+            .get_ref()
+            .sync_data()
+            .context("syncing metrics.csv")?;
+        self.jsonl
+            .get_ref()
+            .sync_data()
+            .context("syncing metrics.jsonl")?;
         Ok(())
     }
 }
 
-/// Reads the JSON Lines records of a run folder, keeping those with `step ≤ up_to`.
-pub fn read_history(dir: &Path, up_to: u64) -> Result<Vec<Record>> {
+/// The records of steps `1..=up_to` from the JSON Lines file of a run folder.
+///
+/// Rows after `up_to` (written by a run killed after its last checkpoint, possibly with a
+/// partial last line) are dropped; the number dropped is returned too. A missing file, a
+/// damaged line or a missing step among `1..=up_to` is an error that names the steps whose
+/// metrics would be lost.
+pub fn read_history(dir: &Path, up_to: u64) -> Result<(Vec<Record>, usize)> {
     let path = dir.join(JSONL_FILE);
-    if !path.exists() {
-        return Ok(Vec::new());
+    if up_to == 0 {
+        return Ok((Vec::new(), 0));
     }
-    let file = File::open(&path).with_context(|| format!("opening `{}`", path.display()))?;
+    let lost = |from: u64| {
+        format!(
+            "the metrics of steps {from}–{up_to} (up to the checkpoint) would be lost; restore \
+             or repair `{}`, or start a new run",
+            path.display()
+        )
+    };
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("`{}` is missing: {}", path.display(), lost(1))
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading `{}`", path.display())),
+    };
     let mut records = Vec::new();
-    for (k, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("reading `{}`", path.display()))?;
-        if line.trim().is_empty() {
+    let mut lines = bytes.split(|&b| b == b'\n').enumerate();
+    for (k, line) in lines.by_ref() {
+        let expected = records.len() as u64 + 1;
+        if expected > up_to {
+            let rest = 1 + lines.filter(|(_, l)| !l.is_empty()).count();
+            return Ok((records, if line.is_empty() { rest - 1 } else { rest }));
+        }
+        if line.is_empty() {
             continue;
         }
-        match serde_json::from_str::<Record>(&line) {
-            Ok(r) if r.step <= up_to => records.push(r),
-            Ok(_) => {}
-            // A run killed mid-write leaves a partial last line: keep what came before.
-            Err(_) if k > 0 => break,
-            Err(e) => {
-                return Err(e).with_context(|| format!("line {} of `{}`", k + 1, path.display()))
-            }
-        }
+        let record: Record = serde_json::from_slice(line).map_err(|e| {
+            anyhow!(
+                "line {} of `{}` is not a metrics record ({e}): {}",
+                k + 1,
+                path.display(),
+                lost(expected)
+            )
+        })?;
+        ensure!(
+            record.step == expected,
+            "line {} of `{}` holds step {} where step {expected} belongs: {}",
+            k + 1,
+            path.display(),
+            record.step,
+            lost(expected)
+        );
+        records.push(record);
     }
-    Ok(records)
+    let expected = records.len() as u64 + 1;
+    ensure!(
+        expected > up_to,
+        "`{}` ends at step {}, but the checkpoint is at step {up_to}: {}",
+        path.display(),
+        expected - 1,
+        lost(expected)
+    );
+    Ok((records, 0))
 }

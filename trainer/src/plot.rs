@@ -113,19 +113,34 @@ const PALETTE: [RGBColor; 6] = [
 ];
 
 /// Writes `charts`, stacked vertically, to `<stem>.png` and `<stem>.svg`; returns both paths.
+/// Each file is drawn to a temporary and renamed into place, so a full disk never leaves a
+/// truncated plot behind.
 pub fn save(stem: &Path, charts: &[Chart]) -> Result<(PathBuf, PathBuf)> {
     let height = 380 * charts.len().max(1) as u32;
     let png = stem.with_extension("png");
     let svg = stem.with_extension("svg");
-    {
-        let root = BitMapBackend::new(&png, (900, height)).into_drawing_area();
-        draw_all(&root, charts).with_context(|| format!("drawing `{}`", png.display()))?;
-    }
-    {
-        let root = SVGBackend::new(&svg, (900, height)).into_drawing_area();
-        draw_all(&root, charts).with_context(|| format!("drawing `{}`", svg.display()))?;
-    }
+    draw_atomically(&png, |temp| {
+        draw_all(
+            &BitMapBackend::new(temp, (900, height)).into_drawing_area(),
+            charts,
+        )
+    })?;
+    draw_atomically(&svg, |temp| {
+        draw_all(
+            &SVGBackend::new(temp, (900, height)).into_drawing_area(),
+            charts,
+        )
+    })?;
     Ok((png, svg))
+}
+
+fn draw_atomically(path: &Path, draw: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let temp = crate::atomic::temporary(path);
+    if let Err(e) = draw(&temp) {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e).with_context(|| format!("drawing `{}`", path.display()));
+    }
+    crate::atomic::commit(&temp, path)
 }
 
 fn draw_all<B: DrawingBackend>(root: &DrawingArea<B, Shift>, charts: &[Chart]) -> Result<()> {

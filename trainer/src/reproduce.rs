@@ -1,9 +1,9 @@
 //! `trainer reproduce`: the paper's three experiments in one report folder.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, ValueEnum};
 
 use crate::bench::{self, KernelBenchArgs, OutputArgs, RnnBenchArgs};
@@ -62,6 +62,58 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
     if args.backend == bench::Device::Cuda {
         crate::backend::require_cuda()?;
     }
+    if let Some(seconds) = args.lstm_max_seconds {
+        ensure!(
+            seconds > 0.0 && !seconds.is_nan(),
+            "--lstm-max-seconds must be positive (got {seconds})"
+        );
+    }
+    let quick = args.budget == Budget::Quick;
+    let lstm_limit = args
+        .lstm_max_seconds
+        .unwrap_or(if quick { 180.0 } else { 1200.0 });
+    let lengths: &[usize] = if quick { &[1024] } else { &[1024, 8192] };
+    let table1_args = |output| KernelBenchArgs {
+        backend: args.backend,
+        steps: vec![16, 256, 4096, 65536],
+        features: vec![4, 32, 128],
+        budget_ms: if quick { 100 } else { 400 },
+        output,
+    };
+    let table2_args = |output| RnnBenchArgs {
+        backend: args.backend,
+        steps: if quick {
+            vec![16, 256, 4096]
+        } else {
+            vec![16, 256, 4096, 65536]
+        },
+        events: if quick { 16384 } else { 65536 },
+        hidden: if quick { 128 } else { 256 },
+        iterations: if quick { 1 } else { 2 },
+        output,
+    };
+    let table3_args = |seq_len, model, out| SyntheticArgs {
+        seq_len,
+        model,
+        out: Some(out),
+        force: true,
+        max_seconds: (model == ModelChoice::Lstm).then_some(lstm_limit),
+        checkpoint_every: Some(0),
+        ..SyntheticArgs::default()
+    };
+    // Every configuration is checked before the first experiment starts.
+    let nowhere = || OutputArgs {
+        out: None,
+        runs_dir: PathBuf::new(),
+        force: false,
+    };
+    table1_args(nowhere()).validate()?;
+    table2_args(nowhere()).validate()?;
+    for &seq_len in lengths {
+        for model in [ModelChoice::Lstm, ModelChoice::GilrLstm] {
+            table3_args(seq_len, model, PathBuf::new()).validate()?;
+        }
+    }
     let dir = crate::run_dir::prepare(
         args.output.out.as_deref(),
         &args.output.runs_dir,
@@ -74,36 +126,14 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         runs_dir: dir.clone(),
         force: true,
     };
-    let quick = args.budget == Budget::Quick;
 
     eprintln!("== Table 1: kernel speedup");
-    let table1 = bench::kernel_bench(&KernelBenchArgs {
-        backend: args.backend,
-        steps: vec![16, 256, 4096, 65536],
-        features: vec![4, 32, 128],
-        budget_ms: if quick { 100 } else { 400 },
-        output: sub("kernel-bench"),
-    })?;
+    let table1 = bench::kernel_bench(&table1_args(sub("kernel-bench")))?;
 
     eprintln!("== Table 2: training throughput");
-    let table2 = bench::rnn_bench(&RnnBenchArgs {
-        backend: args.backend,
-        steps: if quick {
-            vec![16, 256, 4096]
-        } else {
-            vec![16, 256, 4096, 65536]
-        },
-        events: if quick { 16384 } else { 65536 },
-        hidden: if quick { 128 } else { 256 },
-        iterations: if quick { 1 } else { 2 },
-        output: sub("rnn-bench"),
-    })?;
+    let table2 = bench::rnn_bench(&table2_args(sub("rnn-bench")))?;
 
     eprintln!("== Table 3: synthetic long-dependency task");
-    let lengths: &[usize] = if quick { &[1024] } else { &[1024, 8192] };
-    let lstm_limit = args
-        .lstm_max_seconds
-        .unwrap_or(if quick { 180.0 } else { 1200.0 });
     let mut table3 = Vec::new();
     for &seq_len in lengths {
         let mut pair = Vec::new();
@@ -116,15 +146,7 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
                     "gilr-lstm"
                 }
             );
-            let run_args = SyntheticArgs {
-                seq_len,
-                model,
-                out: Some(dir.join(&name)),
-                force: true,
-                max_seconds: (model == ModelChoice::Lstm).then_some(lstm_limit),
-                checkpoint_every: Some(0),
-                ..SyntheticArgs::default()
-            };
+            let run_args = table3_args(seq_len, model, dir.join(&name));
             let outcome =
                 synthetic::run(&run_args).with_context(|| format!("the synthetic run `{name}`"))?;
             if outcome.summary.stop_reason == StopReason::Interrupted {
@@ -229,7 +251,7 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         }
     }
     let report = dir.join("report.md");
-    std::fs::write(&report, &md).with_context(|| format!("writing `{}`", report.display()))?;
+    crate::atomic::write(&report, md.as_bytes())?;
     println!("report: {}", report.display());
     Ok(())
 }

@@ -45,6 +45,16 @@ pub fn prepare(
     Ok(dir)
 }
 
+/// Runs `work` for the folder `dir`; if it fails and `dir` holds nothing, removes `dir`, so
+/// a failed command leaves no empty folder behind.
+pub fn remove_if_empty_on_error<T>(dir: &Path, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    let result = work();
+    if result.is_err() && matches!(is_non_empty(dir), Ok(false)) {
+        let _ = std::fs::remove_dir(dir);
+    }
+    result
+}
+
 fn is_non_empty(dir: &Path) -> Result<bool> {
     if !dir.exists() {
         return Ok(false);
@@ -58,6 +68,12 @@ fn is_non_empty(dir: &Path) -> Result<bool> {
 }
 
 fn next_free(parent: &Path, stem: &str) -> Result<PathBuf> {
+    if parent.exists() && !parent.is_dir() {
+        bail!(
+            "--runs-dir `{}` exists and is not a folder",
+            parent.display()
+        );
+    }
     for k in 1..100_000 {
         let candidate = parent.join(format!("{stem}-{k}"));
         // `create_dir` fails if the folder exists, so two runs started at once cannot

@@ -6,7 +6,6 @@
 //! 100 % accuracy, confirmed by an evaluation on fresh sequences. Everything it writes
 //! goes to one run folder.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,15 +17,16 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use scan_core::LinearScan;
 use serde::{Deserialize, Serialize};
 use surrogate_rnn::{
-    load_checkpoint_into, read_checkpoint_meta, save_checkpoint, Adam, AdamConfig, Classifier,
-    GateBiasInit, InitConfig, InputKind, LayerKind, ModelConfig, ModelError, ModelInput,
-    SyntheticTask,
+    save_checkpoint, Adam, AdamConfig, Classifier, GateBiasInit, InitConfig, InputKind, LayerKind,
+    ModelConfig, ModelError, ModelInput, SyntheticTask,
 };
 
 use crate::backend::BackendChoice;
 use crate::metrics::{self, MetricsWriter, Record};
 use crate::plot::{self, Chart, Scale};
-use crate::system;
+use crate::resume::{self, RunSettings, CHECKPOINT_FILE, SETTINGS_FILE, SUMMARY_FILE};
+use crate::state::LoopState;
+use crate::{atomic, limits, system};
 
 /// The recurrent layer of the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -65,58 +65,58 @@ pub enum InitChoice {
 #[command(name = "synthetic", args_override_self = true)]
 pub struct SyntheticArgs {
     /// Sequence length n (steps per sequence).
-    #[arg(short = 'n', long, default_value_t = 4096)]
+    #[arg(conflicts_with = "resume", short = 'n', long, default_value_t = 4096)]
     pub seq_len: usize,
     /// One-hot dimension p of the inputs.
-    #[arg(long, default_value_t = 128)]
+    #[arg(conflicts_with = "resume", long, default_value_t = 128)]
     pub dim: usize,
     /// Recurrent layer type.
-    #[arg(long, value_enum, default_value_t = ModelChoice::GilrLstm)]
+    #[arg(conflicts_with = "resume", long, value_enum, default_value_t = ModelChoice::GilrLstm)]
     pub model: ModelChoice,
     /// Filter width k of `--model qrnn`.
-    #[arg(long, default_value_t = 2)]
+    #[arg(conflicts_with = "resume", long, default_value_t = 2)]
     pub qrnn_width: usize,
     /// Hidden units per recurrent layer.
-    #[arg(long, default_value_t = 32)]
+    #[arg(conflicts_with = "resume", long, default_value_t = 32)]
     pub hidden: usize,
     /// Number of stacked recurrent layers.
-    #[arg(long, default_value_t = 2)]
+    #[arg(conflicts_with = "resume", long, default_value_t = 2)]
     pub layers: usize,
     /// Width of the embedding that reads the one-hot inputs.
-    #[arg(long, default_value_t = 16)]
+    #[arg(conflicts_with = "resume", long, default_value_t = 16)]
     pub embedding: usize,
     /// Sequences per minibatch (≥ 8 for a meaningful convergence criterion).
-    #[arg(short, long, default_value_t = 16)]
+    #[arg(conflicts_with = "resume", short, long, default_value_t = 16)]
     pub batch: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-2)]
+    #[arg(conflicts_with = "resume", long, default_value_t = 1e-2)]
     pub lr: f64,
     /// Clip the global gradient norm to this value (0 turns clipping off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(conflicts_with = "resume", long, default_value_t = 1.0)]
     pub clip: f64,
     /// Initialisation of the decay-gate biases.
-    #[arg(long, value_enum, default_value_t = InitChoice::Chrono)]
+    #[arg(conflicts_with = "resume", long, value_enum, default_value_t = InitChoice::Chrono)]
     pub init: InitChoice,
     /// Longest memory time scale of `--init chrono` [default: the sequence length].
-    #[arg(long)]
+    #[arg(conflicts_with = "resume", long)]
     pub chrono_max_len: Option<usize>,
     /// Bias of `--init constant`.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(conflicts_with = "resume", long, default_value_t = 1.0)]
     pub forget_bias: f64,
     /// Seed of the initialisation and of the data.
-    #[arg(long, default_value_t = 1)]
+    #[arg(conflicts_with = "resume", long, default_value_t = 1)]
     pub seed: u64,
     /// Scan backend [default: parallel].
     #[arg(long, value_enum)]
     pub backend: Option<BackendChoice>,
     /// Consecutive minibatches at 100 % accuracy that trigger the evaluation.
-    #[arg(long, default_value_t = 5)]
+    #[arg(conflicts_with = "resume", long, default_value_t = 5)]
     pub streak: usize,
     /// Fresh sequences in the confirming evaluation (at least 256).
-    #[arg(long, default_value_t = 256)]
+    #[arg(conflicts_with = "resume", long, default_value_t = 256)]
     pub eval_sequences: usize,
     /// Evaluation accuracy needed to call the run converged.
-    #[arg(long, default_value_t = 0.99)]
+    #[arg(conflicts_with = "resume", long, default_value_t = 0.99)]
     pub eval_threshold: f64,
     /// Stop after this many iterations in total [default: 5000].
     #[arg(long)]
@@ -127,23 +127,23 @@ pub struct SyntheticArgs {
     /// Length curriculum: shorter lengths to train at first, e.g. `128,1024`; each stage
     /// ends when the streak criterion holds, then the next length starts. `auto` uses
     /// 128, 1024, 8192, … (×8) below the target length; `none` trains at the target only.
-    #[arg(long, default_value = "auto")]
+    #[arg(conflicts_with = "resume", long, default_value = "auto")]
     pub curriculum: String,
     /// Save a checkpoint every this many iterations (0: only at the end) [default: 100].
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
     /// The run folder [default: a new folder <runs-dir>/<model>-n<len>-<k>].
-    #[arg(long)]
+    #[arg(conflicts_with = "resume", long)]
     pub out: Option<PathBuf>,
     /// Where new run folders are created when `--out` is not given.
-    #[arg(long, default_value = "runs")]
+    #[arg(conflicts_with = "resume", long, default_value = "runs")]
     pub runs_dir: PathBuf,
     /// Overwrite the files of an existing `--out` folder.
-    #[arg(long)]
+    #[arg(conflicts_with = "resume", long)]
     pub force: bool,
     /// Continue the run in this folder from its checkpoint. Its settings come from the
     /// folder's run.json; only --max-iterations, --max-seconds, --checkpoint-every,
-    /// --backend, --threads and --quiet may be given anew.
+    /// --backend, --threads and --quiet may be given anew (any other flag is an error).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
     /// Worker threads for scans and matrix products [default: all cores].
@@ -162,9 +162,6 @@ impl Default for SyntheticArgs {
 
 const DEFAULT_MAX_ITERATIONS: u64 = 5000;
 const DEFAULT_CHECKPOINT_EVERY: u64 = 100;
-const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
-const SETTINGS_FILE: &str = "run.json";
-const SUMMARY_FILE: &str = "summary.json";
 const CURVE_STEM: &str = "learning_curve";
 const OWNED_FILES: &[&str] = &[
     CHECKPOINT_FILE,
@@ -189,7 +186,7 @@ impl SyntheticArgs {
         }
     }
 
-    fn model_config(&self) -> ModelConfig {
+    pub(crate) fn model_config(&self) -> ModelConfig {
         ModelConfig {
             layer: self.layer_kind(),
             input: InputKind::OneHot { vocab: self.dim },
@@ -200,7 +197,7 @@ impl SyntheticArgs {
         }
     }
 
-    fn init_config(&self) -> InitConfig {
+    pub(crate) fn init_config(&self) -> InitConfig {
         let gate_bias = match self.init {
             InitChoice::Chrono => GateBiasInit::Chrono {
                 max_len: self.chrono_max_len.unwrap_or(self.seq_len),
@@ -221,7 +218,7 @@ impl SyntheticArgs {
         }
     }
 
-    fn adam_config(&self) -> AdamConfig {
+    pub(crate) fn adam_config(&self) -> AdamConfig {
         AdamConfig {
             learning_rate: self.lr,
             clip_norm: (self.clip > 0.0).then_some(self.clip),
@@ -233,7 +230,7 @@ impl SyntheticArgs {
         self.backend.unwrap_or(BackendChoice::Parallel)
     }
 
-    fn max_iterations(&self) -> u64 {
+    pub(crate) fn max_iterations(&self) -> u64 {
         self.max_iterations.unwrap_or(DEFAULT_MAX_ITERATIONS)
     }
 
@@ -262,14 +259,33 @@ impl SyntheticArgs {
     }
 
     /// The lengths trained at, in order; the last is the target length.
-    fn stages(&self) -> Vec<usize> {
+    pub(crate) fn stages(&self) -> Vec<usize> {
         let mut stages = self.curriculum_lengths().unwrap_or_default();
         stages.push(self.seq_len);
         stages
     }
 
+    /// These settings with every flag that may change on resume (and the output-folder
+    /// flags) at its default: what a run's checkpoints must agree with.
+    pub(crate) fn fixed(&self) -> Self {
+        let defaults = Self::default();
+        Self {
+            max_iterations: None,
+            max_seconds: None,
+            checkpoint_every: None,
+            backend: None,
+            threads: None,
+            quiet: false,
+            resume: None,
+            out: None,
+            force: false,
+            runs_dir: defaults.runs_dir,
+            ..self.clone()
+        }
+    }
+
     /// The settings of a run with the flags that may change on resume taken from `new`.
-    fn resumed_with(mut self, new: &SyntheticArgs) -> Self {
+    pub(crate) fn resumed_with(mut self, new: &SyntheticArgs) -> Self {
         if new.max_iterations.is_some() {
             self.max_iterations = new.max_iterations;
         }
@@ -288,25 +304,13 @@ impl SyntheticArgs {
         self
     }
 
-    /// Bytes one training step needs for activations, caches and gradients, following
-    /// the formula documented in surrogate-rnn: per layer `k·T·B·n` elements (k = 9 for
-    /// GILR-LSTM, 6 for LSTM, 5 for QRNN and SRU, 3 for GILR), plus `4·T·B·n` of backward
-    /// scratch and `2·T·B·d` for the embedding and its gradient, in f32.
-    fn training_memory_bytes(&self) -> f64 {
-        let per_layer = match self.model {
-            ModelChoice::GilrLstm => 9.0,
-            ModelChoice::Lstm => 6.0,
-            ModelChoice::Qrnn | ModelChoice::Sru => 5.0,
-            ModelChoice::Gilr => 3.0,
-        };
-        let events = self.seq_len as f64 * self.batch as f64;
-        let elements = (per_layer * self.layers as f64 + 4.0) * events * self.hidden as f64
-            + 2.0 * events * self.embedding as f64;
-        4.0 * elements
+    /// Bytes one training step needs (see [`limits::training_bytes`]).
+    fn training_memory_bytes(&self) -> Result<u128> {
+        limits::training_bytes(&self.model_config(), self.seq_len, self.batch)
     }
 
     /// Every check that can fail before work starts.
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         ensure!(
             self.seq_len >= 1,
             "--seq-len must be at least 1 (got 0): a sequence needs its first element x₀"
@@ -326,7 +330,7 @@ impl SyntheticArgs {
         );
         ensure!(self.streak >= 1, "--streak must be at least 1");
         ensure!(
-            self.batch * self.streak >= 40,
+            self.batch.saturating_mul(self.streak) >= 40,
             "--batch {} with --streak {} is not a meaningful convergence criterion: a model \
              that guesses passes {} consecutive minibatches of {} sequences by chance too \
              often; use --batch ≥ 8 (or a longer --streak, batch × streak ≥ 40)",
@@ -356,6 +360,13 @@ impl SyntheticArgs {
                 self.hidden
             );
         }
+        if self.init == InitChoice::Constant {
+            ensure!(
+                self.forget_bias.is_finite(),
+                "--forget-bias must be a finite number (got {})",
+                self.forget_bias
+            );
+        }
         if let Some(len) = self.chrono_max_len {
             ensure!(len >= 2, "--chrono-max-len must be at least 2");
         }
@@ -370,55 +381,33 @@ impl SyntheticArgs {
             previous = len;
         }
         if let Some(seconds) = self.max_seconds {
-            ensure!(seconds > 0.0, "--max-seconds must be positive");
+            ensure!(
+                seconds > 0.0 && !seconds.is_nan(),
+                "--max-seconds must be positive (got {seconds})"
+            );
         }
-        if let Some(threads) = self.threads {
-            ensure!(threads >= 1, "--threads must be at least 1");
-        }
+        limits::check_threads(self.threads)?;
         self.model_config()
             .validate()
             .context("the model configuration is impossible")?;
-        let needed = self.training_memory_bytes();
-        if let Some(available) = system::available_memory_bytes() {
-            if needed > 0.9 * available as f64 {
-                bail!(
-                    "this configuration needs about {} for one training step (T = {}, B = {}, \
-                     n = {}, {} layers of {}) but only {} of memory is available; reduce \
-                     --batch, --hidden or --seq-len",
-                    system::format_bytes(needed),
-                    self.seq_len,
-                    self.batch,
-                    self.hidden,
-                    self.layers,
-                    self.layer_kind().label(),
-                    system::format_bytes(available as f64)
-                );
-            }
-        }
-        Ok(())
+        let needed = self
+            .training_memory_bytes()
+            .context("the configuration is impossible")?;
+        limits::check_memory(
+            &format!(
+                "one training step (T = {}, B = {}, {} layers of {} {}, input dimension {}, \
+                 parameters and optimizer state included)",
+                self.seq_len,
+                self.batch,
+                self.layers,
+                self.hidden,
+                self.layer_kind().label(),
+                self.dim
+            ),
+            needed,
+            "reduce --batch, --hidden, --dim or --seq-len",
+        )
     }
-}
-
-/// The loop state saved with every checkpoint (as JSON in its metadata).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct LoopState {
-    stage: usize,
-    streak: usize,
-    wall_seconds: f64,
-    train_seconds: f64,
-    train_events: f64,
-    eval_rounds: u64,
-    last_eval_accuracy: Option<f64>,
-    stages: Vec<StageReport>,
-}
-
-/// Time and iterations spent at one curriculum length.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct StageReport {
-    seq_len: usize,
-    iterations: u64,
-    seconds: f64,
-    reached_streak: bool,
 }
 
 /// Why a run stopped.
@@ -539,101 +528,38 @@ fn configure_threads(threads: Option<usize>) -> Result<usize> {
 /// Runs `trainer synthetic`.
 pub fn run(cli_args: &SyntheticArgs) -> Result<Outcome> {
     let started = Instant::now();
-    let (args, dir, resume_from) = match &cli_args.resume {
+    let (settings, dir, model, adam, state, history) = match &cli_args.resume {
         Some(dir) => {
-            let text = std::fs::read_to_string(dir.join(SETTINGS_FILE)).with_context(|| {
-                format!(
-                    "reading `{}`: --resume needs a run folder written by `trainer synthetic`",
-                    dir.join(SETTINGS_FILE).display()
-                )
-            })?;
-            let saved: SyntheticArgs = serde_json::from_str(&text)
-                .with_context(|| format!("parsing `{}`", dir.join(SETTINGS_FILE).display()))?;
-            let args = saved.resumed_with(cli_args);
-            (args, dir.clone(), Some(dir.join(CHECKPOINT_FILE)))
+            let resumed = resume::load(cli_args, dir)?;
+            let removed = atomic::remove_stale_temporaries(dir, OWNED_FILES)?;
+            for path in removed {
+                eprintln!(
+                    "note: removed `{}`, left by a run that was killed while writing",
+                    path.display()
+                );
+            }
+            // The settings of this session: run.json's with the flags given anew.
+            let mut settings = resumed.settings;
+            settings.args = resumed.args;
+            let r = (resumed.model, resumed.adam, resumed.state, resumed.history);
+            (settings, dir.clone(), r.0, r.1, r.2, r.3)
         }
-        None => (cli_args.clone(), PathBuf::new(), None),
+        None => start_new(cli_args)?,
     };
-    args.validate()?;
+    let args = &settings.args;
     let backend_choice = args.backend();
     let scan = backend_choice.build()?;
     let threads = configure_threads(args.threads)?;
-
-    let config = args.model_config();
-    let mut model = Classifier::<f32>::new(config, args.init_config(), args.seed)
-        .context("building the model")?;
-    let mut adam = Adam::new(args.adam_config(), &model);
-    let mut state = LoopState {
-        stages: args
-            .stages()
-            .iter()
-            .map(|&seq_len| StageReport {
-                seq_len,
-                ..StageReport::default()
-            })
-            .collect(),
-        ..LoopState::default()
-    };
-    let (dir, history) = match &resume_from {
-        Some(checkpoint) => {
-            let meta = read_checkpoint_meta(checkpoint).map_err(describe_checkpoint_error)?;
-            ensure!(
-                meta.seed == args.seed,
-                "checkpoint `{}` was saved by a run with seed {}, but {} says seed {}",
-                checkpoint.display(),
-                meta.seed,
-                dir.join(SETTINGS_FILE).display(),
-                args.seed
-            );
-            load_checkpoint_into(checkpoint, &mut model, &mut adam)
-                .map_err(describe_checkpoint_error)?;
-            // The stored hyper-parameters are the run's; keep them.
-            adam.config = args.adam_config();
-            let saved = meta.extra.get("loop_state").with_context(|| {
-                format!("checkpoint `{}` has no trainer state", checkpoint.display())
-            })?;
-            state = serde_json::from_str(saved).with_context(|| {
-                format!(
-                    "checkpoint `{}`: invalid trainer state",
-                    checkpoint.display()
-                )
-            })?;
-            ensure!(
-                state.stages.len() == args.stages().len(),
-                "checkpoint `{}` does not match the curriculum of `{}`",
-                checkpoint.display(),
-                dir.join(SETTINGS_FILE).display()
-            );
-            let history = metrics::read_history(&dir, adam.steps())?;
-            (dir, history)
-        }
-        None => {
-            let stem = format!("{}-n{}", config.layer.label(), args.seq_len);
-            let dir = crate::run_dir::prepare(
-                args.out.as_deref(),
-                &args.runs_dir,
-                &stem,
-                args.force,
-                OWNED_FILES,
-            )?;
-            let mut stored = args.clone();
-            stored.resume = None;
-            stored.force = false;
-            let text = serde_json::to_string_pretty(&stored)?;
-            std::fs::write(dir.join(SETTINGS_FILE), text)
-                .with_context(|| format!("writing `{}`", dir.join(SETTINGS_FILE).display()))?;
-            (dir, Vec::new())
-        }
-    };
     install_interrupt_handler();
     let mut trainer = Trainer {
-        args: &args,
+        args,
+        settings: &settings,
         scan: scan.as_ref(),
         dir: &dir,
         model,
         adam,
         state,
-        metrics: MetricsWriter::create(&dir, &history)?,
+        metrics: None,
         history,
         wall_base: 0.0,
         started,
@@ -643,23 +569,55 @@ pub fn run(cli_args: &SyntheticArgs) -> Result<Outcome> {
     trainer.finish(stop, backend_choice, threads)
 }
 
-/// Turns a checkpoint error into a message that says what to do.
-fn describe_checkpoint_error(error: ModelError) -> anyhow::Error {
-    let hint = match &error {
-        ModelError::Io { .. } => "the run folder has no readable checkpoint",
-        _ => "the checkpoint is corrupt, truncated or from another model; start a new run",
-    };
-    anyhow::Error::new(error).context(format!("cannot resume: {hint}"))
+type Start = (
+    RunSettings,
+    PathBuf,
+    Classifier<f32>,
+    Adam<f32>,
+    LoopState,
+    Vec<Record>,
+);
+
+/// Checks the settings of a new run, then creates its folder and `run.json`.
+fn start_new(cli_args: &SyntheticArgs) -> Result<Start> {
+    let args = cli_args;
+    args.validate()?;
+    args.backend().build()?;
+    let config = args.model_config();
+    let model = Classifier::<f32>::new(config, args.init_config(), args.seed)
+        .context("building the model")?;
+    let adam = Adam::new(args.adam_config(), &model);
+    let stem = format!("{}-n{}", config.layer.label(), args.seq_len);
+    let created = args.out.as_deref().is_none_or(|out| !out.exists());
+    let dir = crate::run_dir::prepare(
+        args.out.as_deref(),
+        &args.runs_dir,
+        &stem,
+        args.force,
+        OWNED_FILES,
+    )?;
+    let settings = RunSettings::new(args);
+    if let Err(e) = settings.write(&dir) {
+        if created {
+            // Leave nothing that would block a rerun.
+            let _ = std::fs::remove_dir(&dir);
+        }
+        return Err(e);
+    }
+    let state = LoopState::new(&args.stages());
+    Ok((settings, dir, model, adam, state, Vec::new()))
 }
 
 struct Trainer<'a> {
     args: &'a SyntheticArgs,
+    settings: &'a RunSettings,
     scan: &'a dyn LinearScan<f32>,
     dir: &'a Path,
     model: Classifier<f32>,
     adam: Adam<f32>,
     state: LoopState,
-    metrics: MetricsWriter,
+    /// Opened (and the files rewritten from `history`) before the first new record.
+    metrics: Option<MetricsWriter>,
     history: Vec<Record>,
     /// Wall seconds of earlier sessions of this run.
     wall_base: f64,
@@ -671,11 +629,19 @@ impl Trainer<'_> {
         self.wall_base + self.started.elapsed().as_secs_f64()
     }
 
+    fn metrics(&mut self) -> Result<&mut MetricsWriter> {
+        if self.metrics.is_none() {
+            self.metrics = Some(MetricsWriter::create(self.dir, &self.history)?);
+        }
+        Ok(self.metrics.as_mut().expect("just created"))
+    }
+
+    /// Saves a checkpoint after the metrics it covers are on disk, so that a kill at
+    /// any moment leaves metrics for every step up to the checkpoint.
     fn save(&mut self) -> Result<()> {
+        self.metrics()?.flush()?;
         self.state.wall_seconds = self.wall_seconds();
-        let mut extra = BTreeMap::new();
-        extra.insert("loop_state".to_owned(), serde_json::to_string(&self.state)?);
-        extra.insert("tool".to_owned(), "trainer synthetic".to_owned());
+        let extra = self.settings.checkpoint_extra(&self.state)?;
         save_checkpoint(
             &self.dir.join(CHECKPOINT_FILE),
             &self.model,
@@ -684,7 +650,8 @@ impl Trainer<'_> {
             &extra,
         )
         .context("writing the checkpoint")?;
-        self.metrics.flush()
+        crate::fault::point("checkpoint-saved");
+        Ok(())
     }
 
     fn progress_bar(&self) -> ProgressBar {
@@ -742,8 +709,28 @@ impl Trainer<'_> {
             let now = Instant::now();
             self.state.stages[self.state.stage].seconds += (now - mark).as_secs_f64();
             mark = now;
+            if self.state.converged() {
+                // Resumed after the final checkpoint of a converged run whose summary
+                // was not written yet.
+                break StopReason::Converged;
+            }
             if interrupted() {
                 break StopReason::Interrupted;
+            }
+            if self.state.pending_evaluation {
+                // The evaluation of the last step was interrupted: run it again, and
+                // record it in that step's row, as an uninterrupted run would have.
+                let step = self.adam.steps();
+                match self.evaluate(&console)? {
+                    Some(accuracy) => {
+                        if let Some(last) = self.history.last_mut() {
+                            last.eval_accuracy = Some(accuracy);
+                        }
+                        self.conclude_evaluation(accuracy, step, &console);
+                        continue;
+                    }
+                    None => break StopReason::Interrupted,
+                }
             }
             if self.adam.steps() >= args.max_iterations() {
                 break StopReason::IterationLimit;
@@ -790,7 +777,7 @@ impl Trainer<'_> {
                 events_per_second: events / step_seconds.max(1e-12),
                 eval_accuracy: None,
             };
-            let mut converged = false;
+            let (mut converged, mut evaluation_interrupted) = (false, false);
             if self.state.streak >= args.streak {
                 self.state.streak = 0;
                 if self.state.stage + 1 < stages.len() {
@@ -805,26 +792,17 @@ impl Trainer<'_> {
                     ));
                     self.state.stage += 1;
                 } else {
-                    let accuracy = self.evaluate(&console)?;
-                    record.eval_accuracy = Some(accuracy);
-                    self.state.last_eval_accuracy = Some(accuracy);
-                    if accuracy >= args.eval_threshold {
-                        self.state.stages[self.state.stage].reached_streak = true;
-                        converged = true;
-                    } else {
-                        console.line(format!(
-                            "  step {}: {} minibatches at 100 %, but evaluation on {} fresh \
-                             sequences gave {:.2} % < {:.0} %; training on",
-                            record.step,
-                            args.streak,
-                            args.eval_sequences,
-                            100.0 * accuracy,
-                            100.0 * args.eval_threshold
-                        ));
+                    self.state.pending_evaluation = true;
+                    match self.evaluate(&console)? {
+                        Some(accuracy) => {
+                            record.eval_accuracy = Some(accuracy);
+                            converged = self.conclude_evaluation(accuracy, record.step, &console);
+                        }
+                        None => evaluation_interrupted = true,
                     }
                 }
             }
-            self.metrics.append(&record)?;
+            self.metrics()?.append(&record)?;
             let throughput = self.state.train_events / self.state.train_seconds.max(1e-12);
             let it_per_s = self.state.stages.iter().map(|s| s.iterations).sum::<u64>() as f64
                 / self.state.train_seconds.max(1e-12);
@@ -851,6 +829,9 @@ impl Trainer<'_> {
             if converged {
                 break StopReason::Converged;
             }
+            if evaluation_interrupted {
+                break StopReason::Interrupted;
+            }
             let every = args.checkpoint_every();
             if every > 0 && self.adam.steps() % every == 0 {
                 self.save()?;
@@ -863,19 +844,30 @@ impl Trainer<'_> {
     }
 
     /// Accuracy on `eval_sequences` fresh sequences of the target length, never seen in
-    /// training (their own seed stream), evaluated in memory-bounded chunks.
-    fn evaluate(&mut self, console: &Console) -> Result<f64> {
+    /// training (their own seed stream), evaluated in memory-bounded chunks; `None` when
+    /// Ctrl-C interrupted it (the next evaluation then uses the same sequences).
+    fn evaluate(&mut self, console: &Console) -> Result<Option<f64>> {
         let args = self.args;
         let task = SyntheticTask::new(args.seq_len, args.dim)?;
-        let per_sequence = args.training_memory_bytes() / args.batch as f64;
+        let per_sequence = args.training_memory_bytes()? as f64 / args.batch as f64;
         let budget = system::available_memory_bytes().map_or(1e9, |b| b as f64 / 4.0);
         let chunk = ((budget / per_sequence) as usize).clamp(1, 256);
         let eval_seed = args.seed ^ 0x005E_ED0F_E7A1;
         let round = self.state.eval_rounds;
-        self.state.eval_rounds += 1;
+        console.line(format!(
+            "  evaluating after step {} on {} fresh sequences of length {}",
+            self.adam.steps(),
+            args.eval_sequences,
+            args.seq_len
+        ));
+        crate::fault::point("evaluation");
         let start = Instant::now();
         let (mut correct, mut seen, mut part) = (0, 0, 0u64);
         while seen < args.eval_sequences {
+            if interrupted() {
+                console.line("  evaluation interrupted; it runs again when the run resumes");
+                return Ok(None);
+            }
             let size = chunk.min(args.eval_sequences - seen);
             let batch = task.batch_for_step::<f32>(eval_seed, (round << 32) | part, size);
             let stats = self
@@ -886,6 +878,7 @@ impl Trainer<'_> {
             seen += size;
             part += 1;
         }
+        self.state.eval_rounds += 1;
         let accuracy = correct as f64 / seen as f64;
         console.line(format!(
             "  evaluation after step {}: {correct}/{seen} fresh sequences correct ({:.2} %, {:.1} s)",
@@ -893,7 +886,27 @@ impl Trainer<'_> {
             100.0 * accuracy,
             start.elapsed().as_secs_f64()
         ));
-        Ok(accuracy)
+        Ok(Some(accuracy))
+    }
+
+    /// Records a completed evaluation after `step`; returns whether the run converged.
+    fn conclude_evaluation(&mut self, accuracy: f64, step: u64, console: &Console) -> bool {
+        let args = self.args;
+        self.state.pending_evaluation = false;
+        self.state.last_eval_accuracy = Some(accuracy);
+        if accuracy >= args.eval_threshold {
+            self.state.stages[self.state.stage].reached_streak = true;
+            return true;
+        }
+        console.line(format!(
+            "  step {step}: {} minibatches at 100 %, but evaluation on {} fresh sequences gave \
+             {:.2} % < {:.0} %; training on",
+            args.streak,
+            args.eval_sequences,
+            100.0 * accuracy,
+            100.0 * args.eval_threshold
+        ));
+        false
     }
 
     fn finish(
@@ -946,8 +959,10 @@ impl Trainer<'_> {
             run_dir: self.dir.to_path_buf(),
         };
         let summary_path = self.dir.join(SUMMARY_FILE);
-        std::fs::write(&summary_path, serde_json::to_string_pretty(&summary)?)
-            .with_context(|| format!("writing `{}`", summary_path.display()))?;
+        atomic::write(
+            &summary_path,
+            serde_json::to_string_pretty(&summary)?.as_bytes(),
+        )?;
         print_summary(&summary);
         println!(
             "results: {}  (summary.json, metrics.csv, metrics.jsonl, {} + .svg, {})",

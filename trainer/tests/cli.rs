@@ -1,90 +1,11 @@
 //! Command-line tests: they run the `trainer` binary as a user would.
 
+mod common;
+
 use std::path::Path;
 
-use assert_cmd::Command;
+use common::{assert_failure, jsonl_steps, read_json, run, trainer, TINY};
 use serde_json::Value;
-
-/// A tiny, fast configuration of the synthetic task (converges in well under a second).
-const TINY: &[&str] = &[
-    "synthetic",
-    "--quiet",
-    "-n",
-    "24",
-    "--dim",
-    "8",
-    "--hidden",
-    "8",
-    "--embedding",
-    "8",
-    "--batch",
-    "8",
-    "--curriculum",
-    "none",
-    "--max-iterations",
-    "400",
-];
-
-fn trainer() -> Command {
-    let mut command = Command::cargo_bin("trainer").expect("the trainer binary is built");
-    command.env("RAYON_NUM_THREADS", "2");
-    command
-}
-
-struct Output {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(args: &[&str], extra: &[&str]) -> Output {
-    let output = trainer()
-        .args(args)
-        .args(extra)
-        .output()
-        .expect("the trainer runs");
-    Output {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-fn read_json(path: &Path) -> Value {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_json::from_str(&text).expect("valid JSON")
-}
-
-fn jsonl_steps(dir: &Path) -> Vec<u64> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .expect("metrics.jsonl")
-        .lines()
-        .map(|line| {
-            serde_json::from_str::<Value>(line).expect("a JSON line")["step"]
-                .as_u64()
-                .expect("a step")
-        })
-        .collect()
-}
-
-fn assert_failure(out: &Output, expected: &str) {
-    assert!(
-        !out.success,
-        "expected a failure, got success:\n{}",
-        out.stdout
-    );
-    assert!(
-        out.stderr.contains(expected),
-        "stderr does not mention `{expected}`:\n{}",
-        out.stderr
-    );
-    assert!(
-        !out.stderr.contains("panicked"),
-        "the binary panicked:\n{}",
-        out.stderr
-    );
-}
 
 #[test]
 fn help_lists_every_subcommand_and_explains_flags() {
@@ -302,7 +223,7 @@ fn corrupt_or_truncated_checkpoints_are_rejected() {
     assert!(out.success, "{}", out.stderr);
     std::fs::copy(other.join("checkpoint.safetensors"), &checkpoint).unwrap();
     let out = run(&["synthetic", "--quiet", "--resume", path], &[]);
-    assert_failure(&out, "configured as");
+    assert_failure(&out, "another run");
 
     std::fs::remove_file(&checkpoint).unwrap();
     let out = run(&["synthetic", "--quiet", "--resume", path], &[]);
