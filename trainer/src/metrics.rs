@@ -194,3 +194,66 @@ pub fn read_history(dir: &Path, up_to: u64) -> Result<(Vec<Record>, usize)> {
     );
     Ok((records, 0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values with all 17 significant digits, where a float parser that is not exact
+    /// (serde_json without `float_roundtrip`) is off in the last place now and then.
+    fn values(count: usize) -> Vec<f64> {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        (0..count)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 11) as f64 / (1u64 << 53) as f64 * 10.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_round_trip_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = values(4 * 5000);
+        let records: Vec<Record> = v
+            .chunks_exact(4)
+            .enumerate()
+            .map(|(k, c)| Record {
+                step: k as u64 + 1,
+                seq_len: 24,
+                loss: c[0],
+                accuracy: c[1],
+                grad_norm: c[2],
+                clipped: false,
+                wall_seconds: c[3],
+                events_per_second: c[3] * 1e6,
+                eval_accuracy: (k % 7 == 0).then_some(c[1]),
+            })
+            .collect();
+        let mut writer = MetricsWriter::create(dir.path(), &records[..10]).unwrap();
+        for record in &records[10..] {
+            writer.append(record).unwrap();
+        }
+        writer.flush().unwrap();
+        let (read, dropped) = read_history(dir.path(), records.len() as u64).unwrap();
+        assert_eq!(dropped, 0);
+        let bits = |r: &[Record]| -> Vec<[u64; 4]> {
+            r.iter()
+                .map(|r| [r.loss, r.accuracy, r.grad_norm, r.wall_seconds].map(f64::to_bits))
+                .collect()
+        };
+        let mismatches = bits(&read)
+            .iter()
+            .zip(bits(&records))
+            .filter(|(a, b)| *a != b)
+            .count();
+        assert_eq!(
+            mismatches,
+            0,
+            "{mismatches} of {} records changed",
+            records.len()
+        );
+    }
+}
