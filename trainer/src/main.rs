@@ -26,6 +26,7 @@ mod atomic;
 mod backend;
 mod bench;
 mod fault;
+mod interrupt;
 mod limits;
 mod metrics;
 mod plot;
@@ -33,6 +34,7 @@ mod reproduce;
 mod resume;
 mod run_dir;
 mod state;
+mod summary;
 mod synthetic;
 mod system;
 
