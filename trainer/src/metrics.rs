@@ -4,7 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::{atomic, fault};
@@ -130,69 +130,201 @@ impl MetricsWriter {
     }
 }
 
-/// The records of steps `1..=up_to` from the JSON Lines file of a run folder.
+/// The records of a run folder up to its checkpoint, read back for a resume.
+pub struct History {
+    /// The records of steps `1..=up_to`.
+    pub records: Vec<Record>,
+    /// Rows after `up_to` that were dropped (written after the last checkpoint).
+    pub dropped: usize,
+    /// What was damaged in `metrics.jsonl` and restored from `metrics.csv`, if anything.
+    pub repaired: Option<String>,
+}
+
+/// What `metrics.jsonl` holds of the records `1..=up_to`.
+enum JsonlRead {
+    /// All of them, and the number of rows after them.
+    Complete(Vec<Record>, usize),
+    /// The records before the first damage, and that damage.
+    Damaged(Vec<Record>, Damage),
+}
+
+/// Where `metrics.jsonl` stops holding the records it should.
+struct Damage {
+    /// What is wrong, e.g. "line 3 of `…/metrics.jsonl` is not a metrics record (…)".
+    what: String,
+    /// The first step whose record is missing.
+    from: u64,
+}
+
+/// The records of steps `1..=up_to` of a run folder.
 ///
-/// Rows after `up_to` (written by a run killed after its last checkpoint, possibly with a
-/// partial last line) are dropped; the number dropped is returned too. A missing file, a
-/// damaged line or a missing step among `1..=up_to` is an error that names the steps whose
-/// metrics would be lost.
-pub fn read_history(dir: &Path, up_to: u64) -> Result<(Vec<Record>, usize)> {
-    let path = dir.join(JSONL_FILE);
-    if up_to == 0 {
-        return Ok((Vec::new(), 0));
-    }
-    let lost = |from: u64| {
-        format!(
-            "the metrics of steps {from}–{up_to} (up to the checkpoint) would be lost; restore \
-             or repair `{}`, or start a new run",
-            path.display()
-        )
+/// They come from `metrics.jsonl`; rows after `up_to` (written by a run killed after its
+/// last checkpoint, possibly with a partial last line) are dropped and counted. If that
+/// file is missing, damaged or lacks a step, the missing records are restored from
+/// `metrics.csv` (exact for every column but the rounded `wall_seconds` and
+/// `events_per_second`), and [`History::repaired`] says what was restored. If neither file
+/// holds them, the error names the steps whose metrics would be lost.
+pub fn read_history(dir: &Path, up_to: u64) -> Result<History> {
+    let (mut records, damage) = match read_jsonl(dir, up_to)? {
+        JsonlRead::Complete(records, dropped) => {
+            return Ok(History {
+                records,
+                dropped,
+                repaired: None,
+            })
+        }
+        JsonlRead::Damaged(records, damage) => (records, damage),
     };
+    let csv_path = dir.join(CSV_FILE);
+    match read_csv(&csv_path, up_to) {
+        Ok(from_csv) => {
+            let start = records.len();
+            records.extend(from_csv.into_iter().skip(start));
+            Ok(History {
+                records,
+                dropped: 0,
+                repaired: Some(format!(
+                    "{}: the metrics of steps {}–{up_to} were restored from `{}` (its \
+                     wall_seconds and events_per_second are rounded)",
+                    damage.what,
+                    damage.from,
+                    csv_path.display()
+                )),
+            })
+        }
+        Err(csv_error) => bail!(
+            "{}: the metrics of steps {}–{up_to} (up to the checkpoint) would be lost, and \
+             `{}` cannot restore them ({csv_error:#}); restore or repair `{}`, or start a \
+             new run",
+            damage.what,
+            damage.from,
+            csv_path.display(),
+            dir.join(JSONL_FILE).display()
+        ),
+    }
+}
+
+/// Reads the records `1..=up_to` of `metrics.jsonl`.
+fn read_jsonl(dir: &Path, up_to: u64) -> Result<JsonlRead> {
+    let path = dir.join(JSONL_FILE);
+    let mut records = Vec::new();
+    if up_to == 0 {
+        return Ok(JsonlRead::Complete(records, 0));
+    }
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("`{}` is missing: {}", path.display(), lost(1))
+            let what = format!("`{}` is missing", path.display());
+            return Ok(JsonlRead::Damaged(records, Damage { what, from: 1 }));
         }
         Err(e) => return Err(e).with_context(|| format!("reading `{}`", path.display())),
     };
-    let mut records = Vec::new();
     let mut lines = bytes.split(|&b| b == b'\n').enumerate();
     for (k, line) in lines.by_ref() {
         let expected = records.len() as u64 + 1;
         if expected > up_to {
-            let rest = 1 + lines.filter(|(_, l)| !l.is_empty()).count();
-            return Ok((records, if line.is_empty() { rest - 1 } else { rest }));
+            let rest = lines.filter(|(_, l)| !l.is_empty()).count();
+            return Ok(JsonlRead::Complete(
+                records,
+                rest + usize::from(!line.is_empty()),
+            ));
         }
         if line.is_empty() {
             continue;
         }
-        let record: Record = serde_json::from_slice(line).map_err(|e| {
-            anyhow!(
-                "line {} of `{}` is not a metrics record ({e}): {}",
+        let what = match serde_json::from_slice::<Record>(line) {
+            Ok(record) if record.step == expected => {
+                records.push(record);
+                continue;
+            }
+            Ok(record) => format!(
+                "line {} of `{}` holds step {} where step {expected} belongs",
                 k + 1,
                 path.display(),
-                lost(expected)
-            )
-        })?;
+                record.step
+            ),
+            Err(e) => format!(
+                "line {} of `{}` is not a metrics record ({e})",
+                k + 1,
+                path.display()
+            ),
+        };
+        return Ok(JsonlRead::Damaged(
+            records,
+            Damage {
+                what,
+                from: expected,
+            },
+        ));
+    }
+    let expected = records.len() as u64 + 1;
+    if expected <= up_to {
+        let what = format!(
+            "`{}` ends at step {}, but the checkpoint is at step {up_to}",
+            path.display(),
+            expected - 1
+        );
+        return Ok(JsonlRead::Damaged(
+            records,
+            Damage {
+                what,
+                from: expected,
+            },
+        ));
+    }
+    Ok(JsonlRead::Complete(records, 0))
+}
+
+/// The records `1..=up_to` of `metrics.csv`.
+fn read_csv(path: &Path, up_to: u64) -> Result<Vec<Record>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading `{}`", path.display()))?;
+    let mut lines = text.lines();
+    ensure!(
+        lines.next() == Some(CSV_HEADER),
+        "its header is not `{CSV_HEADER}`"
+    );
+    let mut records = Vec::new();
+    for (k, line) in lines.enumerate() {
+        let expected = records.len() as u64 + 1;
+        if expected > up_to {
+            break;
+        }
+        let record = parse_csv_row(line)
+            .with_context(|| format!("line {} (`{line}`) is not a metrics row", k + 2))?;
         ensure!(
             record.step == expected,
-            "line {} of `{}` holds step {} where step {expected} belongs: {}",
-            k + 1,
-            path.display(),
-            record.step,
-            lost(expected)
+            "line {} holds step {} where step {expected} belongs",
+            k + 2,
+            record.step
         );
         records.push(record);
     }
-    let expected = records.len() as u64 + 1;
     ensure!(
-        expected > up_to,
-        "`{}` ends at step {}, but the checkpoint is at step {up_to}: {}",
-        path.display(),
-        expected - 1,
-        lost(expected)
+        records.len() as u64 == up_to,
+        "it ends at step {}",
+        records.len()
     );
-    Ok((records, 0))
+    Ok(records)
+}
+
+fn parse_csv_row(line: &str) -> Result<Record> {
+    let fields: Vec<&str> = line.split(',').collect();
+    ensure!(fields.len() == 9, "{} fields instead of 9", fields.len());
+    Ok(Record {
+        step: fields[0].parse()?,
+        seq_len: fields[1].parse()?,
+        loss: fields[2].parse()?,
+        accuracy: fields[3].parse()?,
+        grad_norm: fields[4].parse()?,
+        clipped: fields[5].parse()?,
+        wall_seconds: fields[6].parse()?,
+        events_per_second: fields[7].parse()?,
+        eval_accuracy: match fields[8] {
+            "" => None,
+            value => Some(value.parse()?),
+        },
+    })
 }
 
 #[cfg(test)]
@@ -237,8 +369,9 @@ mod tests {
             writer.append(record).unwrap();
         }
         writer.flush().unwrap();
-        let (read, dropped) = read_history(dir.path(), records.len() as u64).unwrap();
-        assert_eq!(dropped, 0);
+        let history = read_history(dir.path(), records.len() as u64).unwrap();
+        assert_eq!((history.dropped, history.repaired), (0, None));
+        let read = history.records;
         let bits = |r: &[Record]| -> Vec<[u64; 4]> {
             r.iter()
                 .map(|r| [r.loss, r.accuracy, r.grad_norm, r.wall_seconds].map(f64::to_bits))

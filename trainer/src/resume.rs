@@ -239,16 +239,19 @@ pub fn load(cli: &SyntheticArgs, dir: &Path) -> Result<Resumed> {
     let state = check_meta(&meta, &settings, &args)
         .with_context(|| format!("cannot resume from `{}`", checkpoint.display()))?;
     refuse_finished(dir, &args, &state, meta.step)?;
-    let (history, dropped) = metrics::read_history(dir, meta.step)?;
+    let history = metrics::read_history(dir, meta.step)?;
     let mut model = Classifier::<f32>::new(args.model_config(), args.init_config(), args.seed)
         .context("building the model")?;
     let mut adam = Adam::new(args.adam_config(), &model);
     load_checkpoint_into(&checkpoint, &mut model, &mut adam).map_err(describe_checkpoint_error)?;
-    if dropped > 0 {
+    if let Some(repair) = &history.repaired {
+        eprintln!("warning: {repair}");
+    }
+    if history.dropped > 0 {
         eprintln!(
-            "note: dropping {dropped} metrics row(s) written after the checkpoint at step {} \
+            "note: dropping {} metrics row(s) written after the checkpoint at step {} \
              (by a run that was stopped before its next checkpoint)",
-            meta.step
+            history.dropped, meta.step
         );
     }
     Ok(Resumed {
@@ -257,6 +260,6 @@ pub fn load(cli: &SyntheticArgs, dir: &Path) -> Result<Resumed> {
         model,
         adam,
         state,
-        history,
+        history: history.records,
     })
 }

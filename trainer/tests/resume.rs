@@ -153,7 +153,33 @@ fn resuming_a_finished_run_refuses_and_changes_nothing() {
 }
 
 #[test]
-fn damaged_history_is_refused_with_what_was_lost() {
+fn damaged_history_is_restored_from_the_csv_with_a_warning() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("run");
+    tiny_run(&dir, 8, &["--streak", "1000"]);
+    let losses = jsonl_loss_text(&dir);
+    let jsonl = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&jsonl).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[1] = "{\"step\": garbage";
+    std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
+    let out = resume(&dir, &["--max-iterations", "10"]);
+    assert!(out.success, "{}", out.stderr);
+    for part in ["warning", "line 2 of", "steps 2–8", "metrics.csv"] {
+        assert!(out.stderr.contains(part), "{part}: {}", out.stderr);
+    }
+    assert_eq!(jsonl_steps(&dir), (1..=10).collect::<Vec<_>>());
+    assert_eq!(jsonl_loss_text(&dir)[..8], losses[..]);
+
+    std::fs::remove_file(&jsonl).unwrap();
+    let out = resume(&dir, &["--max-iterations", "12"]);
+    assert!(out.success, "{}", out.stderr);
+    assert!(out.stderr.contains("steps 1–10"), "{}", out.stderr);
+    assert_eq!(jsonl_steps(&dir), (1..=12).collect::<Vec<_>>());
+}
+
+#[test]
+fn history_lost_from_both_files_is_refused_with_the_steps() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("run");
     tiny_run(&dir, 8, &["--streak", "1000"]);
@@ -162,6 +188,9 @@ fn damaged_history_is_refused_with_what_was_lost() {
     let mut lines: Vec<&str> = text.lines().collect();
     lines[1] = "{\"step\": garbage";
     std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
+    let csv = dir.join("metrics.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    std::fs::write(&csv, text.replace("\n5,", "\nfive,")).unwrap();
     let before = snapshot(&dir);
     let out = resume(&dir, &["--max-iterations", "10"]);
     assert_failure(&out, "line 2 of");
@@ -169,11 +198,12 @@ fn damaged_history_is_refused_with_what_was_lost() {
     assert_eq!(snapshot(&dir), before);
 
     std::fs::remove_file(&jsonl).unwrap();
+    std::fs::remove_file(&csv).unwrap();
     let before = snapshot(&dir);
     let out = resume(&dir, &["--max-iterations", "10"]);
-    assert_failure(&out, "metrics.jsonl");
+    assert_failure(&out, "metrics.jsonl` is missing");
     assert!(out.stderr.contains("steps 1–8"), "{}", out.stderr);
-    assert_eq!(snapshot(&dir), before, "metrics.csv must be kept");
+    assert_eq!(snapshot(&dir), before);
 }
 
 #[test]
