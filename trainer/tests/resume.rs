@@ -152,17 +152,23 @@ fn resuming_a_finished_run_refuses_and_changes_nothing() {
     assert_eq!(jsonl_steps(&limited), (1..=7).collect::<Vec<_>>());
 }
 
+/// Makes the second line of a run's metrics.jsonl garbage; returns the file's path.
+fn damage_second_jsonl_line(dir: &Path) -> std::path::PathBuf {
+    let jsonl = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&jsonl).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[1] = "{\"step\": garbage";
+    std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
+    jsonl
+}
+
 #[test]
 fn damaged_history_is_restored_from_the_csv_with_a_warning() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("run");
     tiny_run(&dir, 8, &["--streak", "1000"]);
     let losses = jsonl_loss_text(&dir);
-    let jsonl = dir.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&jsonl).unwrap();
-    let mut lines: Vec<&str> = text.lines().collect();
-    lines[1] = "{\"step\": garbage";
-    std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
+    let jsonl = damage_second_jsonl_line(&dir);
     let out = resume(&dir, &["--max-iterations", "10"]);
     assert!(out.success, "{}", out.stderr);
     for part in ["warning", "line 2 of", "steps 2–8", "metrics.csv"] {
@@ -183,11 +189,7 @@ fn history_lost_from_both_files_is_refused_with_the_steps() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("run");
     tiny_run(&dir, 8, &["--streak", "1000"]);
-    let jsonl = dir.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&jsonl).unwrap();
-    let mut lines: Vec<&str> = text.lines().collect();
-    lines[1] = "{\"step\": garbage";
-    std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
+    let jsonl = damage_second_jsonl_line(&dir);
     let csv = dir.join("metrics.csv");
     let text = std::fs::read_to_string(&csv).unwrap();
     std::fs::write(&csv, text.replace("\n5,", "\nfive,")).unwrap();
