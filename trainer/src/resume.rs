@@ -74,10 +74,11 @@ impl RunSettings {
     }
 }
 
-/// A run folder read back for `--resume`.
-pub struct Resumed {
+/// A run ready to train: the settings of this session (with `run.json`'s identity), its
+/// folder, and the state it starts from.
+pub struct Session {
     pub settings: RunSettings,
-    pub args: SyntheticArgs,
+    pub dir: PathBuf,
     pub model: Classifier<f32>,
     pub adam: Adam<f32>,
     pub state: LoopState,
@@ -229,9 +230,10 @@ fn refuse_finished(dir: &Path, args: &SyntheticArgs, state: &LoopState, step: u6
     Ok(())
 }
 
-/// Reads the run folder `dir` for `--resume` with the command line `cli`.
-pub fn load(cli: &SyntheticArgs, dir: &Path) -> Result<Resumed> {
-    let settings = read_settings(dir)?;
+/// Reads the run folder `dir` for `--resume` with the command line `cli`; the session's
+/// settings are `run.json`'s with the flags that `cli` may give anew.
+pub fn load(cli: &SyntheticArgs, dir: &Path) -> Result<Session> {
+    let mut settings = read_settings(dir)?;
     let args = settings.args.clone().resumed_with(cli);
     args.validate()?;
     let checkpoint: PathBuf = dir.join(CHECKPOINT_FILE);
@@ -254,9 +256,10 @@ pub fn load(cli: &SyntheticArgs, dir: &Path) -> Result<Resumed> {
             history.dropped, meta.step
         );
     }
-    Ok(Resumed {
+    settings.args = args;
+    Ok(Session {
         settings,
-        args,
+        dir: dir.to_path_buf(),
         model,
         adam,
         state,

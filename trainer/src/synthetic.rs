@@ -23,7 +23,7 @@ use surrogate_rnn::{
 use crate::backend::BackendChoice;
 use crate::metrics::{self, MetricsWriter, Record};
 use crate::plot;
-use crate::resume::{self, RunSettings, CHECKPOINT_FILE, SETTINGS_FILE, SUMMARY_FILE};
+use crate::resume::{self, RunSettings, Session, CHECKPOINT_FILE, SETTINGS_FILE, SUMMARY_FILE};
 use crate::state::LoopState;
 use crate::summary::{learning_curve, print_summary};
 pub use crate::summary::{StageSummary, StopReason, Summary};
@@ -458,29 +458,30 @@ fn configure_threads(threads: Option<usize>) -> Result<usize> {
 /// Runs `trainer synthetic`.
 pub fn run(cli_args: &SyntheticArgs) -> Result<Outcome> {
     let started = Instant::now();
-    let (settings, dir, model, adam, state, history) = match &cli_args.resume {
-        Some(dir) => {
-            let resumed = resume::load(cli_args, dir)?;
-            let removed = atomic::remove_stale_temporaries(dir, OWNED_FILES)?;
-            for path in removed {
-                eprintln!(
-                    "note: removed `{}`, left by a run that was killed while writing",
-                    path.display()
-                );
-            }
-            // The settings of this session: run.json's with the flags given anew.
-            let mut settings = resumed.settings;
-            settings.args = resumed.args;
-            let r = (resumed.model, resumed.adam, resumed.state, resumed.history);
-            (settings, dir.clone(), r.0, r.1, r.2, r.3)
-        }
+    // From here on, Ctrl-C stops the run at the next step with a checkpoint.
+    interrupt::install_handler();
+    let session = match &cli_args.resume {
+        Some(dir) => resume::load(cli_args, dir)?,
         None => start_new(cli_args)?,
     };
+    let Session {
+        settings,
+        dir,
+        model,
+        adam,
+        state,
+        history,
+    } = session;
     let args = &settings.args;
     let backend_choice = args.backend();
     let scan = backend_choice.build()?;
     let threads = configure_threads(args.threads)?;
-    interrupt::install_handler();
+    for path in atomic::remove_stale_temporaries(&dir, OWNED_FILES)? {
+        eprintln!(
+            "note: removed `{}`, left by a run that was killed while writing",
+            path.display()
+        );
+    }
     let mut trainer = Trainer {
         args,
         settings: &settings,
@@ -499,18 +500,8 @@ pub fn run(cli_args: &SyntheticArgs) -> Result<Outcome> {
     trainer.finish(stop, backend_choice, threads)
 }
 
-type Start = (
-    RunSettings,
-    PathBuf,
-    Classifier<f32>,
-    Adam<f32>,
-    LoopState,
-    Vec<Record>,
-);
-
 /// Checks the settings of a new run, then creates its folder and `run.json`.
-fn start_new(cli_args: &SyntheticArgs) -> Result<Start> {
-    let args = cli_args;
+fn start_new(args: &SyntheticArgs) -> Result<Session> {
     args.validate()?;
     args.backend().build()?;
     let config = args.model_config();
@@ -526,8 +517,6 @@ fn start_new(cli_args: &SyntheticArgs) -> Result<Start> {
         args.force,
         OWNED_FILES,
     )?;
-    // A folder reused with --force may hold temporaries of a killed run.
-    atomic::remove_stale_temporaries(&dir, OWNED_FILES)?;
     let settings = RunSettings::new(args);
     if let Err(e) = settings.write(&dir) {
         if created {
@@ -536,8 +525,14 @@ fn start_new(cli_args: &SyntheticArgs) -> Result<Start> {
         }
         return Err(e);
     }
-    let state = LoopState::new(&args.stages());
-    Ok((settings, dir, model, adam, state, Vec::new()))
+    Ok(Session {
+        settings,
+        dir,
+        model,
+        adam,
+        state: LoopState::new(&args.stages()),
+        history: Vec::new(),
+    })
 }
 
 struct Trainer<'a> {
