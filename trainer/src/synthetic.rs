@@ -147,7 +147,8 @@ pub struct SyntheticArgs {
     /// --backend, --threads and --quiet may be given anew (any other flag is an error).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
-    /// Worker threads for scans and matrix products [default: all cores].
+    /// Worker threads for scans and matrix products, at most 4 per logical core
+    /// [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
     /// No progress bar; a status line every few seconds instead.
@@ -787,7 +788,6 @@ impl Trainer<'_> {
             args.eval_sequences,
             args.seq_len
         ));
-        crate::fault::point("evaluation");
         let start = Instant::now();
         let (mut correct, mut seen, mut part) = (0, 0, 0u64);
         while seen < args.eval_sequences {
