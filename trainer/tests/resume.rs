@@ -356,7 +356,7 @@ fn ctrl_c_during_the_evaluation_checkpoints_and_exits_130() {
     let mut child = std::process::Command::new(binary)
         .env("RAYON_NUM_THREADS", "2")
         .args(TINY)
-        .args(["--eval-sequences", "100000", "--out", dir.to_str().unwrap()])
+        .args(["--eval-sequences", "30000", "--out", dir.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -394,7 +394,7 @@ fn ctrl_c_during_the_evaluation_checkpoints_and_exits_130() {
     let out = resume(&dir, &[]);
     assert!(out.success, "{}", out.stderr);
     let straight = temp.path().join("straight");
-    tiny_run(&straight, 400, &["--eval-sequences", "100000"]);
+    tiny_run(&straight, 400, &["--eval-sequences", "30000"]);
     let summary = |d: &Path| {
         let s = read_json(&d.join("summary.json"));
         (
