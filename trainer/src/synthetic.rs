@@ -342,8 +342,8 @@ impl SyntheticArgs {
             self.batch
         );
         ensure!(
-            self.eval_sequences >= 256,
-            "--eval-sequences must be at least 256 (got {})",
+            (256..=u32::MAX as usize).contains(&self.eval_sequences),
+            "--eval-sequences must lie in 256..=2³²−1 (got {})",
             self.eval_sequences
         );
         ensure!(
@@ -408,7 +408,9 @@ impl SyntheticArgs {
             ),
             needed,
             "reduce --batch, --hidden, --dim or --seq-len",
-        )
+        )?;
+        SyntheticTask::new(self.seq_len, self.dim).context("--dim or --seq-len")?;
+        Ok(())
     }
 }
 

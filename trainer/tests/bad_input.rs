@@ -50,6 +50,11 @@ fn sizes_are_checked_before_any_work() {
     );
     refused(&synthetic(&["--threads", "100000"]), "--threads");
     refused(&synthetic(&["--threads", HUGE]), "--threads");
+    refused(
+        &synthetic(&["--dim", "4294967296", "--embedding", "1"]),
+        "dim",
+    );
+    refused(&synthetic(&["--eval-sequences", HUGE]), "--eval-sequences");
 }
 
 #[test]
