@@ -112,7 +112,7 @@ fn describe_checkpoint_error(error: ModelError) -> anyhow::Error {
     anyhow::Error::new(error).context(format!("cannot resume: {hint}"))
 }
 
-/// The settings that differ between `a` and `b`, as `name: a vs b`.
+/// The settings that differ between `a` (run.json) and `b` (the checkpoint), one line each.
 fn differences(a: &SyntheticArgs, b: &SyntheticArgs) -> Result<Vec<String>> {
     let (Value::Object(a), Value::Object(b)) = (serde_json::to_value(a)?, serde_json::to_value(b)?)
     else {
