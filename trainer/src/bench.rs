@@ -18,8 +18,11 @@ use surrogate_rnn::{
     Adam, AdamConfig, Classifier, InitConfig, InputKind, LayerKind, ModelConfig, ModelInput,
 };
 
+use crate::console::{clear_note, note_in_place};
 use crate::limits;
-use crate::plot::{self, Chart, Scale};
+use crate::plot::{Chart, Scale};
+pub use crate::report::BenchReport;
+use crate::report::{table_files, TableOutput};
 
 type BoxedScan = Box<dyn LinearScan<f32>>;
 
@@ -185,12 +188,6 @@ pub struct RnnRow {
     pub paper_speedup: Option<f64>,
 }
 
-/// What a benchmark wrote, for `reproduce`.
-pub struct BenchReport {
-    pub markdown: String,
-    pub plot_png: PathBuf,
-}
-
 fn median(samples: &mut [Duration]) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -216,23 +213,6 @@ fn time_pair(
         tb.push(t.elapsed());
     }
     Ok((median(&mut ta), median(&mut tb)))
-}
-
-fn write_outputs<T: Serialize>(
-    dir: &Path,
-    stem: &str,
-    rows: &[T],
-    csv: &str,
-    markdown: &str,
-) -> Result<()> {
-    let write = |name: String, text: &str| {
-        let path = dir.join(name);
-        crate::atomic::write(&path, text.as_bytes())
-    };
-    write(format!("{stem}.csv"), csv)?;
-    write(format!("{stem}.json"), &serde_json::to_string_pretty(rows)?)?;
-    write(format!("{stem}.md"), markdown)?;
-    Ok(())
 }
 
 fn machine_line(device: Device) -> String {
@@ -282,13 +262,7 @@ pub fn kernel_bench(args: &KernelBenchArgs) -> Result<BenchReport> {
         &args.output.runs_dir,
         "kernel-bench",
         args.output.force,
-        &[
-            "kernel_bench.csv",
-            "kernel_bench.json",
-            "kernel_bench.md",
-            "kernel_bench.png",
-            "kernel_bench.svg",
-        ],
+        &owned(&table_files(KERNEL_STEM)),
     )?;
     crate::run_dir::remove_if_empty_on_error(&dir, || {
         measure_kernels(args, &dir, serial.as_ref(), parallel.as_ref())
@@ -305,7 +279,7 @@ fn measure_kernels(
     let mut rows = Vec::new();
     for &t in &args.steps {
         for &f in &args.features {
-            eprint!("\r  T = {t}, F = {f}        ");
+            note_in_place(&format!("  T = {t}, F = {f}"));
             let a = Array2::from_shape_fn((t, f), |(i, j)| {
                 0.9 + 0.0999 * (((i * 7919 + j * 31) % 1000) as f32 / 1000.0)
             });
@@ -365,7 +339,7 @@ fn measure_kernels(
             rows.push(kernel_row(t, f, "backward", ts, tp));
         }
     }
-    eprintln!("\r                                ");
+    clear_note();
 
     let mut md = String::new();
     writeln!(
@@ -414,7 +388,6 @@ fn measure_kernels(
             r.paper_speedup.map(|p| p.to_string()).unwrap_or_default()
         )?;
     }
-    write_outputs(dir, "kernel_bench", &rows, &csv, &md)?;
     let mut series = Vec::new();
     for &f in &args.features {
         let ours = rows
@@ -432,9 +405,12 @@ fn measure_kernels(
             series.push((format!("F = {f}, paper (GPU)"), paper));
         }
     }
-    let (png, _) = plot::save(
-        &dir.join("kernel_bench"),
-        &[Chart {
+    TableOutput {
+        stem: KERNEL_STEM,
+        rows: &rows,
+        csv,
+        markdown: md,
+        chart: Chart {
             title: format!(
                 "Table 1: parallel / serial scan speedup ({})",
                 args.backend.label()
@@ -445,14 +421,9 @@ fn measure_kernels(
             y_scale: Scale::Log,
             y_range: None,
             series,
-        }],
-    )?;
-    println!("{md}");
-    println!("results: {}", dir.display());
-    Ok(BenchReport {
-        markdown: md,
-        plot_png: png,
-    })
+        },
+    }
+    .publish(dir)
 }
 
 fn kernel_row(
@@ -475,6 +446,12 @@ fn kernel_row(
 }
 
 const RNN_INPUT: usize = 4;
+const KERNEL_STEM: &str = "kernel_bench";
+const RNN_STEM: &str = "rnn_bench";
+
+fn owned(files: &[String]) -> Vec<&str> {
+    files.iter().map(String::as_str).collect()
+}
 
 fn rnn_config(kind: LayerKind, hidden: usize) -> ModelConfig {
     ModelConfig {
@@ -563,13 +540,7 @@ pub fn rnn_bench(args: &RnnBenchArgs) -> Result<BenchReport> {
         &args.output.runs_dir,
         "rnn-bench",
         args.output.force,
-        &[
-            "rnn_bench.csv",
-            "rnn_bench.json",
-            "rnn_bench.md",
-            "rnn_bench.png",
-            "rnn_bench.svg",
-        ],
+        &owned(&table_files(RNN_STEM)),
     )?;
     crate::run_dir::remove_if_empty_on_error(&dir, || {
         measure_training(args, &dir, serial.as_ref(), parallel.as_ref())
@@ -586,7 +557,7 @@ fn measure_training(
     for &t in &args.steps {
         let batch = args.events / t;
         for (k, &kind) in TABLE2_MODELS.iter().enumerate() {
-            eprint!("\r  T = {t}, {}        ", kind.label());
+            note_in_place(&format!("  T = {t}, {}", kind.label()));
             let ts = time_training(kind, args.hidden, serial, t, batch, args.iterations)?;
             let tp = time_training(kind, args.hidden, parallel, t, batch, args.iterations)?;
             rows.push(RnnRow {
@@ -602,7 +573,7 @@ fn measure_training(
             });
         }
     }
-    eprintln!("\r                                ");
+    clear_note();
     let mut md = String::new();
     writeln!(
         md,
@@ -654,7 +625,6 @@ fn measure_training(
             r.paper_speedup.map(|p| p.to_string()).unwrap_or_default()
         )?;
     }
-    write_outputs(dir, "rnn_bench", &rows, &csv, &md)?;
     let series = TABLE2_MODELS
         .iter()
         .map(|kind| {
@@ -667,9 +637,12 @@ fn measure_training(
             (label, points)
         })
         .collect();
-    let (png, _) = plot::save(
-        &dir.join("rnn_bench"),
-        &[Chart {
+    TableOutput {
+        stem: RNN_STEM,
+        rows: &rows,
+        csv,
+        markdown: md,
+        chart: Chart {
             title: format!(
                 "Table 2: training speedup with the parallel scan ({})",
                 args.backend.label()
@@ -680,12 +653,7 @@ fn measure_training(
             y_scale: Scale::Log,
             y_range: None,
             series,
-        }],
-    )?;
-    println!("{md}");
-    println!("results: {}", dir.display());
-    Ok(BenchReport {
-        markdown: md,
-        plot_png: png,
-    })
+        },
+    }
+    .publish(dir)
 }

@@ -25,14 +25,17 @@
 mod atomic;
 mod backend;
 mod bench;
+mod console;
 mod fault;
 mod interrupt;
 mod limits;
 mod metrics;
 mod plot;
+mod report;
 mod reproduce;
 mod resume;
 mod run_dir;
+mod schedule;
 mod state;
 mod summary;
 mod synthetic;

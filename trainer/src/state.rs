@@ -30,7 +30,7 @@ pub struct LoopState {
 }
 
 /// Time and iterations spent at one curriculum length.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageReport {
     pub seq_len: usize,
     pub iterations: u64,
