@@ -40,6 +40,7 @@ mod state;
 mod summary;
 mod synthetic;
 mod system;
+mod table3;
 
 use std::process::ExitCode;
 

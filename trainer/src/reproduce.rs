@@ -7,16 +7,18 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, ValueEnum};
 
 use crate::bench::{self, KernelBenchArgs, OutputArgs, RnnBenchArgs};
-use crate::synthetic::{self, ModelChoice, StopReason, SyntheticArgs};
+use crate::synthetic::{self, StopReason, SyntheticArgs};
+use crate::table3::{self, Row};
 
 /// How much time the reproduction may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Budget {
     /// A few minutes on two cores: Table 1 in full, Table 2 at a quarter of the paper's
-    /// minibatch and 2 × 128 hidden, Table 3 at n = 1,024.
+    /// minibatch and 2 × 128 hidden, Table 3 at n = 1,024 with two seeds.
     Quick,
-    /// The paper's configurations (about an hour on two cores): Table 2 at 2 × 256 hidden
-    /// and B·T = 65,536, Table 3 at n = 1,024 and 8,192.
+    /// The paper's configurations (several hours on two cores, see the trainer README):
+    /// Table 2 at 2 × 256 hidden and B·T = 65,536, Table 3 at n = 1,024 and 8,192 with
+    /// five seeds and at n = 2²⁰ with two seeds, both models each.
     Full,
 }
 
@@ -30,25 +32,17 @@ pub struct ReproduceArgs {
     /// `cpu` or `cuda` for the scan benchmarks (Tables 1 and 2).
     #[arg(long, value_enum, default_value_t = bench::Device::Cpu)]
     pub backend: bench::Device,
-    /// Wall-time limit of each LSTM baseline run in seconds (the LSTM is slow to converge).
+    /// Wall-time limit of each LSTM baseline run at n ≤ 8,192 in seconds (the LSTM is
+    /// slow to converge) [default: 180 quick, 1200 full].
     #[arg(long)]
     pub lstm_max_seconds: Option<f64>,
+    /// Wall-time limit of each n = 2²⁰ run (GILR-LSTM and LSTM alike), in seconds; full
+    /// budget only.
+    #[arg(long, default_value_t = 3600.0)]
+    pub million_max_seconds: f64,
     #[command(flatten)]
     pub output: OutputArgs,
 }
-
-/// The paper's Table 3: (n, LSTM iterations, GILR iterations, LSTM hours, GILR hours).
-const PAPER_TABLE3: [(usize, &str, &str, &str, &str); 3] = [
-    (1024, "1,000 ± 400", "550 ± 40", "0.28 h", "0.031 h"),
-    (8192, "440 ± 50", "560 ± 160", "0.58 h", "0.10 h"),
-    (
-        1_048_576,
-        "did not converge",
-        "14,000 ± 3,000",
-        "—",
-        "9.7 ± 1.7 h",
-    ),
-];
 
 fn relative(path: &Path, base: &Path) -> String {
     path.strip_prefix(base)
@@ -68,11 +62,24 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
             "--lstm-max-seconds must be positive (got {seconds})"
         );
     }
+    ensure!(
+        args.million_max_seconds > 0.0 && !args.million_max_seconds.is_nan(),
+        "--million-max-seconds must be positive (got {})",
+        args.million_max_seconds
+    );
     let quick = args.budget == Budget::Quick;
     let lstm_limit = args
         .lstm_max_seconds
         .unwrap_or(if quick { 180.0 } else { 1200.0 });
-    let lengths: &[usize] = if quick { &[1024] } else { &[1024, 8192] };
+    let rows = if quick {
+        vec![Row::new(1024, 2, lstm_limit)]
+    } else {
+        vec![
+            Row::new(1024, 5, lstm_limit),
+            Row::new(8192, 5, lstm_limit),
+            Row::million(2, args.million_max_seconds),
+        ]
+    };
     let table1_args = |output| KernelBenchArgs {
         backend: args.backend,
         steps: vec![16, 256, 4096, 65536],
@@ -92,15 +99,6 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
         iterations: if quick { 1 } else { 2 },
         output,
     };
-    let table3_args = |seq_len, model, out| SyntheticArgs {
-        seq_len,
-        model,
-        out: Some(out),
-        force: true,
-        max_seconds: (model == ModelChoice::Lstm).then_some(lstm_limit),
-        checkpoint_every: Some(0),
-        ..SyntheticArgs::default()
-    };
     // Every configuration is checked before the first experiment starts.
     let nowhere = || OutputArgs {
         out: None,
@@ -109,9 +107,11 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
     };
     table1_args(nowhere()).validate()?;
     table2_args(nowhere()).validate()?;
-    for &seq_len in lengths {
-        for model in [ModelChoice::Lstm, ModelChoice::GilrLstm] {
-            table3_args(seq_len, model, PathBuf::new()).validate()?;
+    for row in &rows {
+        for model in table3::MODELS {
+            for &seed in &row.seeds {
+                row.run_args(model, seed, PathBuf::new()).validate()?;
+            }
         }
     }
     let dir = crate::run_dir::prepare(
@@ -135,29 +135,25 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
 
     eprintln!("== Table 3: synthetic long-dependency task");
     let mut table3 = Vec::new();
-    for &seq_len in lengths {
-        let mut pair = Vec::new();
-        for model in [ModelChoice::Lstm, ModelChoice::GilrLstm] {
-            let name = format!(
-                "synthetic-{}-n{seq_len}",
-                if model == ModelChoice::Lstm {
-                    "lstm"
-                } else {
-                    "gilr-lstm"
+    for row in rows {
+        let mut runs = [Vec::new(), Vec::new()];
+        for (model, summaries) in table3::MODELS.into_iter().zip(&mut runs) {
+            for &seed in &row.seeds {
+                let name = row.run_name(model, seed);
+                eprintln!("-- {name}");
+                let run_args = row.run_args(model, seed, dir.join(&name));
+                let outcome = synthetic::run(&run_args)
+                    .with_context(|| format!("the synthetic run `{name}`"))?;
+                if outcome.summary.stop_reason == StopReason::Interrupted {
+                    bail!(
+                        "interrupted; the partial results are in `{}`",
+                        dir.display()
+                    );
                 }
-            );
-            let run_args = table3_args(seq_len, model, dir.join(&name));
-            let outcome =
-                synthetic::run(&run_args).with_context(|| format!("the synthetic run `{name}`"))?;
-            if outcome.summary.stop_reason == StopReason::Interrupted {
-                bail!(
-                    "interrupted; the partial results are in `{}`",
-                    dir.display()
-                );
+                summaries.push(outcome.summary);
             }
-            pair.push((name, outcome.summary));
         }
-        table3.push((seq_len, pair));
+        table3.push((row, runs));
     }
 
     let mut md = String::new();
@@ -190,64 +186,36 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
     let defaults = SyntheticArgs::default();
     writeln!(
         md,
-        "Both models: {} layers × {} hidden, embedding {}, batch {}, Adam lr {}, clip {}, chrono \
-         gate-bias initialisation, length curriculum `{}`, one seed ({}). Converged = {} \
-         consecutive minibatches at 100 % and ≥ {:.0} % on {} fresh sequences. The LSTM \
-         run is limited to {lstm_limit:.0} s. Wall time counts everything, curriculum and \
-         evaluation included. The paper used 2 × 512 units, five seeds and a GPU.\n",
-        defaults.layers,
-        defaults.hidden,
-        defaults.embedding,
-        defaults.batch,
+        "Both models: Adam lr {}, clip {}, chrono gate-bias initialisation, length \
+         curriculum. Converged = {} consecutive minibatches at 100 % and ≥ {:.0} % on {} \
+         fresh sequences.\n",
         defaults.lr,
         defaults.clip,
-        defaults.curriculum,
-        defaults.seed,
         defaults.streak,
         100.0 * defaults.eval_threshold,
         defaults.eval_sequences
     )?;
-    writeln!(
-        md,
-        "| n | LSTM iterations | GILR-LSTM iterations | LSTM wall time | GILR-LSTM wall time |\n|---:|---:|---:|---:|---:|"
-    )?;
-    for (seq_len, pair) in &table3 {
-        let paper = PAPER_TABLE3.iter().find(|row| row.0 == *seq_len);
-        let iterations = |s: &synthetic::Summary| {
-            if s.converged {
-                s.iterations.to_string()
-            } else {
-                format!("not converged in {}", s.iterations)
+    writeln!(md, "{}", table3::markdown(&table3)?)?;
+    for (row, runs) in &table3 {
+        for (model, summaries) in table3::MODELS.into_iter().zip(runs) {
+            for summary in summaries {
+                let name = row.run_name(model, summary.seed);
+                writeln!(
+                    md,
+                    "### {name}\n\n{} after {} iterations, {:.1} s; evaluation {}; {:.3e} events/s\n\n![{name}]({name}/learning_curve.png)\n",
+                    if summary.converged {
+                        "converged".to_owned()
+                    } else {
+                        format!("not converged ({:?})", summary.stop_reason)
+                    },
+                    summary.iterations,
+                    summary.wall_seconds,
+                    summary
+                        .eval_accuracy
+                        .map_or("not reached".to_owned(), |a| format!("{:.2} %", 100.0 * a)),
+                    summary.events_per_second,
+                )?;
             }
-        };
-        let (lstm, gilr) = (&pair[0].1, &pair[1].1);
-        writeln!(
-            md,
-            "| {seq_len} | {} ({}) | {} ({}) | {:.1} s ({}) | {:.1} s ({}) |",
-            iterations(lstm),
-            paper.map_or("—", |p| p.1),
-            iterations(gilr),
-            paper.map_or("—", |p| p.2),
-            lstm.wall_seconds,
-            paper.map_or("—", |p| p.3),
-            gilr.wall_seconds,
-            paper.map_or("—", |p| p.4),
-        )?;
-    }
-    writeln!(md)?;
-    for (_, pair) in &table3 {
-        for (name, summary) in pair {
-            writeln!(
-                md,
-                "### {name}\n\n{} after {} iterations, {:.1} s; evaluation {}; {:.3e} events/s\n\n![{name}]({name}/learning_curve.png)\n",
-                if summary.converged { "converged" } else { "not converged" },
-                summary.iterations,
-                summary.wall_seconds,
-                summary
-                    .eval_accuracy
-                    .map_or("not reached".to_owned(), |a| format!("{:.2} %", 100.0 * a)),
-                summary.events_per_second,
-            )?;
         }
     }
     let report = dir.join("report.md");

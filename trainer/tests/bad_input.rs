@@ -81,6 +81,10 @@ fn values_are_checked_before_any_work() {
     );
     refused(&synthetic(&["--max-seconds", "NaN"]), "--max-seconds");
     refused(&["reproduce", "--lstm-max-seconds=0"], "--lstm-max-seconds");
+    refused(
+        &["reproduce", "--million-max-seconds=NaN"],
+        "--million-max-seconds",
+    );
 }
 
 #[test]
