@@ -421,6 +421,8 @@ fn measure_kernels(
             y_scale: Scale::Log,
             y_range: None,
             series,
+            markers: Vec::new(),
+            x_marks: Vec::new(),
         },
     }
     .publish(dir)
@@ -653,6 +655,8 @@ fn measure_training(
             y_scale: Scale::Log,
             y_range: None,
             series,
+            markers: Vec::new(),
+            x_marks: Vec::new(),
         },
     }
     .publish(dir)

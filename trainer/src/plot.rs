@@ -101,6 +101,10 @@ pub struct Chart {
     /// A fixed y range in data units (e.g. accuracy 0..1); `None` fits the data.
     pub y_range: Option<(f64, f64)>,
     pub series: Vec<(String, Vec<(f64, f64)>)>,
+    /// Named point sets drawn as markers only (no line), after the series.
+    pub markers: Vec<(String, Vec<(f64, f64)>)>,
+    /// Vertical lines at these x values, each with a short label at the top.
+    pub x_marks: Vec<(f64, String)>,
 }
 
 const PALETTE: [RGBColor; 6] = [
@@ -237,7 +241,50 @@ fn draw_chart<B: DrawingBackend>(area: &DrawingArea<B, Shift>, chart: &Chart) ->
             .map_err(err)?;
         }
     }
-    if text && chart.series.len() > 1 {
+    let marker_colors = chart.series.len()..;
+    for ((name, points), k) in chart.markers.iter().zip(marker_colors) {
+        let color = PALETTE[k % PALETTE.len()];
+        let points: Vec<(f64, f64)> = points
+            .iter()
+            .filter_map(|&(x, y)| Some((xs.map(x)?, ys.map(y)?)))
+            .collect();
+        let drawn = ctx
+            .draw_series(
+                points
+                    .iter()
+                    .map(|&p| TriangleMarker::new(p, 5, ShapeStyle::from(&color).filled())),
+            )
+            .map_err(err)?;
+        if text {
+            drawn.label(name.to_owned()).legend(move |(x, y)| {
+                TriangleMarker::new((x + 10, y), 5, ShapeStyle::from(&color).filled())
+            });
+        }
+    }
+    for (x, label) in &chart.x_marks {
+        let Some(x) = xs.map(*x) else { continue };
+        if !(x_lo..=x_hi).contains(&x) {
+            continue;
+        }
+        let grey = RGBColor(120, 120, 120);
+        ctx.draw_series(DashedLineSeries::new(
+            [(x, y_lo), (x, y_hi)],
+            6,
+            4,
+            ShapeStyle::from(&grey).stroke_width(1),
+        ))
+        .map_err(err)?;
+        if text {
+            let top = y_hi - 0.02 * (y_hi - y_lo);
+            ctx.draw_series(std::iter::once(Text::new(
+                label.clone(),
+                (x, top),
+                (FAMILY, 12).into_font().color(&grey),
+            )))
+            .map_err(err)?;
+        }
+    }
+    if text && chart.series.len() + chart.markers.len() > 1 {
         ctx.configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)

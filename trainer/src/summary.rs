@@ -118,7 +118,16 @@ pub fn learning_curve(history: &[Record], args: &SyntheticArgs) -> Vec<Chart> {
             })
             .collect()
     };
-    let loss: Vec<(f64, f64)> = history.iter().map(|r| (r.step as f64, r.loss)).collect();
+    let floor = zero_loss_floor(history);
+    let loss: Vec<(f64, f64)> = history
+        .iter()
+        .map(|r| (r.step as f64, r.loss.max(floor)))
+        .collect();
+    let zeros: Vec<(f64, f64)> = history
+        .iter()
+        .filter(|r| r.loss == 0.0)
+        .map(|r| (r.step as f64, floor))
+        .collect();
     let accuracy: Vec<(f64, f64)> = history
         .iter()
         .map(|r| (r.step as f64, r.accuracy))
@@ -134,6 +143,17 @@ pub fn learning_curve(history: &[Record], args: &SyntheticArgs) -> Vec<Chart> {
     if !evals.is_empty() {
         accuracy_series.push(("evaluation".to_owned(), evals));
     }
+    let mut loss_markers = Vec::new();
+    if !zeros.is_empty() {
+        loss_markers.push((
+            format!(
+                "loss exactly 0 ({} steps), drawn at {floor:.0e}",
+                zeros.len()
+            ),
+            zeros,
+        ));
+    }
+    let stages = stage_starts(history);
     vec![
         Chart {
             title: format!("{title}: training loss"),
@@ -146,6 +166,8 @@ pub fn learning_curve(history: &[Record], args: &SyntheticArgs) -> Vec<Chart> {
                 ("minibatch loss".to_owned(), loss.clone()),
                 ("moving average".to_owned(), smooth(&loss)),
             ],
+            markers: loss_markers,
+            x_marks: stages.clone(),
         },
         Chart {
             title: format!("{title}: accuracy"),
@@ -155,6 +177,92 @@ pub fn learning_curve(history: &[Record], args: &SyntheticArgs) -> Vec<Chart> {
             y_scale: Scale::Linear,
             y_range: Some((0.0, 1.05)),
             series: accuracy_series,
+            markers: Vec::new(),
+            x_marks: stages,
         },
     ]
+}
+
+/// Where a log-scale loss chart draws losses of exactly 0 (the f64 cross-entropy of
+/// saturated f32 logits rounds to 0): a decade below the smallest positive loss, and
+/// never above 10⁻⁸.
+fn zero_loss_floor(history: &[Record]) -> f64 {
+    let smallest = history
+        .iter()
+        .map(|r| r.loss)
+        .filter(|&loss| loss > 0.0 && loss.is_finite())
+        .fold(f64::INFINITY, f64::min);
+    let decade_below = 10f64.powf(smallest.log10().floor() - 1.0);
+    decade_below.min(1e-8)
+}
+
+/// The first step of each curriculum stage after the first, labelled with its length
+/// (the line sits half a step before it, between the two stages).
+fn stage_starts(history: &[Record]) -> Vec<(f64, String)> {
+    history
+        .windows(2)
+        .filter(|pair| pair[0].seq_len != pair[1].seq_len)
+        .map(|pair| {
+            (
+                pair[1].step as f64 - 0.5,
+                format!("n = {}", pair[1].seq_len),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(step: u64, seq_len: usize, loss: f64) -> Record {
+        Record {
+            step,
+            seq_len,
+            loss,
+            accuracy: 1.0,
+            grad_norm: 0.0,
+            clipped: false,
+            wall_seconds: 0.0,
+            events_per_second: 0.0,
+            eval_accuracy: None,
+        }
+    }
+
+    fn history() -> Vec<Record> {
+        vec![
+            record(1, 128, 0.7),
+            record(2, 128, 3e-12),
+            record(3, 1024, 7083.0),
+            record(4, 1024, 0.0),
+            record(5, 4096, 0.0),
+        ]
+    }
+
+    #[test]
+    fn zero_losses_are_drawn_at_a_floor_below_every_positive_loss() {
+        let charts = learning_curve(&history(), &SyntheticArgs::default());
+        let loss = &charts[0];
+        let floor = zero_loss_floor(&history());
+        assert!((floor / 1e-13 - 1.0).abs() < 1e-9, "{floor}");
+        assert_eq!(loss.series[0].1[3], (4.0, floor), "no zero vanishes");
+        assert_eq!(
+            loss.series[0].1[1],
+            (2.0, 3e-12),
+            "positive losses as they are"
+        );
+        let (label, points) = &loss.markers[0];
+        assert_eq!(points, &vec![(4.0, floor), (5.0, floor)]);
+        assert!(label.contains("exactly 0 (2 steps)"), "{label}");
+        assert_eq!(zero_loss_floor(&[record(1, 8, 0.5)]), 1e-8);
+        assert_eq!(zero_loss_floor(&[record(1, 8, 0.0)]), 1e-8);
+    }
+
+    #[test]
+    fn curriculum_stages_are_marked_where_the_length_changes() {
+        let charts = learning_curve(&history(), &SyntheticArgs::default());
+        let expected = vec![(2.5, "n = 1024".to_owned()), (4.5, "n = 4096".to_owned())];
+        assert_eq!(charts[0].x_marks, expected);
+        assert_eq!(charts[1].x_marks, expected);
+    }
 }
