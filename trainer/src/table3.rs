@@ -111,16 +111,17 @@ pub fn mean_std(values: &[f64]) -> Option<(f64, Option<f64>)> {
     Some((mean, std))
 }
 
-/// `mean ± std` of the converged runs, with how many of them converged when not all did.
-fn cell(runs: &[Summary], value: impl Fn(&Summary) -> f64, unit: &str) -> String {
+/// `mean ± std` of the converged runs (with `decimals` digits), with how many of them
+/// converged when not all did.
+fn cell(runs: &[Summary], value: impl Fn(&Summary) -> f64, decimals: usize, unit: &str) -> String {
     let converged: Vec<f64> = runs.iter().filter(|s| s.converged).map(&value).collect();
     let Some((mean, std)) = mean_std(&converged) else {
         let most = runs.iter().map(&value).fold(0.0, f64::max);
         return format!("did not converge ({} seeds, ≤ {most:.0}{unit})", runs.len());
     };
     let mut text = match std {
-        Some(std) => format!("{mean:.0} ± {std:.0}{unit}"),
-        None => format!("{mean:.0}{unit}"),
+        Some(std) => format!("{mean:.decimals$} ± {std:.decimals$}{unit}"),
+        None => format!("{mean:.decimals$}{unit}"),
     };
     if converged.len() < runs.len() {
         write!(text, " ({} of {} converged)", converged.len(), runs.len())
@@ -153,13 +154,13 @@ pub fn markdown(results: &[(Row, [Vec<Summary>; 2])]) -> Result<String> {
             "| {} | {} | {} ({}) | {} ({}) | {} ({}) | {} ({}) | {} / {} |",
             row.seq_len,
             row.seeds.len(),
-            cell(lstm, iterations, ""),
+            cell(lstm, iterations, 0, ""),
             paper.map_or("—", |p| p.1),
-            cell(gilr, iterations, ""),
+            cell(gilr, iterations, 0, ""),
             paper.map_or("—", |p| p.2),
-            cell(lstm, seconds, " s"),
+            cell(lstm, seconds, 1, " s"),
             paper.map_or("—", |p| p.3),
-            cell(gilr, seconds, " s"),
+            cell(gilr, seconds, 1, " s"),
             paper.map_or("—", |p| p.4),
             evaluation(lstm),
             evaluation(gilr),
@@ -244,12 +245,13 @@ mod tests {
     fn cells_count_only_converged_runs_and_say_how_many() {
         let iterations = |s: &Summary| s.iterations as f64;
         let all = [summary(true, 60, 5.0), summary(true, 70, 6.0)];
-        assert_eq!(cell(&all, iterations, ""), "65 ± 7");
+        assert_eq!(cell(&all, iterations, 0, ""), "65 ± 7");
+        assert_eq!(cell(&all, |s| s.wall_seconds, 1, " s"), "5.5 ± 0.7 s");
         let some = [summary(true, 60, 5.0), summary(false, 900, 120.0)];
-        assert_eq!(cell(&some, iterations, ""), "60 (1 of 2 converged)");
+        assert_eq!(cell(&some, iterations, 0, ""), "60 (1 of 2 converged)");
         let none = [summary(false, 9, 2400.0), summary(false, 8, 2410.0)];
         assert_eq!(
-            cell(&none, |s| s.wall_seconds, " s"),
+            cell(&none, |s| s.wall_seconds, 1, " s"),
             "did not converge (2 seeds, ≤ 2410 s)"
         );
     }
