@@ -256,16 +256,37 @@ impl KernelBenchArgs {
 /// Runs `trainer kernel-bench`.
 pub fn kernel_bench(args: &KernelBenchArgs) -> Result<BenchReport> {
     args.validate()?;
-    let (serial, parallel) = args.backend.backends()?;
-    let dir = crate::run_dir::prepare(
-        args.output.out.as_deref(),
-        &args.output.runs_dir,
+    in_output_folder(
+        &args.output,
+        args.backend,
         "kernel-bench",
-        args.output.force,
-        &owned(&table_files(KERNEL_STEM)),
+        KERNEL_STEM,
+        |dir, s, p| measure_kernels(args, dir, s, p),
+    )
+}
+
+/// Builds the two backends of `device`, prepares the output folder (`<command>-<k>` or
+/// `--out`, owning the files of `stem`) and runs `measure` in it; if `measure` fails with
+/// the folder still empty, the folder is removed.
+fn in_output_folder(
+    output: &OutputArgs,
+    device: Device,
+    command: &str,
+    stem: &str,
+    measure: impl FnOnce(&Path, &dyn LinearScan<f32>, &dyn LinearScan<f32>) -> Result<BenchReport>,
+) -> Result<BenchReport> {
+    let (serial, parallel) = device.backends()?;
+    let files = table_files(stem);
+    let owned: Vec<&str> = files.iter().map(String::as_str).collect();
+    let dir = crate::run_dir::prepare(
+        output.out.as_deref(),
+        &output.runs_dir,
+        command,
+        output.force,
+        &owned,
     )?;
     crate::run_dir::remove_if_empty_on_error(&dir, || {
-        measure_kernels(args, &dir, serial.as_ref(), parallel.as_ref())
+        measure(&dir, serial.as_ref(), parallel.as_ref())
     })
 }
 
@@ -410,22 +431,31 @@ fn measure_kernels(
         rows: &rows,
         csv,
         markdown: md,
-        chart: Chart {
-            title: format!(
+        chart: speedup_chart(
+            format!(
                 "Table 1: parallel / serial scan speedup ({})",
                 args.backend.label()
             ),
-            x_label: "sequence length T".into(),
-            y_label: "speedup".into(),
-            x_scale: Scale::Log,
-            y_scale: Scale::Log,
-            y_range: None,
+            "sequence length T",
             series,
-            markers: Vec::new(),
-            x_marks: Vec::new(),
-        },
+        ),
     }
     .publish(dir)
+}
+
+/// A log-log chart of speedup against sequence length.
+fn speedup_chart(title: String, x_label: &str, series: Vec<(String, Vec<(f64, f64)>)>) -> Chart {
+    Chart {
+        title,
+        x_label: x_label.into(),
+        y_label: "speedup".into(),
+        x_scale: Scale::Log,
+        y_scale: Scale::Log,
+        y_range: None,
+        series,
+        markers: Vec::new(),
+        x_marks: Vec::new(),
+    }
 }
 
 fn kernel_row(
@@ -450,10 +480,6 @@ fn kernel_row(
 const RNN_INPUT: usize = 4;
 const KERNEL_STEM: &str = "kernel_bench";
 const RNN_STEM: &str = "rnn_bench";
-
-fn owned(files: &[String]) -> Vec<&str> {
-    files.iter().map(String::as_str).collect()
-}
 
 fn rnn_config(kind: LayerKind, hidden: usize) -> ModelConfig {
     ModelConfig {
@@ -536,17 +562,13 @@ impl RnnBenchArgs {
 /// Runs `trainer rnn-bench`.
 pub fn rnn_bench(args: &RnnBenchArgs) -> Result<BenchReport> {
     args.validate()?;
-    let (serial, parallel) = args.backend.backends()?;
-    let dir = crate::run_dir::prepare(
-        args.output.out.as_deref(),
-        &args.output.runs_dir,
+    in_output_folder(
+        &args.output,
+        args.backend,
         "rnn-bench",
-        args.output.force,
-        &owned(&table_files(RNN_STEM)),
-    )?;
-    crate::run_dir::remove_if_empty_on_error(&dir, || {
-        measure_training(args, &dir, serial.as_ref(), parallel.as_ref())
-    })
+        RNN_STEM,
+        |dir, s, p| measure_training(args, dir, s, p),
+    )
 }
 
 fn measure_training(
@@ -644,20 +666,14 @@ fn measure_training(
         rows: &rows,
         csv,
         markdown: md,
-        chart: Chart {
-            title: format!(
+        chart: speedup_chart(
+            format!(
                 "Table 2: training speedup with the parallel scan ({})",
                 args.backend.label()
             ),
-            x_label: "sequence length T (B·T fixed)".into(),
-            y_label: "speedup".into(),
-            x_scale: Scale::Log,
-            y_scale: Scale::Log,
-            y_range: None,
+            "sequence length T (B·T fixed)",
             series,
-            markers: Vec::new(),
-            x_marks: Vec::new(),
-        },
+        ),
     }
     .publish(dir)
 }
