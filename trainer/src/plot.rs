@@ -294,3 +294,45 @@ fn draw_chart<B: DrawingBackend>(area: &DrawingArea<B, Shift>, chart: &Chart) ->
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loss_chart(markers: bool, x_marks: Vec<(f64, String)>) -> Chart {
+        Chart {
+            title: "loss".into(),
+            x_label: "iteration".into(),
+            y_label: "cross-entropy".into(),
+            x_scale: Scale::Linear,
+            y_scale: Scale::Log,
+            y_range: None,
+            series: vec![("loss".into(), vec![(1.0, 0.7), (2.0, 7e3), (3.0, 1e-8)])],
+            markers: if markers {
+                vec![("loss exactly 0".into(), vec![(3.0, 1e-8)])]
+            } else {
+                Vec::new()
+            },
+            x_marks,
+        }
+    }
+
+    fn svg_of(chart: Chart) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let (png, svg) = save(&dir.path().join("curve"), &[chart]).unwrap();
+        assert!(std::fs::metadata(png).unwrap().len() > 0);
+        std::fs::read_to_string(svg).unwrap()
+    }
+
+    #[test]
+    fn markers_and_stage_lines_are_drawn_on_a_log_scale() {
+        let plain = svg_of(loss_chart(false, Vec::new()));
+        let with_markers = svg_of(loss_chart(true, Vec::new()));
+        assert!(with_markers.len() > plain.len(), "the markers add elements");
+        let inside = vec![(1.5, "n = 1024".to_owned())];
+        assert!(svg_of(loss_chart(false, inside)).len() > plain.len());
+        // A mark outside the x range or not a number is skipped, not an error.
+        let outside = vec![(99.0, "n = 4096".to_owned()), (f64::NAN, "?".to_owned())];
+        assert_eq!(svg_of(loss_chart(false, outside)), plain);
+    }
+}
