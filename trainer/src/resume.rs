@@ -1,6 +1,6 @@
-//! The run folder's settings (`run.json`) and `--resume`: everything in the folder is read
-//! and checked against everything else (settings, checkpoint, loop state, metrics, summary)
-//! before a single file is touched.
+//! The run folder: a new run's folder and settings (`run.json`), and `--resume`, which
+//! reads everything in the folder and checks it against everything else (settings,
+//! checkpoint, loop state, metrics, summary) before a single file is touched.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,16 @@ pub const SETTINGS_FILE: &str = "run.json";
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 /// The summary of a finished (or interrupted) session.
 pub const SUMMARY_FILE: &str = "summary.json";
+/// Every file a run folder's owner writes (`--force` replaces only these).
+pub const OWNED_FILES: &[&str] = &[
+    CHECKPOINT_FILE,
+    SETTINGS_FILE,
+    SUMMARY_FILE,
+    metrics::CSV_FILE,
+    metrics::JSONL_FILE,
+    "learning_curve.png",
+    "learning_curve.svg",
+];
 /// Checkpoint metadata: the run's identity, its settings and the loop state.
 const RUN_ID_KEY: &str = "run_id";
 const SETTINGS_KEY: &str = "settings";
@@ -264,5 +274,40 @@ pub fn load(cli: &SyntheticArgs, dir: &Path) -> Result<Session> {
         adam,
         state,
         history: history.records,
+    })
+}
+
+/// Checks the settings of a new run, then creates its folder and `run.json`.
+pub fn start_new(args: &SyntheticArgs) -> Result<Session> {
+    args.validate()?;
+    args.backend().build()?;
+    let config = args.model_config();
+    let model = Classifier::<f32>::new(config, args.init_config(), args.seed)
+        .context("building the model")?;
+    let adam = Adam::new(args.adam_config(), &model);
+    let stem = format!("{}-n{}", config.layer.label(), args.seq_len);
+    let created = args.out.as_deref().is_none_or(|out| !out.exists());
+    let dir = crate::run_dir::prepare(
+        args.out.as_deref(),
+        &args.runs_dir,
+        &stem,
+        args.force,
+        OWNED_FILES,
+    )?;
+    let settings = RunSettings::new(args);
+    if let Err(e) = settings.write(&dir) {
+        if created {
+            // Leave nothing that would block a rerun.
+            let _ = std::fs::remove_dir(&dir);
+        }
+        return Err(e);
+    }
+    Ok(Session {
+        settings,
+        dir,
+        model,
+        adam,
+        state: LoopState::new(&args.stages()),
+        history: Vec::new(),
     })
 }

@@ -8,7 +8,8 @@
 //!
 //! The parts: [`args`] (the settings and their checks), [`crate::schedule`] (curriculum
 //! and convergence, without I/O), [`training`] (the loop that runs the steps and writes
-//! metrics, checkpoints and the summary), [`crate::resume`] (reading a run folder back).
+//! metrics, checkpoints and the summary), [`crate::resume`] (the run folder: creating it,
+//! reading it back).
 
 mod args;
 mod training;
@@ -17,25 +18,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use surrogate_rnn::{Adam, Classifier};
 
 pub use self::args::{ModelChoice, SyntheticArgs};
-use crate::metrics;
-use crate::resume::{self, RunSettings, Session, CHECKPOINT_FILE, SETTINGS_FILE, SUMMARY_FILE};
-use crate::state::LoopState;
+use crate::resume::{self, OWNED_FILES};
 pub use crate::summary::{StopReason, Summary};
 use crate::{atomic, interrupt};
 
 const CURVE_STEM: &str = "learning_curve";
-const OWNED_FILES: &[&str] = &[
-    CHECKPOINT_FILE,
-    SETTINGS_FILE,
-    SUMMARY_FILE,
-    metrics::CSV_FILE,
-    metrics::JSONL_FILE,
-    "learning_curve.png",
-    "learning_curve.svg",
-];
 
 /// The result of [`run`].
 pub struct Outcome {
@@ -73,7 +62,7 @@ pub fn run(cli_args: &SyntheticArgs) -> Result<Outcome> {
     interrupt::install_handler();
     let session = match &cli_args.resume {
         Some(dir) => resume::load(cli_args, dir)?,
-        None => start_new(cli_args)?,
+        None => resume::start_new(cli_args)?,
     };
     let backend = session.settings.args.backend();
     let scan = backend.build()?;
@@ -87,39 +76,4 @@ pub fn run(cli_args: &SyntheticArgs) -> Result<Outcome> {
     let mut trainer = training::Trainer::new(session, scan.as_ref(), started);
     let stop = trainer.train(backend, threads)?;
     trainer.finish(stop, backend, threads)
-}
-
-/// Checks the settings of a new run, then creates its folder and `run.json`.
-fn start_new(args: &SyntheticArgs) -> Result<Session> {
-    args.validate()?;
-    args.backend().build()?;
-    let config = args.model_config();
-    let model = Classifier::<f32>::new(config, args.init_config(), args.seed)
-        .context("building the model")?;
-    let adam = Adam::new(args.adam_config(), &model);
-    let stem = format!("{}-n{}", config.layer.label(), args.seq_len);
-    let created = args.out.as_deref().is_none_or(|out| !out.exists());
-    let dir = crate::run_dir::prepare(
-        args.out.as_deref(),
-        &args.runs_dir,
-        &stem,
-        args.force,
-        OWNED_FILES,
-    )?;
-    let settings = RunSettings::new(args);
-    if let Err(e) = settings.write(&dir) {
-        if created {
-            // Leave nothing that would block a rerun.
-            let _ = std::fs::remove_dir(&dir);
-        }
-        return Err(e);
-    }
-    Ok(Session {
-        settings,
-        dir,
-        model,
-        adam,
-        state: LoopState::new(&args.stages()),
-        history: Vec::new(),
-    })
 }
