@@ -276,12 +276,10 @@ fn draw_chart<B: DrawingBackend>(area: &DrawingArea<B, Shift>, chart: &Chart) ->
         .map_err(err)?;
         if text {
             let top = y_hi - 0.02 * (y_hi - y_lo);
-            ctx.draw_series(std::iter::once(Text::new(
-                label.clone(),
-                (x, top),
-                (FAMILY, 12).into_font().color(&grey),
-            )))
-            .map_err(err)?;
+            // A few pixels right of the line, so the line does not cross the label.
+            let text = Text::new(label.clone(), (4, 0), (FAMILY, 12).into_font().color(&grey));
+            ctx.draw_series(std::iter::once(EmptyElement::at((x, top)) + text))
+                .map_err(err)?;
         }
     }
     if text && chart.series.len() + chart.markers.len() > 1 {
