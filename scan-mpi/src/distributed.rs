@@ -89,9 +89,13 @@ impl<B> DistributedScan<B> {
             });
         let n_features = agree(chain, checked, inputs.decay.ncols())?;
 
-        let mut map = self
-            .local
-            .forward_map(inputs.decay, inputs.impulse, inputs.direction)?;
+        // The last rank's map reaches no one: skip its reduction pass.
+        let mut map = if is_last_in(chain) {
+            ChunkMap::identity(n_features)
+        } else {
+            self.local
+                .forward_map(inputs.decay, inputs.impulse, inputs.direction)?
+        };
         let entering = carry_in(chain, &mut map, inputs.initial, n_features);
         let run_local = |entering: &Array1<E>, state: &mut ArrayViewMut2<'_, E>| {
             let local_inputs = ForwardInputs {
@@ -141,9 +145,12 @@ impl<B> DistributedScan<B> {
             });
         let n_features = agree(chain, checked, inputs.decay.ncols())?;
 
-        let mut map = self
-            .local
-            .backward_map(inputs.decay, inputs.grad_state, inputs.direction)?;
+        let mut map = if is_last_in(chain) {
+            ChunkMap::identity(n_features)
+        } else {
+            self.local
+                .backward_map(inputs.decay, inputs.grad_state, inputs.direction)?
+        };
         let grad_leaving = carry_in(chain, &mut map, inputs.grad_last, n_features);
         let run_local = |grad_last: &Array1<E>, outputs: &mut BackwardOutputs<'_, E>| {
             let mut grad_initial = Array1::zeros(n_features);
@@ -195,6 +202,11 @@ fn misplaced(
         owner,
         rank: communicator.rank(),
     }
+}
+
+/// Whether this rank is the last of the chain (its chunk map is never needed).
+fn is_last_in(chain: &SimpleCommunicator) -> bool {
+    chain.rank() + 1 == chain.size()
 }
 
 /// The index of the last processed row, if any.
@@ -276,6 +288,9 @@ fn carry_in<E: MpiElement>(
     if is_first {
         map.impulse = &map.decay * &entering + &map.impulse;
         map.decay.fill(E::zero());
+    }
+    if chain.size() == 1 {
+        return entering;
     }
     let carried = exclusive_scan(chain, map);
     if is_first {
