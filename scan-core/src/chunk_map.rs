@@ -2,11 +2,14 @@
 //! the summary that Algorithm 1 exchanges between threads, and that a sequence split over
 //! processes exchanges between ranks.
 
-use ndarray::{Array1, ArrayView2, Axis, Zip};
+use ndarray::{Array1, ArrayView2};
 
 use crate::{Direction, Element, ScanError};
 
 /// Per feature, the affine map `state ↦ decay ⊙ state + impulse` of a whole chunk.
+///
+/// Products of decays smaller in magnitude than the type's smallest normal number are
+/// stored as zero (see [`forward_chunk_map`]).
 ///
 /// For a forward chunk ([`forward_chunk_map`]) the map takes the state entering the chunk
 /// to the chunk's last state. For a backward chunk ([`backward_chunk_map`]) it takes the
@@ -48,14 +51,50 @@ fn check_same_shape<E>(
     }
 }
 
-/// The rows of a (T, F) view in processing order.
-fn rows_in_order<'v, E>(
-    view: &'v ArrayView2<'_, E>,
+/// A running product of decays near 1 sinks into the subnormal range and can stay there
+/// (a subnormal times 0.999 may round back to itself), where each multiplication costs
+/// about a hundred times a normal one. Such products are flushed to zero: the map then
+/// drops contributions of the entering state below `MIN_POSITIVE · |h_in|`.
+fn flush_subnormal<E: Element>(product: E) -> E {
+    if product.abs() < E::min_positive_value() {
+        E::zero()
+    } else {
+        product
+    }
+}
+
+/// Calls `step` with each pair of rows of `first` and `second` (same shape) in the order
+/// of `direction`. Contiguous row-major views are walked as slices; other layouts through
+/// two reused row buffers.
+fn for_each_row_pair<E: Element>(
+    first: &ArrayView2<'_, E>,
+    second: &ArrayView2<'_, E>,
     direction: Direction,
-) -> Box<dyn Iterator<Item = ndarray::ArrayView1<'v, E>> + 'v> {
+    mut step: impl FnMut(&[E], &[E]),
+) {
+    let n_features = first.ncols();
+    if n_features == 0 {
+        return;
+    }
+    if let (Some(first), Some(second)) = (first.as_slice(), second.as_slice()) {
+        let rows = first
+            .chunks_exact(n_features)
+            .zip(second.chunks_exact(n_features));
+        match direction {
+            Direction::Forward => rows.for_each(|(a, b)| step(a, b)),
+            Direction::Reverse => rows.rev().for_each(|(a, b)| step(a, b)),
+        }
+        return;
+    }
+    let (mut a, mut b) = (vec![E::zero(); n_features], vec![E::zero(); n_features]);
+    let mut visit = |t: usize| {
+        a.iter_mut().zip(first.row(t)).for_each(|(to, &v)| *to = v);
+        b.iter_mut().zip(second.row(t)).for_each(|(to, &v)| *to = v);
+        step(&a, &b);
+    };
     match direction {
-        Direction::Forward => Box::new(view.axis_iter(Axis(0))),
-        Direction::Reverse => Box::new(view.axis_iter(Axis(0)).rev()),
+        Direction::Forward => (0..first.nrows()).for_each(&mut visit),
+        Direction::Reverse => (0..first.nrows()).rev().for_each(&mut visit),
     }
 }
 
@@ -63,7 +102,9 @@ fn rows_in_order<'v, E>(
 /// state when it starts from zero (in processing order).
 ///
 /// Applying the map to the state entering the chunk gives the chunk's last state, up to
-/// rounding (the reduction is the serial loop, so for finite inputs it equals the last row
+/// rounding and to contributions of the entering state below `MIN_POSITIVE · |h_in|`
+/// (a running product of decays that falls below the smallest normal number is flushed to
+/// zero, because subnormal arithmetic is about a hundred times slower) (the reduction is the serial loop, so for finite inputs it equals the last row
 /// of the forward pass from zero exactly).
 pub fn forward_chunk_map<E: Element>(
     decay: ArrayView2<'_, E>,
@@ -71,18 +112,22 @@ pub fn forward_chunk_map<E: Element>(
     direction: Direction,
 ) -> Result<ChunkMap<E>, ScanError> {
     check_same_shape("forward_chunk_map", "impulse", &decay, &impulse)?;
-    let mut map = ChunkMap::identity(decay.ncols());
-    for (a, x) in rows_in_order(&decay, direction).zip(rows_in_order(&impulse, direction)) {
-        Zip::from(&mut map.decay)
-            .and(&mut map.impulse)
-            .and(&a)
-            .and(&x)
-            .for_each(|product, state, &a, &x| {
-                *product = *product * a;
-                *state = a * *state + x;
-            });
-    }
-    Ok(map)
+    let n_features = decay.ncols();
+    let (mut product, mut state) = (vec![E::one(); n_features], vec![E::zero(); n_features]);
+    for_each_row_pair(&decay, &impulse, direction, |a, x| {
+        let rows = product
+            .iter_mut()
+            .zip(state.iter_mut())
+            .zip(a.iter().zip(x));
+        for ((product, state), (&a, &x)) in rows {
+            *product = flush_subnormal(*product * a);
+            *state = a * *state + x;
+        }
+    });
+    Ok(ChunkMap {
+        decay: Array1::from_vec(product),
+        impulse: Array1::from_vec(state),
+    })
 }
 
 /// Reduces a backward chunk to its map: `decay = Π a_t`, and `impulse` = the chunk's
@@ -96,21 +141,24 @@ pub fn backward_chunk_map<E: Element>(
     direction: Direction,
 ) -> Result<ChunkMap<E>, ScanError> {
     check_same_shape("backward_chunk_map", "grad_state", &decay, &grad_state)?;
-    let mut map = ChunkMap::identity(decay.ncols());
+    let n_features = decay.ncols();
+    let (mut product, mut gradient) = (vec![E::one(); n_features], vec![E::zero(); n_features]);
     // Walk the processing order backwards: u ← a_t ⊙ (u + ∂L/∂h_t), the gradient that flows
     // through step t into the state before it.
-    let backwards = direction.flip();
-    for (a, dh) in rows_in_order(&decay, backwards).zip(rows_in_order(&grad_state, backwards)) {
-        Zip::from(&mut map.decay)
-            .and(&mut map.impulse)
-            .and(&a)
-            .and(&dh)
-            .for_each(|product, gradient, &a, &dh| {
-                *product = *product * a;
-                *gradient = a * (*gradient + dh);
-            });
-    }
-    Ok(map)
+    for_each_row_pair(&decay, &grad_state, direction.flip(), |a, dh| {
+        let rows = product
+            .iter_mut()
+            .zip(gradient.iter_mut())
+            .zip(a.iter().zip(dh));
+        for ((product, gradient), (&a, &dh)) in rows {
+            *product = flush_subnormal(*product * a);
+            *gradient = a * (*gradient + dh);
+        }
+    });
+    Ok(ChunkMap {
+        decay: Array1::from_vec(product),
+        impulse: Array1::from_vec(gradient),
+    })
 }
 
 #[cfg(test)]
@@ -181,6 +229,20 @@ mod tests {
                 (&mapped - &grads.initial).iter().all(|d| d.abs() < 1e-12),
                 "{direction:?}"
             );
+        }
+    }
+
+    #[test]
+    fn strided_views_give_the_maps_of_contiguous_ones() {
+        let (decay, impulse) = sample();
+        let (decay_t, impulse_t) = (decay.t().to_owned(), impulse.t().to_owned());
+        for direction in [Direction::Forward, Direction::Reverse] {
+            let strided = forward_chunk_map(decay_t.t(), impulse_t.t(), direction).unwrap();
+            let contiguous = forward_chunk_map(decay.view(), impulse.view(), direction).unwrap();
+            assert_eq!(strided, contiguous);
+            let strided = backward_chunk_map(decay_t.t(), impulse_t.t(), direction).unwrap();
+            let contiguous = backward_chunk_map(decay.view(), impulse.view(), direction).unwrap();
+            assert_eq!(strided, contiguous);
         }
     }
 
