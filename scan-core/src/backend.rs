@@ -1,10 +1,10 @@
 //! The trait every scan backend implements.
 
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ArrayView2};
 
 use crate::{
-    BackwardInputs, BackwardOutputs, BackwardProblem, Element, ForwardInputs, ForwardProblem,
-    ScanError,
+    backward_chunk_map, forward_chunk_map, BackwardInputs, BackwardOutputs, BackwardProblem,
+    ChunkMap, Direction, Element, ForwardInputs, ForwardProblem, ScanError,
 };
 
 /// The gradients of the backward pass, as owned arrays.
@@ -92,6 +92,29 @@ pub trait LinearScan<E: Element>: Send + Sync {
         )?;
         Ok(grads)
     }
+
+    /// Reduces a forward chunk to the affine map it applies to its entering state (what
+    /// a sequence split over threads or processes exchanges). The default is the serial
+    /// reduction [`forward_chunk_map`]; a backend may override it with a faster one.
+    fn forward_map(
+        &self,
+        decay: ArrayView2<'_, E>,
+        impulse: ArrayView2<'_, E>,
+        direction: Direction,
+    ) -> Result<ChunkMap<E>, ScanError> {
+        forward_chunk_map(decay, impulse, direction)
+    }
+
+    /// Reduces a backward chunk to the affine map from its `grad_last` to its ∂L/∂h0. The
+    /// default is the serial reduction [`backward_chunk_map`].
+    fn backward_map(
+        &self,
+        decay: ArrayView2<'_, E>,
+        grad_state: ArrayView2<'_, E>,
+        direction: Direction,
+    ) -> Result<ChunkMap<E>, ScanError> {
+        backward_chunk_map(decay, grad_state, direction)
+    }
 }
 
 impl<E: Element, B: LinearScan<E> + ?Sized> LinearScan<E> for &B {
@@ -105,5 +128,23 @@ impl<E: Element, B: LinearScan<E> + ?Sized> LinearScan<E> for &B {
 
     fn backward_checked(&self, problem: BackwardProblem<'_, '_, E>) -> Result<(), ScanError> {
         (**self).backward_checked(problem)
+    }
+
+    fn forward_map(
+        &self,
+        decay: ArrayView2<'_, E>,
+        impulse: ArrayView2<'_, E>,
+        direction: Direction,
+    ) -> Result<ChunkMap<E>, ScanError> {
+        (**self).forward_map(decay, impulse, direction)
+    }
+
+    fn backward_map(
+        &self,
+        decay: ArrayView2<'_, E>,
+        grad_state: ArrayView2<'_, E>,
+        direction: Direction,
+    ) -> Result<ChunkMap<E>, ScanError> {
+        (**self).backward_map(decay, grad_state, direction)
     }
 }

@@ -101,6 +101,7 @@
 #![deny(unsafe_code)]
 
 mod backend;
+mod chunk_map;
 mod element;
 mod error;
 pub mod layout;
@@ -113,6 +114,7 @@ pub mod tolerance;
 pub mod conformance;
 
 pub use backend::{Gradients, LinearScan};
+pub use chunk_map::{backward_chunk_map, forward_chunk_map, ChunkMap};
 pub use element::Element;
 pub use error::ScanError;
 pub use operator::AffineStep;

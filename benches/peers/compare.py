@@ -1,0 +1,100 @@
+"""Times the same training steps in this project and in JAX, one configuration after the
+other in one run, and prints a table of medians and ratios (ours / JAX's best).
+
+Usage (from the repository root; `run.sh` sets up JAX and builds our side):
+    python3 benches/peers/compare.py --ours target/release/examples/peer_timing \
+        --python target/peers-venv/bin/python [--quick] [--json results.json]
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# (model, T, hidden, batch, input size, one-hot inputs)
+ISSUE_CONFIGS = [
+    (model, steps, hidden, batch, 128, True)
+    for (steps, hidden, batch) in [(8192, 64, 8), (8192, 64, 1), (1024, 512, 8)]
+    for model in ("gilr-lstm", "lstm")
+]
+# Table 2: 2 x 256, input 4, B*T = 65,536.
+TABLE2_CONFIGS = [
+    (model, steps, 256, 65536 // steps, 4, False)
+    for steps in (16, 256, 4096, 65536)
+    for model in ("sru", "qrnn2", "qrnn10", "gilr-lstm")
+]
+QUICK_CONFIGS = [("gilr-lstm", 1024, 32, 4, 128, True), ("lstm", 1024, 32, 4, 128, True),
+                 ("qrnn2", 256, 64, 16, 4, False)]
+
+
+def run_json(command):
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def config_args(model, steps, hidden, batch, n_input, one_hot, iterations):
+    args = ["--model", model, "--steps", str(steps), "--hidden", str(hidden),
+            "--batch", str(batch), "--input", str(n_input), "--iterations", str(iterations)]
+    return args + (["--one-hot"] if one_hot else [])
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ours", required=True, help="path of the peer_timing example")
+    parser.add_argument("--python", required=True, help="python with jax installed")
+    parser.add_argument("--quick", action="store_true", help="three small configurations")
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args()
+    configs = QUICK_CONFIGS if args.quick else ISSUE_CONFIGS + TABLE2_CONFIGS
+    jax_script = os.path.join(HERE, "jax_models.py")
+    rows = []
+    print(f"# Training step, seconds (median of {args.iterations}); {cpu_name()}, "
+          f"{os.cpu_count()} logical CPUs")
+    print("| model | T | n | batch | input | ours | JAX serial scan | JAX associative scan "
+          "| ours / JAX best |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for config in configs:
+        common = config_args(*config, args.iterations)
+        ours = run_json([args.ours] + common)["median_s"]
+        serial = run_json([args.python, jax_script] + common + ["--scan", "serial"])
+        peers = {"serial": serial["median_s"]}
+        if config[0] != "lstm":
+            peers["associative"] = run_json(
+                [args.python, jax_script] + common + ["--scan", "associative"])["median_s"]
+        best = min(peers.values())
+        model, steps, hidden, batch, n_input, _ = config
+        associative = peers.get("associative")
+        print(f"| {model} | {steps} | {hidden} | {batch} | {n_input} | {ours:.4f} | "
+              f"{peers['serial']:.4f} | "
+              f"{'—' if associative is None else f'{associative:.4f}'} | {ours / best:.2f} |",
+              flush=True)
+        rows.append({"model": model, "steps": steps, "hidden": hidden, "batch": batch,
+                     "input": n_input, "ours_s": ours, "jax_serial_s": peers["serial"],
+                     "jax_associative_s": associative, "ratio_to_best": ours / best,
+                     "jax": serial["jax"]})
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"cpu": cpu_name(), "rows": rows}, out, indent=1)
+
+
+if __name__ == "__main__":
+    main()
