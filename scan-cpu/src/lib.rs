@@ -179,9 +179,7 @@ fn forward<E: Element>(engine: Engine, problem: ForwardProblem<'_, '_, E>) {
     if shape.is_empty() {
         return;
     }
-    let ForwardProblem {
-        inputs, mut state, ..
-    } = problem;
+    let (inputs, mut state) = problem.into_parts();
     let (mut decay, mut impulse) = (inputs.decay, inputs.impulse);
     // Process in index order: a reverse scan is a forward scan of time-inverted views.
     if inputs.direction == Direction::Reverse {
@@ -211,9 +209,7 @@ fn forward<E: Element>(engine: Engine, problem: ForwardProblem<'_, '_, E>) {
 fn backward<E: Element>(engine: Engine, problem: BackwardProblem<'_, '_, E>) {
     let shape = problem.shape();
     let (n, width) = (shape.n_steps, shape.n_features);
-    let BackwardProblem {
-        inputs, outputs, ..
-    } = problem;
+    let (inputs, outputs) = problem.into_parts();
     let (mut decay, mut state, mut grad_state) = (inputs.decay, inputs.state, inputs.grad_state);
     let (mut grad_decay, mut grad_impulse) = (outputs.grad_decay, outputs.grad_impulse);
     if inputs.direction == Direction::Reverse {

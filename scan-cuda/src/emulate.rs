@@ -18,6 +18,7 @@ use scan_core::{
     copy_or_zero, BackwardProblem, Direction, Element, ForwardProblem, LinearScan, ScanError,
 };
 
+use crate::error::element_count;
 use crate::plan::{plan_parallel, EpochState, ParallelPlan};
 use crate::staging::{choose_layout, stage, unstage};
 use crate::{ElementKind, BLOCK_THREADS};
@@ -294,14 +295,15 @@ impl<E: Element> LinearScan<E> for Emulated {
         if shape.is_empty() {
             return Ok(());
         }
-        let ForwardProblem { inputs, state, .. } = problem;
+        let len = element_count("forward", shape).map_err(|e| e.into_scan_error("forward"))?;
+        let (inputs, state) = problem.into_parts();
         let layout = choose_layout(&inputs.decay);
         let plan = plan_parallel(shape, layout, element_kind::<E>()).expect("plan");
         let (stride_t, stride_f) = layout.strides(shape);
         let decay = stage(inputs.decay, layout);
         let impulse = stage(inputs.impulse, layout);
         let initial = inputs.initial.map(|v| v.to_vec());
-        let mut out = vec![E::nan(); shape.len()];
+        let mut out = vec![E::nan(); len];
         let args = Args {
             decay: &decay,
             impulse: &impulse,
@@ -327,11 +329,8 @@ impl<E: Element> LinearScan<E> for Emulated {
 
     fn backward_checked(&self, problem: BackwardProblem<'_, '_, E>) -> Result<(), ScanError> {
         let shape = problem.shape();
-        let BackwardProblem {
-            inputs,
-            mut outputs,
-            ..
-        } = problem;
+        let len = element_count("backward", shape).map_err(|e| e.into_scan_error("backward"))?;
+        let (inputs, mut outputs) = problem.into_parts();
         if shape.n_steps == 0 {
             if let Some(grad_initial) = outputs.grad_initial.as_mut() {
                 copy_or_zero(grad_initial, inputs.grad_last);
@@ -349,8 +348,8 @@ impl<E: Element> LinearScan<E> for Emulated {
         let state = stage(inputs.state, layout);
         let initial = inputs.initial.map(|v| v.to_vec());
         let grad_last = inputs.grad_last.map(|v| v.to_vec());
-        let mut grad_impulse = vec![E::nan(); shape.len()];
-        let mut grad_decay = vec![E::nan(); shape.len()];
+        let mut grad_impulse = vec![E::nan(); len];
+        let mut grad_decay = vec![E::nan(); len];
         let mut grad_initial = Array1::from_elem(shape.n_features, E::nan());
         let args = Args {
             decay: &decay,
