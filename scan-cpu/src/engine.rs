@@ -217,10 +217,9 @@ impl Engine {
         let p = self.plan.threads;
         let tile_rows = (self.plan.tile_elems / w).max(64 * p);
         let n_chunks = 2 * (p - 1);
-        // (product, accumulated state) per chunk, reused across super-tiles.
-        let mut reductions: Vec<(Vec<E>, Vec<E>)> = (0..n_chunks)
-            .map(|_| (vec![E::one(); w], vec![E::zero(); w]))
-            .collect();
+        // Per chunk, reused across super-tiles.
+        let mut chunks: Vec<Chunk<E>> = (0..n_chunks).map(|_| Chunk::new(w)).collect();
+        let mut first_end = vec![E::zero(); w];
         let mut start = 0;
         while start < job.n_rows {
             let mut rows = tile_rows.min(job.n_rows - start);
@@ -229,7 +228,7 @@ impl Engine {
                 rows = job.n_rows - start;
             }
             // SAFETY: rows start..start+rows are inside the job.
-            unsafe { self.tile(&job.rows(start, rows), carry, &mut reductions) };
+            unsafe { self.tile(&job.rows(start, rows), carry, &mut chunks, &mut first_end) };
             start += rows;
         }
     }
@@ -238,49 +237,91 @@ impl Engine {
         &self,
         job: &Job<E>,
         carry: &mut [E],
-        reductions: &mut [(Vec<E>, Vec<E>)],
+        chunks: &mut [Chunk<E>],
+        first_end: &mut [E],
     ) {
         let (isa, kernels) = (self.isa, self.kernels());
         let n = job.n_rows;
         let p = self.plan.threads;
         let first = n / p;
         let rest = n - first;
-        let n_chunks = reductions.len();
-        let chunk = |i: usize| {
-            let begin = first + rest * i / n_chunks;
-            let end = first + rest * (i + 1) / n_chunks;
-            job.rows(begin, end - begin)
-        };
+        let n_chunks = chunks.len();
+        let begin = |i: usize| first + rest * i / n_chunks;
+        let chunk = |i: usize| job.rows(begin(i), begin(i + 1) - begin(i));
         // Phase 1: scan the first rows from the incoming state; reduce the other chunks.
         rayon::join(
             // SAFETY: the first rows are disjoint from every chunk.
             || unsafe { kernels::scan(&job.rows(0, first), carry, isa, kernels) },
             || {
-                reductions
-                    .par_iter_mut()
-                    .enumerate()
-                    .for_each(|(i, (product, acc))| {
-                        // SAFETY: chunk i is inside the job; reducing writes nothing.
-                        unsafe { kernels::reduce(&chunk(i), product, acc, isa, kernels) }
-                    })
+                chunks.par_iter_mut().enumerate().for_each(|(i, c)| {
+                    // SAFETY: chunk i is inside the job; reducing writes nothing.
+                    unsafe { kernels::reduce(&chunk(i), &mut c.product, &mut c.acc, isa, kernels) }
+                })
             },
         );
+        first_end.copy_from_slice(carry);
         // Phase 2: the state entering each chunk; `acc` is replaced by it.
-        for (product, acc) in reductions.iter_mut() {
-            for f in 0..carry.len() {
-                let entering = carry[f];
-                carry[f] = product[f].mul_add(entering, acc[f]);
-                acc[f] = entering;
+        for c in chunks.iter_mut() {
+            for (f, state) in carry.iter_mut().enumerate() {
+                let entering = *state;
+                *state = c.product[f].mul_add(entering, c.acc[f]);
+                c.acc[f] = entering;
+                c.entering[f] = entering;
             }
         }
-        // Phase 3: rescan every chunk from its entering state.
-        reductions
-            .par_iter_mut()
-            .enumerate()
-            .for_each(|(i, (_, entering))| {
-                // SAFETY: chunks are disjoint row ranges of the job.
-                unsafe { kernels::scan(&chunk(i), entering, isa, kernels) }
-            });
+        // Phase 3: rescan every chunk from its entering state; `acc` becomes its last state.
+        chunks.par_iter_mut().enumerate().for_each(|(i, c)| {
+            // SAFETY: chunks are disjoint row ranges of the job.
+            unsafe { kernels::scan(&chunk(i), &mut c.acc, isa, kernels) }
+        });
+        // Phase 4: the serial IEEE result. Phase 2 multiplies decays together; a product
+        // that underflows to 0 (or overflows) turns an infinite state into NaN where the
+        // serial loop keeps the infinity. Rescanning is exact from the last state of a chunk
+        // (its rescan is serial given its entering state), so from the first chunk whose
+        // entering state or predecessor's last state is not finite, the rest of the tile is
+        // rescanned serially. Finite data only pays for the checks on a few rows.
+        let mut previous_end: &[E] = first_end;
+        for (i, c) in chunks.iter().enumerate() {
+            let finite = |v: &[E]| v.iter().all(|v| v.is_finite());
+            if !finite(previous_end) || !finite(&c.entering) {
+                carry.copy_from_slice(previous_end);
+                // SAFETY: rows begin(i)..n are inside the job; the parallel regions above
+                // have finished, so nothing else touches the outputs.
+                unsafe {
+                    kernels::scan(
+                        &job.rows(begin(i), n - begin(i)),
+                        carry,
+                        isa,
+                        KernelSet::TimeLoop,
+                    )
+                };
+                return;
+            }
+            previous_end = &c.acc;
+        }
+        // The last chunk's own last state (equal to phase 2's composition up to rounding).
+        carry.copy_from_slice(previous_end);
+    }
+}
+
+/// One chunk of Algorithm 1: its reduction, then its entering and last states.
+struct Chunk<E> {
+    /// Product of the chunk's decays (phase 1).
+    product: Vec<E>,
+    /// The chunk's state reached from zero (phase 1), then its entering state (phase 2),
+    /// then its last state (phase 3).
+    acc: Vec<E>,
+    /// The entering state, kept for phase 4's check.
+    entering: Vec<E>,
+}
+
+impl<E: Element> Chunk<E> {
+    fn new(width: usize) -> Self {
+        Self {
+            product: vec![E::one(); width],
+            acc: vec![E::zero(); width],
+            entering: vec![E::zero(); width],
+        }
     }
 }
 

@@ -33,6 +33,15 @@
 //! # Ok::<(), scan_core::ScanError>(())
 //! ```
 //!
+//! Non-finite values: both backends return the serial loop's IEEE result (the contract of
+//! `scan_core`). [`Parallel`] composes decays (in registers and across chunks), and a
+//! product that underflows to 0 would turn an infinite state into NaN; so its in-register
+//! kernels check their outputs (one multiply and OR per register) and continue with the
+//! serial loop from the first register group with a non-finite state, and Algorithm 1
+//! rescans serially from the first chunk whose entering state is not finite. Data with a
+//! NaN or infinity therefore runs at serial speed from that point on, never with a wrong
+//! class.
+//!
 //! Determinism: results are bit-identical from run to run for the same inputs, machine
 //! and thread count. Chunk boundaries depend on the thread count, so results for
 //! different thread counts agree only up to rounding.

@@ -53,6 +53,18 @@ fn eager_parallel_on_three_and_four_threads() {
             c::property::<f32, _>("forward f32", &backend, c::check_forward::<f32, _>);
             c::property::<f64, _>("backward f64", &backend, c::check_backward::<f64, _>);
             c::property::<f32, _>("backward f32", &backend, c::check_backward::<f32, _>);
+            c::property::<f32, _>(
+                "IEEE forward f32",
+                &backend,
+                c::check_ieee_forward::<f32, _>,
+            );
+            c::property::<f64, _>(
+                "IEEE backward f64",
+                &backend,
+                c::check_ieee_backward::<f64, _>,
+            );
+            c::check_ieee_cases::<f32, _>(&backend);
+            c::check_ieee_cases::<f64, _>(&Parallel::default());
         });
     }
 }

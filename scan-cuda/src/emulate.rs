@@ -103,6 +103,17 @@ fn fma<E: Element>(a: E, b: E, c: E) -> E {
     a.mul_add(b, c)
 }
 
+/// The kernel's `mul_decays`: a product of decays that is never an underflowed 0 when both
+/// factors are nonzero (the smallest subnormal, with the product's sign, instead).
+fn mul_decays<E: Element>(a: E, b: E) -> E {
+    let product = a * b;
+    if product == E::zero() && a != E::zero() && b != E::zero() {
+        (E::min_positive_value() * E::epsilon()).copysign(product)
+    } else {
+        product
+    }
+}
+
 /// One launch of the parallel kernel, blocks in ticket order.
 fn launch<E: Element>(
     plan: &ParallelPlan,
@@ -147,7 +158,7 @@ fn launch<E: Element>(
             let (mut pd, mut pi) = (E::one(), E::zero());
             for s in 0..steps {
                 pi = fma(a[tid][s], pi, x[tid][s]);
-                pd = pd * a[tid][s];
+                pd = mul_decays(pd, a[tid][s]);
             }
             pair[tid] = (pd, pi);
         }
@@ -165,7 +176,7 @@ fn launch<E: Element>(
                 if group >= distance {
                     let (ed, ei) = before[(group - distance) * lanes + lane];
                     let (pd, pi) = pair[tid];
-                    pair[tid] = (ed * pd, fma(pd, ei, pi));
+                    pair[tid] = (mul_decays(ed, pd), fma(pd, ei, pi));
                     shared[group * lanes + lane] = pair[tid];
                 }
             }
@@ -216,7 +227,7 @@ fn launch<E: Element>(
                     wi,
                     workspace.carry_impulse[q_slot],
                 );
-                wd = wd * workspace.carry_decay[q_slot];
+                wd = mul_decays(wd, workspace.carry_decay[q_slot]);
             }
             let window_in = if window_first > 0 {
                 workspace.carry_state[((window_first - 1) * args.n_features + f) as usize]

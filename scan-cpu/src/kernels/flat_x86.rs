@@ -457,24 +457,44 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
         }
         (a, x)
     };
+    // Non-finite outputs: the compositions above multiply decays together, and a product
+    // that underflows to 0 turns an infinite state into NaN where the serial loop keeps the
+    // infinity (see `scan_core`'s contract). So the first register group with a non-finite
+    // output is not written; the job continues from the state before it with the serial
+    // loop, which gives the serial IEEE result by construction. Finite data never pays more
+    // than a multiply and an OR per register.
+    // SAFETY: AVX is enabled for this function.
+    let not_finite = |h: &[__m256]| unsafe {
+        let mut any = zero;
+        for &v in h {
+            any = _mm256_or_ps(any, L::mul(v, zero));
+        }
+        _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(any, any)) != 0
+    };
+    let mut serial_from = None;
     let mut k = 0;
     while k + 4 <= n_regs {
         let (a, x) = prepare(k);
+        let mut h = [zero; 4];
         for j in 0..4 {
             // SAFETY: AVX2 + FMA are enabled for this function.
-            let h = unsafe { L::fma(a[j], state, x[j]) };
+            h[j] = unsafe { L::fma(a[j], state, x[j]) };
+        }
+        if MODE != REDUCE && not_finite(&h) {
+            serial_from = Some(k);
+            break;
+        }
+        for (j, &h) in h.iter().enumerate() {
             emit(k + j, h);
-            if j == 3 {
-                state = _mm256_permutevar8x32_ps(h, last);
-                if MODE == REDUCE {
-                    // SAFETY: AVX is enabled for this function.
-                    prod = unsafe { L::mul(prod, _mm256_permutevar8x32_ps(a[3], last)) };
-                }
-            }
+        }
+        state = _mm256_permutevar8x32_ps(h[3], last);
+        if MODE == REDUCE {
+            // SAFETY: AVX is enabled for this function.
+            prod = unsafe { L::mul(prod, _mm256_permutevar8x32_ps(a[3], last)) };
         }
         k += 4;
     }
-    while k < n_regs {
+    while serial_from.is_none() && k < n_regs {
         let o = offset(k);
         // SAFETY: o + per <= n_elems.
         let (a, x) = local(unsafe { L::load(bases.decay.add(o)) }, unsafe {
@@ -482,6 +502,10 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
         });
         // SAFETY: AVX2 + FMA are enabled for this function.
         let h = unsafe { L::fma(a, state, x) };
+        if MODE != REDUCE && not_finite(&[h]) {
+            serial_from = Some(k);
+            break;
+        }
         emit(k, h);
         state = _mm256_permutevar8x32_ps(h, last);
         if MODE == REDUCE {
@@ -518,13 +542,14 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
             }
         }
     };
-    if REV {
-        for e in (0..tail).rev() {
-            leftover(e, carry, product);
-        }
-    } else {
-        for e in n_regs * per..n_elems {
-            leftover(e, carry, product);
-        }
+    // The elements left in processing order: the tail, or everything from the register
+    // where a non-finite output appeared.
+    match (REV, serial_from) {
+        (true, None) => (0..tail).rev().for_each(|e| leftover(e, carry, product)),
+        (true, Some(k)) => (0..offset(k) + per)
+            .rev()
+            .for_each(|e| leftover(e, carry, product)),
+        (false, None) => (n_regs * per..n_elems).for_each(|e| leftover(e, carry, product)),
+        (false, Some(k)) => (offset(k)..n_elems).for_each(|e| leftover(e, carry, product)),
     }
 }
