@@ -120,12 +120,12 @@ struct Task<'c, E> {
 }
 
 impl Engine {
-    /// The engine for a backend.
-    pub fn new<E: Element>(parallelism: Parallelism, split: Split) -> Self {
+    /// The engine for a backend, with kernels for `isa`.
+    pub fn new<E: Element>(parallelism: Parallelism, split: Split, isa: Isa) -> Self {
         Self {
             plan: Plan::new::<E>(parallelism),
             split,
-            isa: Isa::detect(),
+            isa,
         }
     }
 
@@ -147,9 +147,10 @@ impl Engine {
         }
         let threads = self.plan.threads;
         // Outputs larger than the last-level cache are streamed past it.
-        let out_bytes = n * w * std::mem::size_of::<E>() * if job.fused.is_some() { 2 } else { 1 };
+        let out_bytes = (n.saturating_mul(w))
+            .saturating_mul(std::mem::size_of::<E>() * if job.fused.is_some() { 2 } else { 1 });
         let job = &Job {
-            stream: self.isa == Isa::Avx2Fma && out_bytes > cache_bytes(),
+            stream: self.isa.has_avx2() && out_bytes > cache_bytes(),
             ..*job
         };
         let small = n * w < self.plan.min_parallel_elems || threads == 1;

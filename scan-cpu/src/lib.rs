@@ -54,7 +54,9 @@ use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use scan_core::{BackwardProblem, Direction, Element, ForwardProblem, LinearScan, ScanError};
 
 use engine::{Engine, Split};
-use kernels::{Fused, Job, Seq};
+use kernels::{Fused, Isa, Job, Seq};
+
+pub use kernels::InstructionSet;
 
 /// Whether a backend may use the rayon thread pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,6 +73,9 @@ pub enum Parallelism {
 pub struct Serial {
     /// Whether feature blocks may run on several threads.
     pub parallelism: Parallelism,
+    /// The instruction set of the kernels; `None` picks the best this CPU supports. Asking
+    /// for one the CPU lacks makes every call return [`ScanError::Unavailable`].
+    pub isa: Option<InstructionSet>,
 }
 
 /// Algorithm 1: parallel over time and features.
@@ -80,6 +85,27 @@ pub struct Parallel {
     pub parallelism: Parallelism,
     /// Size thresholds of the plan; the defaults suit current x86-64 and ARM cores.
     pub tuning: Tuning,
+    /// The instruction set of the kernels, as for [`Serial::isa`].
+    pub isa: Option<InstructionSet>,
+}
+
+/// The kernels' instruction set: `wanted`, if the CPU has it, or the best detected.
+fn resolve_isa(backend: &'static str, wanted: Option<InstructionSet>) -> Result<Isa, ScanError> {
+    match wanted {
+        None => Ok(Isa::detect()),
+        Some(wanted) => Isa::checked(wanted).ok_or_else(|| ScanError::Unavailable {
+            backend,
+            reason: format!(
+                "this CPU does not support the {} kernels (it supports: {})",
+                wanted.name(),
+                InstructionSet::supported()
+                    .iter()
+                    .map(|isa| isa.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
 }
 
 /// Size thresholds that decide how [`Parallel`] splits a problem.
@@ -114,30 +140,32 @@ impl<E: Element> LinearScan<E> for Serial {
     }
 
     fn forward_checked(&self, problem: ForwardProblem<'_, '_, E>) -> Result<(), ScanError> {
-        forward(
-            Engine::new::<E>(self.parallelism, Split::FeaturesOnly),
-            problem,
-        );
+        forward(self.engine::<E>()?, problem);
         Ok(())
     }
 
     fn backward_checked(&self, problem: BackwardProblem<'_, '_, E>) -> Result<(), ScanError> {
-        backward(
-            Engine::new::<E>(self.parallelism, Split::FeaturesOnly),
-            problem,
-        );
+        backward(self.engine::<E>()?, problem);
         Ok(())
     }
 }
 
+impl Serial {
+    fn engine<E: Element>(&self) -> Result<Engine, ScanError> {
+        let isa = resolve_isa("serial", self.isa)?;
+        Ok(Engine::new::<E>(self.parallelism, Split::FeaturesOnly, isa))
+    }
+}
+
 impl Parallel {
-    fn engine<E: Element>(&self) -> Engine {
-        let mut engine = Engine::new::<E>(self.parallelism, Split::TimeAndFeatures);
+    fn engine<E: Element>(&self) -> Result<Engine, ScanError> {
+        let isa = resolve_isa("parallel", self.isa)?;
+        let mut engine = Engine::new::<E>(self.parallelism, Split::TimeAndFeatures, isa);
         engine.plan.min_parallel_elems = self.tuning.min_parallel_elements;
         engine.plan.min_time_split_threads = self.tuning.min_time_split_threads;
         engine.plan.tile_elems =
             (self.tuning.tile_input_bytes / (2 * std::mem::size_of::<E>())).max(1);
-        engine
+        Ok(engine)
     }
 }
 
@@ -147,12 +175,12 @@ impl<E: Element> LinearScan<E> for Parallel {
     }
 
     fn forward_checked(&self, problem: ForwardProblem<'_, '_, E>) -> Result<(), ScanError> {
-        forward(self.engine::<E>(), problem);
+        forward(self.engine::<E>()?, problem);
         Ok(())
     }
 
     fn backward_checked(&self, problem: BackwardProblem<'_, '_, E>) -> Result<(), ScanError> {
-        backward(self.engine::<E>(), problem);
+        backward(self.engine::<E>()?, problem);
         Ok(())
     }
 }

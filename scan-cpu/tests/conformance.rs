@@ -15,7 +15,8 @@ mod parallel {
 
 mod serial_one_thread {
     scan_core::conformance_suite!(scan_cpu::Serial {
-        parallelism: scan_cpu::Parallelism::None
+        parallelism: scan_cpu::Parallelism::None,
+        isa: None,
     });
 }
 
@@ -30,6 +31,7 @@ fn eager() -> Parallel {
             tile_input_bytes: 5600,
             min_time_split_threads: 2,
         },
+        isa: None,
     }
 }
 

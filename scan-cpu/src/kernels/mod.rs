@@ -152,26 +152,107 @@ impl<E> Job<E> {
     }
 }
 
-/// Which instruction set the kernels were compiled for, detected once at run time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Isa {
-    /// AVX2 with fused multiply-add.
-    Avx2Fma,
+/// An instruction set the kernels are compiled for; the best one the CPU supports is
+/// chosen at run time, and a caller may ask for a lower one (to compare them, or to test
+/// every path on one machine).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum InstructionSet {
     /// Whatever the build's baseline target offers (SSE2 on x86-64).
     Baseline,
+    /// AVX2 with fused multiply-add (x86-64).
+    Avx2,
+    /// AVX-512 (F and VL) with AVX2 and fused multiply-add (x86-64).
+    Avx512,
 }
 
-impl Isa {
-    pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Self::Avx2Fma;
-            }
+impl InstructionSet {
+    /// Every instruction set, lowest first.
+    pub const ALL: [Self; 3] = [Self::Baseline, Self::Avx2, Self::Avx512];
+
+    /// Whether this CPU can run the kernels of this instruction set (detected once per
+    /// process).
+    pub fn is_supported(self) -> bool {
+        static DETECTED: std::sync::OnceLock<InstructionSet> = std::sync::OnceLock::new();
+        self <= *DETECTED.get_or_init(detect)
+    }
+
+    /// The best instruction set this CPU supports.
+    pub fn detected() -> Self {
+        Self::ALL
+            .into_iter()
+            .rev()
+            .find(|isa| isa.is_supported())
+            .unwrap_or(Self::Baseline)
+    }
+
+    /// The instruction sets this CPU supports, lowest first.
+    pub fn supported() -> Vec<Self> {
+        Self::ALL
+            .into_iter()
+            .filter(|isa| isa.is_supported())
+            .collect()
+    }
+
+    /// The name used by `scan_bench --isa` and in reports: `baseline`, `avx2`, `avx512`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Baseline => "baseline",
+            Self::Avx2 => "avx2",
+            Self::Avx512 => "avx512",
         }
-        Self::Baseline
+    }
+}
+
+impl std::str::FromStr for InstructionSet {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|isa| isa.name() == name)
+            .ok_or_else(|| format!("unknown instruction set `{name}` (baseline, avx2, avx512)"))
+    }
+}
+
+fn detect() -> InstructionSet {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        let avx2 = has!("avx2") && has!("fma");
+        if avx2 && has!("avx512f") && has!("avx512vl") {
+            return InstructionSet::Avx512;
+        }
+        if avx2 {
+            return InstructionSet::Avx2;
+        }
+    }
+    InstructionSet::Baseline
+}
+
+/// An instruction set the CPU has been checked to support: the only way kernels are
+/// chosen, so an `Isa::Avx512` value proves that AVX-512 F/VL, AVX2 and FMA are present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Isa(InstructionSet);
+
+impl Isa {
+    /// The best instruction set of this CPU.
+    pub fn detect() -> Self {
+        Self(InstructionSet::detected())
+    }
+
+    /// `wanted` if this CPU supports it.
+    pub fn checked(wanted: InstructionSet) -> Option<Self> {
+        wanted.is_supported().then_some(Self(wanted))
+    }
+
+    /// The instruction set.
+    pub fn get(self) -> InstructionSet {
+        self.0
+    }
+
+    /// Whether AVX2 and FMA are available (true for AVX-512 too).
+    pub fn has_avx2(self) -> bool {
+        self.0 >= InstructionSet::Avx2
     }
 }
 
@@ -196,7 +277,7 @@ pub(crate) unsafe fn scan<E: Element>(job: &Job<E>, carry: &mut [E], isa: Isa, k
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if kernels == KernelSet::InRegister && isa == Isa::Avx2Fma {
+    if kernels == KernelSet::InRegister && isa.has_avx2() {
         if let Some(stride) = job.flat_stride() {
             // SAFETY: the caller's contract; `flat_stride` checked the contiguous layout
             // that `flat_x86` requires, and AVX2 + FMA are present.
@@ -229,7 +310,7 @@ pub(crate) unsafe fn reduce<E: Element>(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if kernels == KernelSet::InRegister && isa == Isa::Avx2Fma {
+    if kernels == KernelSet::InRegister && isa.has_avx2() {
         if let Some(stride) = job.flat_stride() {
             // SAFETY: as in `scan`.
             if unsafe { flat_x86::try_scan(job, stride, acc, Some(product)) } {

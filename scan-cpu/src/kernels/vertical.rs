@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use scan_core::Element;
 
-use super::{Isa, Job};
+use super::{InstructionSet, Isa, Job};
 
 /// Widths above this walk whole rows with the state in memory.
 const WIDE: usize = 64;
@@ -85,10 +85,14 @@ unsafe fn dispatch<E: Element>(
     pass: Pass,
     isa: Isa,
 ) {
-    match isa {
+    match isa.get() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2Fma` is only ever detected on CPUs with AVX2 and FMA.
-        Isa::Avx2Fma => unsafe { run_avx2(job, carry, product, pass) },
+        // SAFETY: an `Isa` is only made for instruction sets the CPU supports (`Isa::checked`,
+        // `Isa::detect`), so AVX-512 F/VL, AVX2 and FMA are present.
+        InstructionSet::Avx512 => unsafe { run_avx512(job, carry, product, pass) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, AVX2 and FMA are present.
+        InstructionSet::Avx2 => unsafe { run_avx2(job, carry, product, pass) },
         // SAFETY: the caller guarantees every sequence addresses n_rows × width valid
         // elements and that outputs alias neither inputs nor each other.
         _ => unsafe { run::<E, Unfused>(job, carry, product, pass) },
@@ -98,6 +102,15 @@ unsafe fn dispatch<E: Element>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_avx2<E: Element>(job: &Job<E>, carry: &mut [E], product: &mut [E], pass: Pass) {
+    // SAFETY: the caller guarantees every sequence addresses n_rows × width valid
+    // elements and that outputs alias neither inputs nor each other.
+    unsafe { run::<E, Fused>(job, carry, product, pass) }
+}
+
+/// The same loops compiled for AVX-512: LLVM vectorizes them with 512-bit registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn run_avx512<E: Element>(job: &Job<E>, carry: &mut [E], product: &mut [E], pass: Pass) {
     // SAFETY: the caller guarantees every sequence addresses n_rows × width valid
     // elements and that outputs alias neither inputs nor each other.
     unsafe { run::<E, Fused>(job, carry, product, pass) }
