@@ -195,7 +195,7 @@ unsafe fn store_row<E: Copy>(dst: *mut E, values: &[E], stream: bool) {
         use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256};
         let size = std::mem::size_of::<E>();
         let misaligned = (dst as usize) % 32;
-        if misaligned % size == 0 {
+        if misaligned.is_multiple_of(size) {
             let head = ((32 - misaligned) % 32 / size).min(values.len());
             let per = 32 / size;
             let body = (values.len() - head) / per * per;
