@@ -20,6 +20,7 @@ use rayon::prelude::*;
 use scan_core::Element;
 
 use crate::kernels::{self, Isa, Job, KernelSet};
+use crate::machine::CacheSizes;
 use crate::Parallelism;
 
 /// How a backend splits its work.
@@ -72,37 +73,9 @@ pub(crate) fn default_tile_input_bytes() -> usize {
     (cache_bytes() / 8).clamp(1 << 20, 8 << 20)
 }
 
-/// The last-level cache size, read once per process (every scan call builds a plan);
-/// 32 MiB where it cannot be read.
+/// The last-level cache size (read once per process); 32 MiB where it cannot be read.
 fn cache_bytes() -> usize {
-    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *BYTES.get_or_init(|| last_level_cache_bytes().unwrap_or(32 << 20))
-}
-
-/// The size of the largest cache the first CPU reports (Linux sysfs), if readable.
-fn last_level_cache_bytes() -> Option<usize> {
-    (0..8)
-        .filter_map(|index| {
-            let path = format!("/sys/devices/system/cpu/cpu0/cache/index{index}/size");
-            parse_cache_size(std::fs::read_to_string(path).ok()?.trim())
-        })
-        .max()
-}
-
-/// Parses sysfs cache sizes such as `32768K` or `2M`.
-fn parse_cache_size(text: &str) -> Option<usize> {
-    let (digits, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let value: usize = digits.parse().ok()?;
-    match unit {
-        "" => Some(value),
-        "K" => Some(value << 10),
-        "M" => Some(value << 20),
-        "G" => Some(value << 30),
-        _ => None,
-    }
+    CacheSizes::detect().last_level().unwrap_or(32 << 20)
 }
 
 /// The engine: a plan, the kernels it may use and the instruction set.
@@ -343,15 +316,6 @@ fn column_major<E>(job: &Job<E>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cache_sizes_parse() {
-        assert_eq!(parse_cache_size("32768K"), Some(32 << 20));
-        assert_eq!(parse_cache_size("2M"), Some(2 << 20));
-        assert_eq!(parse_cache_size("512"), Some(512));
-        assert_eq!(parse_cache_size("12Q"), None);
-        assert_eq!(parse_cache_size(""), None);
-    }
 
     #[test]
     fn tile_size_is_bounded() {

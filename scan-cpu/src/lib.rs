@@ -49,6 +49,7 @@
 
 mod engine;
 mod kernels;
+mod machine;
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use scan_core::{BackwardProblem, Direction, Element, ForwardProblem, LinearScan, ScanError};
@@ -57,6 +58,7 @@ use engine::{Engine, Split};
 use kernels::{Fused, Isa, Job, Seq};
 
 pub use kernels::InstructionSet;
+pub use machine::{describe as describe_machine, CacheSizes};
 
 /// Whether a backend may use the rayon thread pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
