@@ -155,7 +155,9 @@ fn time_pair(budget: Duration, mut a: impl FnMut(), mut b: impl FnMut()) -> Timi
     let first = start.elapsed() / 2;
     let repeat =
         (Duration::from_micros(50).as_nanos() / first.as_nanos().max(1)).clamp(1, 10_000) as u32;
-    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    // Room for every sample up front: growing these inside the loop would fault pages
+    // that are then counted against the scans.
+    let (mut ta, mut tb) = (Vec::with_capacity(10_000), Vec::with_capacity(10_000));
     let mut faults = 0;
     let start = Instant::now();
     while (start.elapsed() < budget || ta.len() < 5) && ta.len() < 10_000 {
@@ -164,13 +166,15 @@ fn time_pair(budget: Duration, mut a: impl FnMut(), mut b: impl FnMut()) -> Timi
         for _ in 0..repeat {
             a();
         }
-        ta.push(t.elapsed() / repeat);
+        let elapsed_a = t.elapsed();
         let t = Instant::now();
         for _ in 0..repeat {
             b();
         }
-        tb.push(t.elapsed() / repeat);
+        let elapsed_b = t.elapsed();
         faults += minor_faults() - before;
+        ta.push(elapsed_a / repeat);
+        tb.push(elapsed_b / repeat);
     }
     Timing {
         a: median(&mut ta),

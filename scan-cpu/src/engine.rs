@@ -21,6 +21,7 @@ use scan_core::Element;
 
 use crate::kernels::{self, Isa, Job, KernelSet};
 use crate::machine::CacheSizes;
+use crate::scratch::{Chunk, ChunkScratch};
 use crate::Parallelism;
 
 /// How a backend splits its work.
@@ -86,12 +87,6 @@ pub(crate) struct Engine {
     pub isa: Isa,
 }
 
-/// Moves a mutable slice's pieces into rayon tasks alongside their job.
-struct Task<'c, E> {
-    job: Job<E>,
-    carry: &'c mut [E],
-}
-
 impl Engine {
     /// The engine for a backend, with kernels for `isa`.
     pub fn new<E: Element>(parallelism: Parallelism, split: Split, isa: Isa) -> Self {
@@ -113,7 +108,12 @@ impl Engine {
     ///
     /// # Safety
     /// As for [`kernels::scan`].
-    pub unsafe fn run<E: Element>(&self, job: &Job<E>, carry: &mut [E]) {
+    pub unsafe fn run<E: Element>(
+        &self,
+        job: &Job<E>,
+        carry: &mut [E],
+        scratch: &mut ChunkScratch<E>,
+    ) {
         let (n, w) = (job.n_rows, job.width);
         if n == 0 || w == 0 {
             return;
@@ -148,7 +148,7 @@ impl Engine {
                 // Each feature is its own contiguous series.
                 if time_parallel && w < 2 * threads {
                     for f in 0..w {
-                        self.time_parallel(&job.cols(f, 1), &mut carry[f..f + 1]);
+                        self.time_parallel(&job.cols(f, 1), &mut carry[f..f + 1], scratch);
                     }
                 } else {
                     self.feature_blocks(job, carry, 1);
@@ -159,7 +159,7 @@ impl Engine {
                 let per_thread = w.div_ceil(threads).next_multiple_of(8).min(w);
                 self.feature_blocks(job, carry, per_thread);
             } else {
-                self.time_parallel(job, carry);
+                self.time_parallel(job, carry, scratch);
             }
         }
     }
@@ -168,32 +168,31 @@ impl Engine {
     unsafe fn feature_blocks<E: Element>(&self, job: &Job<E>, carry: &mut [E], block: usize) {
         let kernels = self.kernels();
         let isa = self.isa;
-        let tasks: Vec<Task<'_, E>> = carry
-            .chunks_mut(block)
-            .enumerate()
-            .map(|(i, carry)| Task {
-                job: job.cols(i * block, carry.len()),
-                carry,
-            })
-            .collect();
         // SAFETY: blocks are disjoint column ranges of the job (the caller's contract).
-        let run = |task: Task<'_, E>| unsafe { kernels::scan(&task.job, task.carry, isa, kernels) };
-        if self.plan.threads > 1 && tasks.len() > 1 {
-            tasks.into_par_iter().for_each(run);
+        let run = |(i, carry): (usize, &mut [E])| unsafe {
+            kernels::scan(&job.cols(i * block, carry.len()), carry, isa, kernels)
+        };
+        if self.plan.threads > 1 && carry.len() > block {
+            carry.par_chunks_mut(block).enumerate().for_each(run);
         } else {
-            tasks.into_iter().for_each(run);
+            carry.chunks_mut(block).enumerate().for_each(run);
         }
     }
 
     /// Algorithm 1 over time, one super-tile after another.
-    unsafe fn time_parallel<E: Element>(&self, job: &Job<E>, carry: &mut [E]) {
+    unsafe fn time_parallel<E: Element>(
+        &self,
+        job: &Job<E>,
+        carry: &mut [E],
+        scratch: &mut ChunkScratch<E>,
+    ) {
         let w = job.width;
         let p = self.plan.threads;
         let tile_rows = (self.plan.tile_elems / w).max(64 * p);
         let n_chunks = 2 * (p - 1);
-        // Per chunk, reused across super-tiles.
-        let mut chunks: Vec<Chunk<E>> = (0..n_chunks).map(|_| Chunk::new(w)).collect();
-        let mut first_end = vec![E::zero(); w];
+        // Per chunk, reused across super-tiles (and calls).
+        scratch.prepare(n_chunks, w);
+        let ChunkScratch { chunks, first_end } = scratch;
         let mut start = 0;
         while start < job.n_rows {
             let mut rows = tile_rows.min(job.n_rows - start);
@@ -202,7 +201,7 @@ impl Engine {
                 rows = job.n_rows - start;
             }
             // SAFETY: rows start..start+rows are inside the job.
-            unsafe { self.tile(&job.rows(start, rows), carry, &mut chunks, &mut first_end) };
+            unsafe { self.tile(&job.rows(start, rows), carry, chunks, first_end) };
             start += rows;
         }
     }
@@ -278,38 +277,12 @@ impl Engine {
     }
 }
 
-/// One chunk of Algorithm 1: its reduction, then its entering and last states.
-struct Chunk<E> {
-    /// Product of the chunk's decays (phase 1).
-    product: Vec<E>,
-    /// The chunk's state reached from zero (phase 1), then its entering state (phase 2),
-    /// then its last state (phase 3).
-    acc: Vec<E>,
-    /// The entering state, kept for phase 4's check.
-    entering: Vec<E>,
-}
-
-impl<E: Element> Chunk<E> {
-    fn new(width: usize) -> Self {
-        Self {
-            product: vec![E::one(); width],
-            acc: vec![E::zero(); width],
-            entering: vec![E::zero(); width],
-        }
-    }
-}
-
 /// Whether every sequence of the job walks time with unit stride (time-contiguous).
 fn column_major<E>(job: &Job<E>) -> bool {
-    let seqs = [job.decay, job.impulse, job.out];
-    seqs.iter()
-        .chain(
-            job.fused
-                .iter()
-                .flat_map(|f| [f.prev_state, f.grad_decay])
-                .collect::<Vec<_>>()
-                .iter(),
-        )
+    let fused = job.fused.iter().flat_map(|f| [f.prev_state, f.grad_decay]);
+    [job.decay, job.impulse, job.out]
+        .into_iter()
+        .chain(fused)
         .all(|s| s.row.abs() == 1)
 }
 

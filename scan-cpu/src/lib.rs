@@ -50,12 +50,14 @@
 mod engine;
 mod kernels;
 mod machine;
+mod scratch;
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use scan_core::{BackwardProblem, Direction, Element, ForwardProblem, LinearScan, ScanError};
 
 use engine::{Engine, Split};
 use kernels::{Fused, Isa, Job, Seq};
+use scratch::with_scratch;
 
 pub use kernels::InstructionSet;
 pub use machine::{describe as describe_machine, CacheSizes};
@@ -226,10 +228,6 @@ fn forward<E: Element>(engine: Engine, problem: ForwardProblem<'_, '_, E>) {
         impulse.invert_axis(Axis(0));
         state.invert_axis(Axis(0));
     }
-    let mut carry: Vec<E> = match inputs.initial {
-        Some(h0) => h0.to_vec(),
-        None => vec![E::zero(); shape.n_features],
-    };
     let job = Job {
         n_rows: shape.n_steps,
         width: shape.n_features,
@@ -239,10 +237,15 @@ fn forward<E: Element>(engine: Engine, problem: ForwardProblem<'_, '_, E>) {
         fused: None,
         stream: false,
     };
-    // SAFETY: the sequences come from validated (T, F) views (shapes checked by
-    // `ForwardProblem`), the output is an exclusive borrow distinct from the inputs, and
-    // the views outlive the call.
-    unsafe { engine.run(&job, &mut carry) };
+    with_scratch::<E, _>(|scratch| {
+        let width = shape.n_features;
+        scratch.state_from(width, inputs.initial.map(|h0| h0.into_iter().copied()));
+        // SAFETY: the sequences come from validated (T, F) views (shapes checked by
+        // `ForwardProblem`, whose fields nothing can replace), the output is an exclusive
+        // borrow distinct from the inputs, and the views outlive the call; the state holds
+        // F values (the initial state's length was checked too).
+        unsafe { engine.run(&job, &mut scratch.state, &mut scratch.algorithm1) };
+    });
 }
 
 fn backward<E: Element>(engine: Engine, problem: BackwardProblem<'_, '_, E>) {
@@ -266,48 +269,48 @@ fn backward<E: Element>(engine: Engine, problem: BackwardProblem<'_, '_, E>) {
             state[[t - 1, f]]
         }
     };
-    // g_t = a_{t+1}·g_{t+1} + ∂L/∂h_t, walked from the last step; ∂L/∂x = g, ∂L/∂a = h_{t-1}·g.
-    let mut g: Vec<E> = match inputs.grad_last {
-        Some(v) => v.to_vec(),
-        None => vec![E::zero(); width],
-    };
-    if n > 0 {
-        let t = n - 1;
-        for (f, g) in g.iter_mut().enumerate() {
-            *g = *g + grad_state[[t, f]];
-            grad_impulse[[t, f]] = *g;
-            grad_decay[[t, f]] = prev_state(t, f) * *g;
+    with_scratch::<E, _>(|scratch| {
+        scratch.state_from(width, inputs.grad_last.map(|v| v.into_iter().copied()));
+        let g = &mut scratch.state;
+        // g_t = a_{t+1}·g_{t+1} + ∂L/∂h_t, walked from the last step; ∂L/∂x = g, ∂L/∂a = h_{t-1}·g.
+        if n > 0 {
+            let t = n - 1;
+            for (f, g) in g.iter_mut().enumerate() {
+                *g = *g + grad_state[[t, f]];
+                grad_impulse[[t, f]] = *g;
+                grad_decay[[t, f]] = prev_state(t, f) * *g;
+            }
         }
-    }
-    if n >= 3 {
-        // Steps n−2 down to 1: decay a_{t+1}, previous state h_{t−1}, both in reach.
-        let job = Job {
-            n_rows: n - 2,
-            width,
-            decay: downwards(seq(&decay), n - 1),
-            impulse: downwards(seq(&grad_state), n - 2),
-            out: downwards(seq_mut(&mut grad_impulse), n - 2),
-            fused: Some(Fused {
-                prev_state: downwards(seq(&state), n - 3),
-                grad_decay: downwards(seq_mut(&mut grad_decay), n - 2),
-            }),
-            stream: false,
-        };
-        // SAFETY: rows 1..n−1 of the outputs and rows 0..n of the inputs are in bounds of
-        // validated (T, F) views; outputs are exclusive borrows distinct from the inputs
-        // and from each other; the views outlive the call and are not used during it.
-        unsafe { engine.run(&job, &mut g) };
-    }
-    if n >= 2 {
-        for (f, g) in g.iter_mut().enumerate() {
-            *g = decay[[1, f]] * *g + grad_state[[0, f]];
-            grad_impulse[[0, f]] = *g;
-            grad_decay[[0, f]] = initial(f) * *g;
+        if n >= 3 {
+            // Steps n−2 down to 1: decay a_{t+1}, previous state h_{t−1}, both in reach.
+            let job = Job {
+                n_rows: n - 2,
+                width,
+                decay: downwards(seq(&decay), n - 1),
+                impulse: downwards(seq(&grad_state), n - 2),
+                out: downwards(seq_mut(&mut grad_impulse), n - 2),
+                fused: Some(Fused {
+                    prev_state: downwards(seq(&state), n - 3),
+                    grad_decay: downwards(seq_mut(&mut grad_decay), n - 2),
+                }),
+                stream: false,
+            };
+            // SAFETY: rows 1..n−1 of the outputs and rows 0..n of the inputs are in bounds of
+            // validated (T, F) views; outputs are exclusive borrows distinct from the inputs
+            // and from each other; the views outlive the call and are not used during it.
+            unsafe { engine.run(&job, g, &mut scratch.algorithm1) };
         }
-    }
-    if let Some(mut grad_initial) = outputs.grad_initial {
-        for (f, g) in g.iter().enumerate() {
-            grad_initial[f] = if n == 0 { *g } else { decay[[0, f]] * *g };
+        if n >= 2 {
+            for (f, g) in g.iter_mut().enumerate() {
+                *g = decay[[1, f]] * *g + grad_state[[0, f]];
+                grad_impulse[[0, f]] = *g;
+                grad_decay[[0, f]] = initial(f) * *g;
+            }
         }
-    }
+        if let Some(mut grad_initial) = outputs.grad_initial {
+            for (f, g) in g.iter().enumerate() {
+                grad_initial[f] = if n == 0 { *g } else { decay[[0, f]] * *g };
+            }
+        }
+    });
 }

@@ -265,6 +265,18 @@ pub(crate) enum KernelSet {
     InRegister,
 }
 
+/// Jobs with fewer elements run the loop over time even where an in-register kernel
+/// applies: below a few registers' worth per chunk its set-up (lane patterns, the group
+/// composition) costs more than the dependency chain it saves (measured at T = 16, F = 4).
+const IN_REGISTER_MIN_ELEMS: usize = 256;
+
+/// Whether the in-register kernels may take `job`.
+fn in_register<E>(job: &Job<E>, isa: Isa, kernels: KernelSet) -> bool {
+    kernels == KernelSet::InRegister
+        && isa.has_avx2()
+        && job.n_rows.saturating_mul(job.width) >= IN_REGISTER_MIN_ELEMS
+}
+
 /// Runs `job` from the state `carry` (one value per feature), leaving its last state there.
 ///
 /// # Safety
@@ -277,7 +289,7 @@ pub(crate) unsafe fn scan<E: Element>(job: &Job<E>, carry: &mut [E], isa: Isa, k
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if kernels == KernelSet::InRegister && isa.has_avx2() {
+    if in_register(job, isa, kernels) {
         if let Some(stride) = job.flat_stride() {
             // SAFETY: the caller's contract; `flat_stride` checked the contiguous layout
             // that `flat_x86` requires, and AVX2 + FMA are present.
@@ -310,7 +322,7 @@ pub(crate) unsafe fn reduce<E: Element>(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if kernels == KernelSet::InRegister && isa.has_avx2() {
+    if in_register(job, isa, kernels) {
         if let Some(stride) = job.flat_stride() {
             // SAFETY: as in `scan`.
             if unsafe { flat_x86::try_scan(job, stride, acc, Some(product)) } {

@@ -297,12 +297,10 @@ unsafe fn rows_wide<E: Element, M: MulAdd, const PASS: u8>(
     product: &mut [E],
 ) {
     let w = job.width;
-    // One row of ∂L/∂a, built here and then stored (streamed past the cache if asked).
-    let mut grad = if PASS == SCAN_FUSED {
-        vec![E::zero(); w]
-    } else {
-        Vec::new()
-    };
+    // ∂L/∂a, built here a piece of a row at a time (on the stack: no allocation per call)
+    // and then stored (streamed past the cache if asked).
+    const PIECE: usize = 256;
+    let mut grad = [E::zero(); PIECE];
     for i in 0..job.n_rows {
         // SAFETY: row i of every sequence holds `w` contiguous elements; outputs do not
         // overlap inputs (they come from distinct ndarray borrows), so the shared slices
@@ -323,10 +321,15 @@ unsafe fn rows_wide<E: Element, M: MulAdd, const PASS: u8>(
             if PASS == SCAN_FUSED {
                 let fused = job.fused.expect("fused pass has fused sequences");
                 let prev = std::slice::from_raw_parts(fused.prev_state.at(i, 0), w);
-                for ((g, &p), &h) in grad.iter_mut().zip(prev).zip(carry.iter()) {
-                    *g = p * h;
+                for (start, (prev, state)) in
+                    prev.chunks(PIECE).zip(carry.chunks(PIECE)).enumerate()
+                {
+                    let grad = &mut grad[..prev.len()];
+                    for ((g, &p), &h) in grad.iter_mut().zip(prev).zip(state) {
+                        *g = p * h;
+                    }
+                    store_row(fused.grad_decay.at(i, start * PIECE), grad, job.stream);
                 }
-                store_row(fused.grad_decay.at(i, 0), &grad, job.stream);
             }
         }
     }
