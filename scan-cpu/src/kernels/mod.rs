@@ -270,11 +270,20 @@ pub(crate) enum KernelSet {
 /// composition) costs more than the dependency chain it saves (measured at T = 16, F = 4).
 const IN_REGISTER_MIN_ELEMS: usize = 256;
 
+/// Widest rows (in bytes) for which the backward pass uses the in-register kernels. The
+/// fused backward pass moves 20 bytes per element instead of 12; from 16-byte rows on (four
+/// f32 features) the loop over time, with four features in flight, already waits on memory
+/// rather than on its chain of FMAs, and the in-register kernel measured 0.65× of it on the
+/// Xeon (issue 13), while at 4- and 8-byte rows it is 1.9× faster.
+const IN_REGISTER_MAX_FUSED_ROW_BYTES: usize = 8;
+
 /// Whether the in-register kernels may take `job`.
 fn in_register<E>(job: &Job<E>, isa: Isa, kernels: KernelSet) -> bool {
+    let row_bytes = job.width.saturating_mul(std::mem::size_of::<E>());
     kernels == KernelSet::InRegister
         && isa.has_avx2()
         && job.n_rows.saturating_mul(job.width) >= IN_REGISTER_MIN_ELEMS
+        && (job.fused.is_none() || row_bytes <= IN_REGISTER_MAX_FUSED_ROW_BYTES)
 }
 
 /// Runs `job` from the state `carry` (one value per feature), leaving its last state there.
