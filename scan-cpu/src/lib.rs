@@ -5,13 +5,26 @@
 //!
 //! * [`Serial`]: the serial-over-time baseline — one loop over time, vectorized across
 //!   features, feature blocks split across threads. The yardstick of every speedup we
-//!   claim, so it gets the same care as the fast path (AVX2 + FMA when the CPU has them,
-//!   states kept in registers).
+//!   claim, so it gets the same care as the fast path (AVX-512 or AVX2 + FMA when the CPU
+//!   has them, states kept in registers).
 //! * [`Parallel`]: Algorithm 1 of Martin & Cundy — chunk reductions, a carry scan over
 //!   chunks, a rescan — parallel over time and features with rayon. For narrow problems
 //!   (1, 2 or 4 contiguous features, or time-contiguous data) each thread additionally
-//!   scans inside SIMD registers, which breaks the one-FMA-per-step dependency chain.
+//!   scans inside SIMD registers, which breaks the one-FMA-per-step dependency chain
+//!   (forward; backward only for rows of at most 8 bytes, where it measured faster).
 //!
+//! The plan comes from the machine: the instruction set is detected at run time
+//! ([`InstructionSet`]: AVX-512 F/VL, AVX2 + FMA, or the build's baseline; never
+//! `target-cpu=native`), cache sizes are read once per process ([`CacheSizes`]), and the
+//! thread count is rayon's. Every rule is static, so a given machine and thread count always
+//! runs the same plan and gets bit-identical results. A backend may be pinned to a lower
+//! instruction set (`isa` field) to compare them. The loop over time is compiled three
+//! times (baseline, AVX2, AVX-512); the in-register kernels are AVX2 code, which AVX-512
+//! machines run too.
+//!
+//! No allocation per call: the running state and Algorithm 1's per-chunk vectors live in a
+//! per-thread scratch space that grows to the widest problem seen and is reused; feature
+//! blocks are split without a task list (tested with a counting allocator).
 //! Design decision: both backends share one engine over raw row sequences (pointer plus
 //! signed strides), so any strided 2-D view, either direction and the backward pass run
 //! through the same few kernels with no copies; only the split differs.
