@@ -13,6 +13,8 @@
 use scan_core::Element;
 
 #[cfg(target_arch = "x86_64")]
+mod flat_avx512;
+#[cfg(target_arch = "x86_64")]
 mod flat_x86;
 pub(crate) mod vertical;
 
@@ -302,7 +304,15 @@ pub(crate) unsafe fn scan<E: Element>(job: &Job<E>, carry: &mut [E], isa: Isa, k
         if let Some(stride) = job.flat_stride() {
             // SAFETY: the caller's contract; `flat_stride` checked the contiguous layout
             // that `flat_x86` requires, and AVX2 + FMA are present.
-            if unsafe { flat_x86::try_scan(job, stride, carry, None) } {
+            if unsafe {
+                flat_x86::try_scan(
+                    job,
+                    stride,
+                    carry,
+                    None,
+                    isa.get() == InstructionSet::Avx512,
+                )
+            } {
                 return;
             }
         }
@@ -334,7 +344,15 @@ pub(crate) unsafe fn reduce<E: Element>(
     if in_register(job, isa, kernels) {
         if let Some(stride) = job.flat_stride() {
             // SAFETY: as in `scan`.
-            if unsafe { flat_x86::try_scan(job, stride, acc, Some(product)) } {
+            if unsafe {
+                flat_x86::try_scan(
+                    job,
+                    stride,
+                    acc,
+                    Some(product),
+                    isa.get() == InstructionSet::Avx512,
+                )
+            } {
                 return;
             }
         }
