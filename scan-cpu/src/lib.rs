@@ -19,8 +19,7 @@
 //! thread count is rayon's. Every rule is static, so a given machine and thread count always
 //! runs the same plan and gets bit-identical results. A backend may be pinned to a lower
 //! instruction set (`isa` field) to compare them. The loop over time is compiled three
-//! times (baseline, AVX2, AVX-512); the in-register kernels are AVX2 code, which AVX-512
-//! machines run too.
+//! times (baseline, AVX2, AVX-512); the in-register kernels exist for AVX2 and AVX-512.
 //!
 //! No allocation per call: the running state and Algorithm 1's per-chunk vectors live in a
 //! per-thread scratch space that grows to the widest problem seen and is reused; feature

@@ -6,9 +6,13 @@
 //!
 //! * [`vertical`]: one loop over time, SIMD across features (auto-vectorized). This is the
 //!   serial baseline's loop and the chunk loop of Algorithm 1 for wide problems.
-//! * `flat_x86`: for 1, 2 or 4 features stored contiguously (or one time-contiguous
-//!   feature), a scan *inside* each 256-bit register (log-step shifts), which breaks the
-//!   dependency chain over time without any change to the memory layout.
+//! * `flat_x86` (AVX2) and `flat_avx512`: for 1, 2 or 4 features stored contiguously (or
+//!   one time-contiguous feature), a scan *inside* each 256- or 512-bit register (log-step
+//!   shifts), which breaks the dependency chain over time without any change to the memory
+//!   layout.
+//!
+//! Each is compiled for every instruction set it supports and chosen at run time through
+//! [`Isa`], which can only be made for instruction sets the CPU has.
 
 use scan_core::Element;
 
