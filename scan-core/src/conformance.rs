@@ -6,6 +6,10 @@
 //! without h0, both directions, and decays that include exactly 0, exactly 1 and
 //! "hard mode" values in [0.999, 1]. Tolerances are those of [`crate::tolerance`].
 //!
+//! The [`check_ieee_forward`] family holds every backend to the serial recurrence's IEEE
+//! result on inputs with ±∞ and NaN (module `ieee`), and [`check_no_panic`] feeds any value
+//! and wrong shapes to the public API.
+//!
 //! A backend's test file instantiates the whole suite with one macro call:
 //!
 //! ```text
@@ -17,6 +21,13 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+mod ieee;
+
+pub use ieee::{
+    check_ieee_backward, check_ieee_backward_data, check_ieee_cases, check_ieee_forward,
+    check_ieee_forward_data, check_no_panic, ieee_data, tiny_decay,
+};
 
 use crate::tolerance::{
     check_close_1d, check_close_2d, reference_backward_f64, reference_forward_f64,
@@ -1217,6 +1228,28 @@ macro_rules! conformance_suite {
                 check_reset_and_padding
             );
             each_dtype!(layouts_3d_f32, layouts_3d_f64, check_3d_layouts);
+            each_dtype!(
+                ieee_forward_is_the_serial_result_f32,
+                ieee_forward_is_the_serial_result_f64,
+                check_ieee_forward
+            );
+            each_dtype!(
+                ieee_backward_is_the_serial_result_f32,
+                ieee_backward_is_the_serial_result_f64,
+                check_ieee_backward
+            );
+            each_dtype!(
+                no_panic_on_any_input_f32,
+                no_panic_on_any_input_f64,
+                check_no_panic
+            );
+
+            #[test]
+            fn ieee_fixed_cases_are_the_serial_result() {
+                let backend = $backend;
+                c::check_ieee_cases::<f32, _>(&backend);
+                c::check_ieee_cases::<f64, _>(&backend);
+            }
 
             #[test]
             fn shape_errors_are_reported() {

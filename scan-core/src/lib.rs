@@ -87,13 +87,37 @@
 //!   ```
 //! * **Empty problems.** T = 0 or F = 0 is a valid no-op (with T = 0 the gradient on the
 //!   initial state is `grad_last`).
-//! * **Non-finite values** follow IEEE arithmetic: a NaN or infinity in an input makes the
-//!   states that depend on it non-finite. Backends that reassociate (the parallel ones) may
-//!   produce NaN where the serial loop produces ±∞ (e.g. `∞·0` inside a combine), and a
-//!   non-finite input may make later states of the same feature non-finite even across a
-//!   decay of 0. With decays of magnitude at most 1, finite inputs never produce NaN;
-//!   with larger decays, products of decays over a chunk can overflow to ∞ (and then NaN)
-//!   in a parallel backend even where the serial loop's states stay finite.
+//! * **Non-finite values: the serial recurrence's IEEE result is the contract.** The loop
+//!   `h = a·h + x`, run step by step in the element type (with or without a fused
+//!   multiply-add), defines every result. Each backend returns, at every position, a value
+//!   of the same IEEE class as that loop: NaN exactly where it gives NaN, +∞ or −∞ exactly
+//!   where it gives that infinity, a finite value (within [`tolerance`]) where it is finite.
+//!   The same holds backward for ∂L/∂x and ∂L/∂h0 (the same recurrence run the other way);
+//!   ∂L/∂a is the product `h_{t−1}·g_t` of the given state and the backend's `g_t`.
+//!
+//!   *What is promised, and when.* The classes above are guaranteed whenever every decay
+//!   is finite with `|a| ≤ 1` (the gates of the models in this workspace) and the finite
+//!   values cannot overflow (e.g. `Σ|x_t| + |h0|` below the type's maximum); impulses,
+//!   initial states and gradients may hold any values, ±∞ and NaN included. Under those
+//!   conditions a non-finite value can only come from a non-finite input, and the serial
+//!   loop's rules carry over exactly to any reassociation: an infinity times a nonzero
+//!   decay stays infinite, so a state never returns from ±∞ or NaN to a finite value; an
+//!   exact decay of 0 turns ±∞ into NaN (`0·∞`), never back into a reset; infinities of
+//!   opposite sign meeting give NaN in any association, of equal sign ±∞. The one trap of a
+//!   parallel composition is a product of decays that underflows to 0 (two decays of
+//!   1e-30 in f32) and then multiplies an infinity: that gives NaN where the serial loop
+//!   keeps ∞. Backends avoid it — `scan-cpu` continues with the serial loop from the first
+//!   non-finite state it meets, and `scan-cuda` forms products of decays that never
+//!   underflow to 0 from nonzero factors — and the conformance suite checks it
+//!   (`conformance::check_ieee_forward` and the fixed cases of `check_ieee_cases`).
+//!
+//!   *Outside those conditions* (decays above 1 in magnitude or infinite) no association
+//!   but the serial one gives the serial result: a product of decays over a chunk can
+//!   overflow where the serial states stay finite, and the reverse (`1e20·1e-20` composes
+//!   to 1 while the serial state overflows first). Backends then agree with the serial loop
+//!   only where no intermediate overflows, and never panic. For ∂L/∂a, a `g_t` that is 0
+//!   in one backend and a rounding-sized nonzero in another gives NaN against ±∞ where
+//!   `h_{t−1}` is infinite.
 //! * **Determinism.** Every backend in this workspace returns bit-identical results from
 //!   run to run for the same inputs, machine, build and thread count. Different backends
 //!   (or thread counts) agree up to rounding, with the tolerances of [`tolerance`].

@@ -29,6 +29,9 @@ impl Direction {
 }
 
 /// The size of a scan: `n_steps` time steps of `n_features` independent features.
+///
+/// Plain data: any values are allowed, so the element count is only available checked
+/// ([`ScanShape::checked_len`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ScanShape {
     /// Number of time steps T.
@@ -38,14 +41,20 @@ pub struct ScanShape {
 }
 
 impl ScanShape {
-    /// Number of elements `T·F`.
-    pub fn len(&self) -> usize {
-        self.n_steps * self.n_features
+    /// Number of elements `T·F`, or `None` if it does not fit in `usize`.
+    ///
+    /// ```
+    /// use scan_core::ScanShape;
+    /// assert_eq!(ScanShape { n_steps: 3, n_features: 4 }.checked_len(), Some(12));
+    /// assert_eq!(ScanShape { n_steps: usize::MAX, n_features: 2 }.checked_len(), None);
+    /// ```
+    pub fn checked_len(&self) -> Option<usize> {
+        self.n_steps.checked_mul(self.n_features)
     }
 
     /// Whether there is nothing to compute (T = 0 or F = 0).
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.n_steps == 0 || self.n_features == 0
     }
 
     fn of(view_dim: (usize, usize)) -> Self {
@@ -134,12 +143,69 @@ fn check_1d(
 }
 
 /// A forward problem whose shapes have been checked; the only way backends receive one.
+///
+/// Sealed: its fields are private, so once [`ForwardProblem::new`] has checked the shapes
+/// nothing can replace a view (unsafe backend code relies on that). Backends take the
+/// views apart with [`ForwardProblem::into_parts`].
+///
+/// ```
+/// use ndarray::Array2;
+/// use scan_core::{Direction, ForwardInputs, ForwardProblem};
+///
+/// let (decay, impulse) = (Array2::<f32>::zeros((8, 2)), Array2::<f32>::zeros((8, 2)));
+/// let mut state = Array2::<f32>::zeros((8, 2));
+/// let inputs = ForwardInputs {
+///     decay: decay.view(),
+///     impulse: impulse.view(),
+///     initial: None,
+///     direction: Direction::Forward,
+/// };
+/// let problem = ForwardProblem::new(inputs, state.view_mut())?;
+/// assert_eq!(problem.inputs().decay.dim(), (8, 2));
+/// # Ok::<(), scan_core::ScanError>(())
+/// ```
+///
+/// Replacing a view after validation does not compile:
+///
+/// ```compile_fail,E0616
+/// use ndarray::Array2;
+/// use scan_core::{Direction, ForwardInputs, ForwardProblem};
+///
+/// let (decay, impulse) = (Array2::<f32>::zeros((8, 2)), Array2::<f32>::zeros((8, 2)));
+/// let shorter = Array2::<f32>::zeros((1, 2));
+/// let mut state = Array2::<f32>::zeros((8, 2));
+/// let inputs = ForwardInputs {
+///     decay: decay.view(),
+///     impulse: impulse.view(),
+///     initial: None,
+///     direction: Direction::Forward,
+/// };
+/// let mut problem = ForwardProblem::new(inputs, state.view_mut()).unwrap();
+/// problem.inputs.impulse = shorter.view(); // error[E0616]: field `inputs` is private
+/// ```
+///
+/// Nor through the accessor, which lends the inputs immutably:
+///
+/// ```compile_fail,E0594
+/// use ndarray::Array2;
+/// use scan_core::{Direction, ForwardInputs, ForwardProblem};
+///
+/// let (decay, impulse) = (Array2::<f32>::zeros((8, 2)), Array2::<f32>::zeros((8, 2)));
+/// let shorter = Array2::<f32>::zeros((1, 2));
+/// let mut state = Array2::<f32>::zeros((8, 2));
+/// let inputs = ForwardInputs {
+///     decay: decay.view(),
+///     impulse: impulse.view(),
+///     initial: None,
+///     direction: Direction::Forward,
+/// };
+/// let problem = ForwardProblem::new(inputs, state.view_mut()).unwrap();
+/// problem.inputs().impulse = shorter.view(); // error[E0594]: behind a `&` reference
+/// ```
 #[derive(Debug)]
 pub struct ForwardProblem<'i, 'o, E> {
-    /// The validated inputs.
-    pub inputs: ForwardInputs<'i, E>,
-    /// The output states h, shape (T, F).
-    pub state: ArrayViewMut2<'o, E>,
+    inputs: ForwardInputs<'i, E>,
+    state: ArrayViewMut2<'o, E>,
     shape: ScanShape,
 }
 
@@ -170,15 +236,52 @@ impl<'i, 'o, E: Element> ForwardProblem<'i, 'o, E> {
     pub fn shape(&self) -> ScanShape {
         self.shape
     }
+
+    /// The validated inputs.
+    pub fn inputs(&self) -> &ForwardInputs<'i, E> {
+        &self.inputs
+    }
+
+    /// The inputs and the output view (shape (T, F)), giving up the validated wrapper.
+    pub fn into_parts(self) -> (ForwardInputs<'i, E>, ArrayViewMut2<'o, E>) {
+        (self.inputs, self.state)
+    }
 }
 
 /// A backward problem whose shapes have been checked; the only way backends receive one.
+///
+/// Sealed like [`ForwardProblem`]: private fields, [`BackwardProblem::inputs`] and
+/// [`BackwardProblem::into_parts`].
+///
+/// ```compile_fail,E0616
+/// use ndarray::{Array1, Array2};
+/// use scan_core::{BackwardInputs, BackwardOutputs, BackwardProblem, Direction};
+///
+/// let zeros = Array2::<f64>::zeros((8, 2));
+/// let (mut grad_decay, mut grad_impulse) = (zeros.clone(), zeros.clone());
+/// let mut short = Array2::<f64>::zeros((1, 2));
+/// let mut problem = BackwardProblem::new(
+///     BackwardInputs {
+///         decay: zeros.view(),
+///         state: zeros.view(),
+///         initial: None,
+///         grad_state: zeros.view(),
+///         grad_last: None,
+///         direction: Direction::Forward,
+///     },
+///     BackwardOutputs {
+///         grad_decay: grad_decay.view_mut(),
+///         grad_impulse: grad_impulse.view_mut(),
+///         grad_initial: None,
+///     },
+/// )
+/// .unwrap();
+/// problem.outputs.grad_decay = short.view_mut(); // error[E0616]: field `outputs` is private
+/// ```
 #[derive(Debug)]
 pub struct BackwardProblem<'i, 'o, E> {
-    /// The validated inputs.
-    pub inputs: BackwardInputs<'i, E>,
-    /// The validated outputs.
-    pub outputs: BackwardOutputs<'o, E>,
+    inputs: BackwardInputs<'i, E>,
+    outputs: BackwardOutputs<'o, E>,
     shape: ScanShape,
 }
 
@@ -227,5 +330,15 @@ impl<'i, 'o, E: Element> BackwardProblem<'i, 'o, E> {
     /// The problem's size.
     pub fn shape(&self) -> ScanShape {
         self.shape
+    }
+
+    /// The validated inputs.
+    pub fn inputs(&self) -> &BackwardInputs<'i, E> {
+        &self.inputs
+    }
+
+    /// The inputs and the output views, giving up the validated wrapper.
+    pub fn into_parts(self) -> (BackwardInputs<'i, E>, BackwardOutputs<'o, E>) {
+        (self.inputs, self.outputs)
     }
 }

@@ -32,9 +32,7 @@ impl<E: Element> LinearScan<E> for Reference {
 
     fn forward_checked(&self, problem: ForwardProblem<'_, '_, E>) -> Result<(), ScanError> {
         let shape = problem.shape();
-        let ForwardProblem {
-            inputs, mut state, ..
-        } = problem;
+        let (inputs, mut state) = problem.into_parts();
         for f in 0..shape.n_features {
             let mut h = initial_or_zero(&inputs.initial, f);
             for t in steps(shape.n_steps, inputs.direction) {
@@ -47,11 +45,7 @@ impl<E: Element> LinearScan<E> for Reference {
 
     fn backward_checked(&self, problem: BackwardProblem<'_, '_, E>) -> Result<(), ScanError> {
         let shape = problem.shape();
-        let BackwardProblem {
-            inputs,
-            mut outputs,
-            ..
-        } = problem;
+        let (inputs, mut outputs) = problem.into_parts();
         let order: Vec<usize> = steps(shape.n_steps, inputs.direction).collect();
         for f in 0..shape.n_features {
             // Walk the processing order backwards, carrying g and the decay of the step after.

@@ -3,11 +3,15 @@
 //! bandwidth measured in the same run (12 bytes per element forward: read a, read x,
 //! write h; 20 backward: read a, h, ∂L/∂h, write ∂L/∂x, ∂L/∂a).
 //!
-//! `cargo run --release -p scan-cpu --example scan_bench [-- --quick] [-- --json]`
+//! `cargo run --release -p scan-cpu --example scan_bench [-- --quick] [-- --json]
+//! [-- --isa avx2|avx512|baseline] [-- --shape T,F ...]`
 //!
 //! Buffers are allocated once per shape (with transparent huge pages requested) and
-//! reused across repetitions, so page faults are not timed. Times are medians; Serial and
-//! Parallel runs alternate so slow drift of the machine affects both alike.
+//! reused across repetitions, so setting them up faults pages outside the timed calls; the
+//! minor page faults that do occur inside the timed calls (getrusage around each timed
+//! sample) are reported per row (`timed_page_faults`). Times are medians; Serial and
+//! Parallel runs alternate so slow drift of the machine affects both alike. The header
+//! (and every JSON row) names the instruction set and the cache sizes.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +19,7 @@ use clap::Parser;
 use ndarray::{Array1, Array2};
 use rayon::prelude::*;
 use scan_core::{BackwardInputs, BackwardOutputs, Direction, ForwardInputs, LinearScan};
-use scan_cpu::{Parallel, Serial};
+use scan_cpu::{CacheSizes, InstructionSet, Parallel, Serial};
 use serde::Serialize;
 
 /// Serial vs Parallel scan throughput against memory-copy bandwidth.
@@ -30,6 +34,18 @@ struct Args {
     /// Time budget per shape, direction and backend, in milliseconds.
     #[arg(long, default_value_t = 400)]
     budget_ms: u64,
+    /// The kernels' instruction set for both backends (default: the best this CPU has).
+    #[arg(long)]
+    isa: Option<InstructionSet>,
+    /// Only these shapes, as `T,F` (repeatable), instead of the standard list.
+    #[arg(long, value_parser = parse_shape)]
+    shape: Vec<(usize, usize)>,
+}
+
+fn parse_shape(text: &str) -> Result<(usize, usize), String> {
+    let (t, f) = text.split_once(',').ok_or("expected T,F")?;
+    let number = |s: &str| s.trim().parse::<usize>().map_err(|e| format!("{s}: {e}"));
+    Ok((number(t)?, number(f)?))
 }
 
 #[derive(Serialize)]
@@ -42,6 +58,29 @@ struct Row {
     speedup: f64,
     serial_copy_fraction: f64,
     parallel_copy_fraction: f64,
+    /// Minor page faults inside the timed calls of both backends.
+    timed_page_faults: u64,
+    isa: &'static str,
+    l1d_bytes: Option<usize>,
+    l2_bytes: Option<usize>,
+    l3_bytes: Option<usize>,
+}
+
+/// Minor page faults of this process so far (all threads).
+fn minor_faults() -> u64 {
+    // SAFETY: getrusage writes one `rusage` into the zeroed struct we pass.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage.ru_minflt as u64
+    }
+}
+
+/// Median times of two alternating closures and the page faults inside their timed calls.
+struct Timing {
+    a: Duration,
+    b: Duration,
+    faults: u64,
 }
 
 /// A zero-initialised f32 buffer, with huge pages requested and every page touched.
@@ -109,28 +148,39 @@ fn median(times: &mut [Duration]) -> Duration {
 /// Alternates two closures until the budget is spent; returns their median times per
 /// call. Short calls are repeated within one sample (at least ~50 µs per sample) so the
 /// clock's own cost does not count.
-fn time_pair(budget: Duration, mut a: impl FnMut(), mut b: impl FnMut()) -> (Duration, Duration) {
+fn time_pair(budget: Duration, mut a: impl FnMut(), mut b: impl FnMut()) -> Timing {
     let start = Instant::now();
     a();
     b();
     let first = start.elapsed() / 2;
     let repeat =
         (Duration::from_micros(50).as_nanos() / first.as_nanos().max(1)).clamp(1, 10_000) as u32;
-    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    // Room for every sample up front: growing these inside the loop would fault pages
+    // that are then counted against the scans.
+    let (mut ta, mut tb) = (Vec::with_capacity(10_000), Vec::with_capacity(10_000));
+    let mut faults = 0;
     let start = Instant::now();
     while (start.elapsed() < budget || ta.len() < 5) && ta.len() < 10_000 {
+        let before = minor_faults();
         let t = Instant::now();
         for _ in 0..repeat {
             a();
         }
-        ta.push(t.elapsed() / repeat);
+        let elapsed_a = t.elapsed();
         let t = Instant::now();
         for _ in 0..repeat {
             b();
         }
-        tb.push(t.elapsed() / repeat);
+        let elapsed_b = t.elapsed();
+        faults += minor_faults() - before;
+        ta.push(elapsed_a / repeat);
+        tb.push(elapsed_b / repeat);
     }
-    (median(&mut ta), median(&mut tb))
+    Timing {
+        a: median(&mut ta),
+        b: median(&mut tb),
+        faults,
+    }
 }
 
 fn forward(backend: &dyn LinearScan<f32>, a: &Array2<f32>, x: &Array2<f32>, h: &mut Array2<f32>) {
@@ -191,7 +241,9 @@ fn main() {
         (65536, 1024),
         (4096, 65536),
     ];
-    let shapes: Vec<(usize, usize)> = if args.quick {
+    let shapes: Vec<(usize, usize)> = if !args.shape.is_empty() {
+        args.shape.clone()
+    } else if args.quick {
         vec![
             (16, 4),
             (4096, 32),
@@ -205,7 +257,21 @@ fn main() {
     };
     let budget = Duration::from_millis(args.budget_ms);
     let copy = copy_bandwidth();
-    let (serial, parallel) = (Serial::default(), Parallel::default());
+    let isa = args.isa.unwrap_or_else(InstructionSet::detected);
+    if !isa.is_supported() {
+        eprintln!("this CPU does not support {}", isa.name());
+        std::process::exit(2);
+    }
+    let serial = Serial {
+        isa: Some(isa),
+        ..Serial::default()
+    };
+    let parallel = Parallel {
+        isa: Some(isa),
+        ..Parallel::default()
+    };
+    let caches = CacheSizes::detect();
+    let machine = Machine { isa, caches, copy };
     let mut rows = Vec::new();
     for &(t, f) in &shapes {
         let dim = (t, f);
@@ -214,12 +280,12 @@ fn main() {
         let x = array(dim, |i| (i * 104_729 % 2001) as f32 / 1000.0 - 1.0);
         let mut h = array(dim, |_| f32::NAN);
         let mut h2 = array(dim, |_| f32::NAN);
-        let (ts, tp) = time_pair(
+        let timing = time_pair(
             budget,
             || forward(&serial, &a, &x, &mut h),
             || forward(&parallel, &a, &x, &mut h2),
         );
-        rows.push(row(t, f, "forward", ts, tp, elems, 12.0, copy));
+        rows.push(row(t, f, "forward", timing, elems, 12.0, &machine));
         drop(h2);
         let mut g1 = Grads {
             decay: array(dim, |_| f32::NAN),
@@ -232,12 +298,12 @@ fn main() {
             initial: Array1::zeros(f),
         };
         let dh = x;
-        let (ts, tp) = time_pair(
+        let timing = time_pair(
             budget,
             || backward(&serial, &a, &h, &dh, &mut g1),
             || backward(&parallel, &a, &h, &dh, &mut g2),
         );
-        rows.push(row(t, f, "backward", ts, tp, elems, 20.0, copy));
+        rows.push(row(t, f, "backward", timing, elems, 20.0, &machine));
         if !args.json {
             eprint!(".");
         }
@@ -251,15 +317,15 @@ fn main() {
     }
     eprintln!();
     println!(
-        "memory copy (2 threads, 256 MiB, read + write): {:.1} GB/s; threads: {}",
+        "memory copy (2 threads, 256 MiB, read + write): {:.1} GB/s; {}",
         copy / 1e9,
-        rayon::current_num_threads()
+        scan_cpu::describe_machine(isa, rayon::current_num_threads())
     );
-    println!("| T | F | pass | serial ns/elem | parallel ns/elem | speedup | serial / copy | parallel / copy |");
-    println!("|---:|---:|---|---:|---:|---:|---:|---:|");
+    println!("| T | F | pass | serial ns/elem | parallel ns/elem | speedup | serial / copy | parallel / copy | timed page faults |");
+    println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {:.3} | {:.3} | {:.2}× | {:.0} % | {:.0} % |",
+            "| {} | {} | {} | {:.3} | {:.3} | {:.2}× | {:.0} % | {:.0} % | {} |",
             r.t,
             r.f,
             r.direction,
@@ -267,32 +333,44 @@ fn main() {
             r.parallel_ns_per_elem,
             r.speedup,
             100.0 * r.serial_copy_fraction,
-            100.0 * r.parallel_copy_fraction
+            100.0 * r.parallel_copy_fraction,
+            r.timed_page_faults
         );
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What every row reports about the machine.
+struct Machine {
+    isa: InstructionSet,
+    caches: CacheSizes,
+    /// Memory-copy bandwidth, bytes per second.
+    copy: f64,
+}
+
 fn row(
     t: usize,
     f: usize,
     direction: &'static str,
-    serial: Duration,
-    parallel: Duration,
+    timing: Timing,
     elems: f64,
     bytes_per_elem: f64,
-    copy: f64,
+    machine: &Machine,
 ) -> Row {
     let ns = |d: Duration| d.as_secs_f64() * 1e9 / elems;
-    let fraction = |d: Duration| bytes_per_elem * elems / d.as_secs_f64() / copy;
+    let fraction = |d: Duration| bytes_per_elem * elems / d.as_secs_f64() / machine.copy;
     Row {
         t,
         f,
         direction,
-        serial_ns_per_elem: ns(serial),
-        parallel_ns_per_elem: ns(parallel),
-        speedup: serial.as_secs_f64() / parallel.as_secs_f64(),
-        serial_copy_fraction: fraction(serial),
-        parallel_copy_fraction: fraction(parallel),
+        serial_ns_per_elem: ns(timing.a),
+        parallel_ns_per_elem: ns(timing.b),
+        speedup: timing.a.as_secs_f64() / timing.b.as_secs_f64(),
+        serial_copy_fraction: fraction(timing.a),
+        parallel_copy_fraction: fraction(timing.b),
+        timed_page_faults: timing.faults,
+        isa: machine.isa.name(),
+        l1d_bytes: machine.caches.l1d,
+        l2_bytes: machine.caches.l2,
+        l3_bytes: machine.caches.l3,
     }
 }

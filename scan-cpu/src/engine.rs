@@ -20,6 +20,8 @@ use rayon::prelude::*;
 use scan_core::Element;
 
 use crate::kernels::{self, Isa, Job, KernelSet};
+use crate::machine::CacheSizes;
+use crate::scratch::{Chunk, ChunkScratch};
 use crate::Parallelism;
 
 /// How a backend splits its work.
@@ -72,37 +74,9 @@ pub(crate) fn default_tile_input_bytes() -> usize {
     (cache_bytes() / 8).clamp(1 << 20, 8 << 20)
 }
 
-/// The last-level cache size, read once per process (every scan call builds a plan);
-/// 32 MiB where it cannot be read.
+/// The last-level cache size (read once per process); 32 MiB where it cannot be read.
 fn cache_bytes() -> usize {
-    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *BYTES.get_or_init(|| last_level_cache_bytes().unwrap_or(32 << 20))
-}
-
-/// The size of the largest cache the first CPU reports (Linux sysfs), if readable.
-fn last_level_cache_bytes() -> Option<usize> {
-    (0..8)
-        .filter_map(|index| {
-            let path = format!("/sys/devices/system/cpu/cpu0/cache/index{index}/size");
-            parse_cache_size(std::fs::read_to_string(path).ok()?.trim())
-        })
-        .max()
-}
-
-/// Parses sysfs cache sizes such as `32768K` or `2M`.
-fn parse_cache_size(text: &str) -> Option<usize> {
-    let (digits, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let value: usize = digits.parse().ok()?;
-    match unit {
-        "" => Some(value),
-        "K" => Some(value << 10),
-        "M" => Some(value << 20),
-        "G" => Some(value << 30),
-        _ => None,
-    }
+    CacheSizes::detect().last_level().unwrap_or(32 << 20)
 }
 
 /// The engine: a plan, the kernels it may use and the instruction set.
@@ -113,19 +87,13 @@ pub(crate) struct Engine {
     pub isa: Isa,
 }
 
-/// Moves a mutable slice's pieces into rayon tasks alongside their job.
-struct Task<'c, E> {
-    job: Job<E>,
-    carry: &'c mut [E],
-}
-
 impl Engine {
-    /// The engine for a backend.
-    pub fn new<E: Element>(parallelism: Parallelism, split: Split) -> Self {
+    /// The engine for a backend, with kernels for `isa`.
+    pub fn new<E: Element>(parallelism: Parallelism, split: Split, isa: Isa) -> Self {
         Self {
             plan: Plan::new::<E>(parallelism),
             split,
-            isa: Isa::detect(),
+            isa,
         }
     }
 
@@ -140,16 +108,22 @@ impl Engine {
     ///
     /// # Safety
     /// As for [`kernels::scan`].
-    pub unsafe fn run<E: Element>(&self, job: &Job<E>, carry: &mut [E]) {
+    pub unsafe fn run<E: Element>(
+        &self,
+        job: &Job<E>,
+        carry: &mut [E],
+        scratch: &mut ChunkScratch<E>,
+    ) {
         let (n, w) = (job.n_rows, job.width);
         if n == 0 || w == 0 {
             return;
         }
         let threads = self.plan.threads;
         // Outputs larger than the last-level cache are streamed past it.
-        let out_bytes = n * w * std::mem::size_of::<E>() * if job.fused.is_some() { 2 } else { 1 };
+        let out_bytes = (n.saturating_mul(w))
+            .saturating_mul(std::mem::size_of::<E>() * if job.fused.is_some() { 2 } else { 1 });
         let job = &Job {
-            stream: self.isa == Isa::Avx2Fma && out_bytes > cache_bytes(),
+            stream: self.isa.has_avx2() && out_bytes > cache_bytes(),
             ..*job
         };
         let small = n * w < self.plan.min_parallel_elems || threads == 1;
@@ -174,7 +148,7 @@ impl Engine {
                 // Each feature is its own contiguous series.
                 if time_parallel && w < 2 * threads {
                     for f in 0..w {
-                        self.time_parallel(&job.cols(f, 1), &mut carry[f..f + 1]);
+                        self.time_parallel(&job.cols(f, 1), &mut carry[f..f + 1], scratch);
                     }
                 } else {
                     self.feature_blocks(job, carry, 1);
@@ -185,7 +159,7 @@ impl Engine {
                 let per_thread = w.div_ceil(threads).next_multiple_of(8).min(w);
                 self.feature_blocks(job, carry, per_thread);
             } else {
-                self.time_parallel(job, carry);
+                self.time_parallel(job, carry, scratch);
             }
         }
     }
@@ -194,33 +168,31 @@ impl Engine {
     unsafe fn feature_blocks<E: Element>(&self, job: &Job<E>, carry: &mut [E], block: usize) {
         let kernels = self.kernels();
         let isa = self.isa;
-        let tasks: Vec<Task<'_, E>> = carry
-            .chunks_mut(block)
-            .enumerate()
-            .map(|(i, carry)| Task {
-                job: job.cols(i * block, carry.len()),
-                carry,
-            })
-            .collect();
         // SAFETY: blocks are disjoint column ranges of the job (the caller's contract).
-        let run = |task: Task<'_, E>| unsafe { kernels::scan(&task.job, task.carry, isa, kernels) };
-        if self.plan.threads > 1 && tasks.len() > 1 {
-            tasks.into_par_iter().for_each(run);
+        let run = |(i, carry): (usize, &mut [E])| unsafe {
+            kernels::scan(&job.cols(i * block, carry.len()), carry, isa, kernels)
+        };
+        if self.plan.threads > 1 && carry.len() > block {
+            carry.par_chunks_mut(block).enumerate().for_each(run);
         } else {
-            tasks.into_iter().for_each(run);
+            carry.chunks_mut(block).enumerate().for_each(run);
         }
     }
 
     /// Algorithm 1 over time, one super-tile after another.
-    unsafe fn time_parallel<E: Element>(&self, job: &Job<E>, carry: &mut [E]) {
+    unsafe fn time_parallel<E: Element>(
+        &self,
+        job: &Job<E>,
+        carry: &mut [E],
+        scratch: &mut ChunkScratch<E>,
+    ) {
         let w = job.width;
         let p = self.plan.threads;
         let tile_rows = (self.plan.tile_elems / w).max(64 * p);
         let n_chunks = 2 * (p - 1);
-        // (product, accumulated state) per chunk, reused across super-tiles.
-        let mut reductions: Vec<(Vec<E>, Vec<E>)> = (0..n_chunks)
-            .map(|_| (vec![E::one(); w], vec![E::zero(); w]))
-            .collect();
+        // Per chunk, reused across super-tiles (and calls).
+        scratch.prepare(n_chunks, w);
+        let ChunkScratch { chunks, first_end } = scratch;
         let mut start = 0;
         while start < job.n_rows {
             let mut rows = tile_rows.min(job.n_rows - start);
@@ -229,7 +201,7 @@ impl Engine {
                 rows = job.n_rows - start;
             }
             // SAFETY: rows start..start+rows are inside the job.
-            unsafe { self.tile(&job.rows(start, rows), carry, &mut reductions) };
+            unsafe { self.tile(&job.rows(start, rows), carry, chunks, first_end) };
             start += rows;
         }
     }
@@ -238,78 +210,85 @@ impl Engine {
         &self,
         job: &Job<E>,
         carry: &mut [E],
-        reductions: &mut [(Vec<E>, Vec<E>)],
+        chunks: &mut [Chunk<E>],
+        first_end: &mut [E],
     ) {
         let (isa, kernels) = (self.isa, self.kernels());
         let n = job.n_rows;
         let p = self.plan.threads;
         let first = n / p;
         let rest = n - first;
-        let n_chunks = reductions.len();
-        let chunk = |i: usize| {
-            let begin = first + rest * i / n_chunks;
-            let end = first + rest * (i + 1) / n_chunks;
-            job.rows(begin, end - begin)
-        };
+        let n_chunks = chunks.len();
+        let begin = |i: usize| first + rest * i / n_chunks;
+        let chunk = |i: usize| job.rows(begin(i), begin(i + 1) - begin(i));
         // Phase 1: scan the first rows from the incoming state; reduce the other chunks.
         rayon::join(
             // SAFETY: the first rows are disjoint from every chunk.
             || unsafe { kernels::scan(&job.rows(0, first), carry, isa, kernels) },
             || {
-                reductions
-                    .par_iter_mut()
-                    .enumerate()
-                    .for_each(|(i, (product, acc))| {
-                        // SAFETY: chunk i is inside the job; reducing writes nothing.
-                        unsafe { kernels::reduce(&chunk(i), product, acc, isa, kernels) }
-                    })
+                chunks.par_iter_mut().enumerate().for_each(|(i, c)| {
+                    // SAFETY: chunk i is inside the job; reducing writes nothing.
+                    unsafe { kernels::reduce(&chunk(i), &mut c.product, &mut c.acc, isa, kernels) }
+                })
             },
         );
+        first_end.copy_from_slice(carry);
         // Phase 2: the state entering each chunk; `acc` is replaced by it.
-        for (product, acc) in reductions.iter_mut() {
-            for f in 0..carry.len() {
-                let entering = carry[f];
-                carry[f] = product[f].mul_add(entering, acc[f]);
-                acc[f] = entering;
+        for c in chunks.iter_mut() {
+            for (f, state) in carry.iter_mut().enumerate() {
+                let entering = *state;
+                *state = c.product[f].mul_add(entering, c.acc[f]);
+                c.acc[f] = entering;
+                c.entering[f] = entering;
             }
         }
-        // Phase 3: rescan every chunk from its entering state.
-        reductions
-            .par_iter_mut()
-            .enumerate()
-            .for_each(|(i, (_, entering))| {
-                // SAFETY: chunks are disjoint row ranges of the job.
-                unsafe { kernels::scan(&chunk(i), entering, isa, kernels) }
-            });
+        // Phase 3: rescan every chunk from its entering state; `acc` becomes its last state.
+        chunks.par_iter_mut().enumerate().for_each(|(i, c)| {
+            // SAFETY: chunks are disjoint row ranges of the job.
+            unsafe { kernels::scan(&chunk(i), &mut c.acc, isa, kernels) }
+        });
+        // Phase 4: the serial IEEE result. Phase 2 multiplies decays together; a product
+        // that underflows to 0 (or overflows) turns an infinite state into NaN where the
+        // serial loop keeps the infinity. Rescanning is exact from the last state of a chunk
+        // (its rescan is serial given its entering state), so from the first chunk whose
+        // entering state or predecessor's last state is not finite, the rest of the tile is
+        // rescanned serially. Finite data only pays for the checks on a few rows.
+        let mut previous_end: &[E] = first_end;
+        for (i, c) in chunks.iter().enumerate() {
+            let finite = |v: &[E]| v.iter().all(|v| v.is_finite());
+            if !finite(previous_end) || !finite(&c.entering) {
+                carry.copy_from_slice(previous_end);
+                // SAFETY: rows begin(i)..n are inside the job; the parallel regions above
+                // have finished, so nothing else touches the outputs.
+                unsafe {
+                    kernels::scan(
+                        &job.rows(begin(i), n - begin(i)),
+                        carry,
+                        isa,
+                        KernelSet::TimeLoop,
+                    )
+                };
+                return;
+            }
+            previous_end = &c.acc;
+        }
+        // The last chunk's own last state (equal to phase 2's composition up to rounding).
+        carry.copy_from_slice(previous_end);
     }
 }
 
 /// Whether every sequence of the job walks time with unit stride (time-contiguous).
 fn column_major<E>(job: &Job<E>) -> bool {
-    let seqs = [job.decay, job.impulse, job.out];
-    seqs.iter()
-        .chain(
-            job.fused
-                .iter()
-                .flat_map(|f| [f.prev_state, f.grad_decay])
-                .collect::<Vec<_>>()
-                .iter(),
-        )
+    let fused = job.fused.iter().flat_map(|f| [f.prev_state, f.grad_decay]);
+    [job.decay, job.impulse, job.out]
+        .into_iter()
+        .chain(fused)
         .all(|s| s.row.abs() == 1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cache_sizes_parse() {
-        assert_eq!(parse_cache_size("32768K"), Some(32 << 20));
-        assert_eq!(parse_cache_size("2M"), Some(2 << 20));
-        assert_eq!(parse_cache_size("512"), Some(512));
-        assert_eq!(parse_cache_size("12Q"), None);
-        assert_eq!(parse_cache_size(""), None);
-    }
 
     #[test]
     fn tile_size_is_bounded() {

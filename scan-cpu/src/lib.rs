@@ -5,13 +5,25 @@
 //!
 //! * [`Serial`]: the serial-over-time baseline — one loop over time, vectorized across
 //!   features, feature blocks split across threads. The yardstick of every speedup we
-//!   claim, so it gets the same care as the fast path (AVX2 + FMA when the CPU has them,
-//!   states kept in registers).
+//!   claim, so it gets the same care as the fast path (AVX-512 or AVX2 + FMA when the CPU
+//!   has them, states kept in registers).
 //! * [`Parallel`]: Algorithm 1 of Martin & Cundy — chunk reductions, a carry scan over
 //!   chunks, a rescan — parallel over time and features with rayon. For narrow problems
 //!   (1, 2 or 4 contiguous features, or time-contiguous data) each thread additionally
-//!   scans inside SIMD registers, which breaks the one-FMA-per-step dependency chain.
+//!   scans inside SIMD registers, which breaks the one-FMA-per-step dependency chain
+//!   (forward; backward only for rows of at most 8 bytes, where it measured faster).
 //!
+//! The plan comes from the machine: the instruction set is detected at run time
+//! ([`InstructionSet`]: AVX-512 F/VL, AVX2 + FMA, or the build's baseline; never
+//! `target-cpu=native`), cache sizes are read once per process ([`CacheSizes`]), and the
+//! thread count is rayon's. Every rule is static, so a given machine and thread count always
+//! runs the same plan and gets bit-identical results. A backend may be pinned to a lower
+//! instruction set (`isa` field) to compare them. The loop over time is compiled three
+//! times (baseline, AVX2, AVX-512); the in-register kernels exist for AVX2 and AVX-512.
+//!
+//! No allocation per call: the running state and Algorithm 1's per-chunk vectors live in a
+//! per-thread scratch space that grows to the widest problem seen and is reused; feature
+//! blocks are split without a task list (tested with a counting allocator).
 //! Design decision: both backends share one engine over raw row sequences (pointer plus
 //! signed strides), so any strided 2-D view, either direction and the backward pass run
 //! through the same few kernels with no copies; only the split differs.
@@ -33,6 +45,15 @@
 //! # Ok::<(), scan_core::ScanError>(())
 //! ```
 //!
+//! Non-finite values: both backends return the serial loop's IEEE result (the contract of
+//! `scan_core`). [`Parallel`] composes decays (in registers and across chunks), and a
+//! product that underflows to 0 would turn an infinite state into NaN; so its in-register
+//! kernels check their outputs (one multiply and OR per register) and continue with the
+//! serial loop from the first register group with a non-finite state, and Algorithm 1
+//! rescans serially from the first chunk whose entering state is not finite. Data with a
+//! NaN or infinity therefore runs at serial speed from that point on, never with a wrong
+//! class.
+//!
 //! Determinism: results are bit-identical from run to run for the same inputs, machine
 //! and thread count. Chunk boundaries depend on the thread count, so results for
 //! different thread counts agree only up to rounding.
@@ -40,12 +61,18 @@
 
 mod engine;
 mod kernels;
+mod machine;
+mod scratch;
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use scan_core::{BackwardProblem, Direction, Element, ForwardProblem, LinearScan, ScanError};
 
 use engine::{Engine, Split};
-use kernels::{Fused, Job, Seq};
+use kernels::{Fused, Isa, Job, Seq};
+use scratch::with_scratch;
+
+pub use kernels::InstructionSet;
+pub use machine::{describe as describe_machine, CacheSizes};
 
 /// Whether a backend may use the rayon thread pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,6 +89,9 @@ pub enum Parallelism {
 pub struct Serial {
     /// Whether feature blocks may run on several threads.
     pub parallelism: Parallelism,
+    /// The instruction set of the kernels; `None` picks the best this CPU supports. Asking
+    /// for one the CPU lacks makes every call return [`ScanError::Unavailable`].
+    pub isa: Option<InstructionSet>,
 }
 
 /// Algorithm 1: parallel over time and features.
@@ -71,6 +101,27 @@ pub struct Parallel {
     pub parallelism: Parallelism,
     /// Size thresholds of the plan; the defaults suit current x86-64 and ARM cores.
     pub tuning: Tuning,
+    /// The instruction set of the kernels, as for [`Serial::isa`].
+    pub isa: Option<InstructionSet>,
+}
+
+/// The kernels' instruction set: `wanted`, if the CPU has it, or the best detected.
+fn resolve_isa(backend: &'static str, wanted: Option<InstructionSet>) -> Result<Isa, ScanError> {
+    match wanted {
+        None => Ok(Isa::detect()),
+        Some(wanted) => Isa::checked(wanted).ok_or_else(|| ScanError::Unavailable {
+            backend,
+            reason: format!(
+                "this CPU does not support the {} kernels (it supports: {})",
+                wanted.name(),
+                InstructionSet::supported()
+                    .iter()
+                    .map(|isa| isa.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
 }
 
 /// Size thresholds that decide how [`Parallel`] splits a problem.
@@ -105,30 +156,32 @@ impl<E: Element> LinearScan<E> for Serial {
     }
 
     fn forward_checked(&self, problem: ForwardProblem<'_, '_, E>) -> Result<(), ScanError> {
-        forward(
-            Engine::new::<E>(self.parallelism, Split::FeaturesOnly),
-            problem,
-        );
+        forward(self.engine::<E>()?, problem);
         Ok(())
     }
 
     fn backward_checked(&self, problem: BackwardProblem<'_, '_, E>) -> Result<(), ScanError> {
-        backward(
-            Engine::new::<E>(self.parallelism, Split::FeaturesOnly),
-            problem,
-        );
+        backward(self.engine::<E>()?, problem);
         Ok(())
     }
 }
 
+impl Serial {
+    fn engine<E: Element>(&self) -> Result<Engine, ScanError> {
+        let isa = resolve_isa("serial", self.isa)?;
+        Ok(Engine::new::<E>(self.parallelism, Split::FeaturesOnly, isa))
+    }
+}
+
 impl Parallel {
-    fn engine<E: Element>(&self) -> Engine {
-        let mut engine = Engine::new::<E>(self.parallelism, Split::TimeAndFeatures);
+    fn engine<E: Element>(&self) -> Result<Engine, ScanError> {
+        let isa = resolve_isa("parallel", self.isa)?;
+        let mut engine = Engine::new::<E>(self.parallelism, Split::TimeAndFeatures, isa);
         engine.plan.min_parallel_elems = self.tuning.min_parallel_elements;
         engine.plan.min_time_split_threads = self.tuning.min_time_split_threads;
         engine.plan.tile_elems =
             (self.tuning.tile_input_bytes / (2 * std::mem::size_of::<E>())).max(1);
-        engine
+        Ok(engine)
     }
 }
 
@@ -138,12 +191,12 @@ impl<E: Element> LinearScan<E> for Parallel {
     }
 
     fn forward_checked(&self, problem: ForwardProblem<'_, '_, E>) -> Result<(), ScanError> {
-        forward(self.engine::<E>(), problem);
+        forward(self.engine::<E>()?, problem);
         Ok(())
     }
 
     fn backward_checked(&self, problem: BackwardProblem<'_, '_, E>) -> Result<(), ScanError> {
-        backward(self.engine::<E>(), problem);
+        backward(self.engine::<E>()?, problem);
         Ok(())
     }
 }
@@ -179,9 +232,7 @@ fn forward<E: Element>(engine: Engine, problem: ForwardProblem<'_, '_, E>) {
     if shape.is_empty() {
         return;
     }
-    let ForwardProblem {
-        inputs, mut state, ..
-    } = problem;
+    let (inputs, mut state) = problem.into_parts();
     let (mut decay, mut impulse) = (inputs.decay, inputs.impulse);
     // Process in index order: a reverse scan is a forward scan of time-inverted views.
     if inputs.direction == Direction::Reverse {
@@ -189,10 +240,6 @@ fn forward<E: Element>(engine: Engine, problem: ForwardProblem<'_, '_, E>) {
         impulse.invert_axis(Axis(0));
         state.invert_axis(Axis(0));
     }
-    let mut carry: Vec<E> = match inputs.initial {
-        Some(h0) => h0.to_vec(),
-        None => vec![E::zero(); shape.n_features],
-    };
     let job = Job {
         n_rows: shape.n_steps,
         width: shape.n_features,
@@ -202,18 +249,21 @@ fn forward<E: Element>(engine: Engine, problem: ForwardProblem<'_, '_, E>) {
         fused: None,
         stream: false,
     };
-    // SAFETY: the sequences come from validated (T, F) views (shapes checked by
-    // `ForwardProblem`), the output is an exclusive borrow distinct from the inputs, and
-    // the views outlive the call.
-    unsafe { engine.run(&job, &mut carry) };
+    with_scratch::<E, _>(|scratch| {
+        let width = shape.n_features;
+        scratch.state_from(width, inputs.initial.map(|h0| h0.into_iter().copied()));
+        // SAFETY: the sequences come from validated (T, F) views (shapes checked by
+        // `ForwardProblem`, whose fields nothing can replace), the output is an exclusive
+        // borrow distinct from the inputs, and the views outlive the call; the state holds
+        // F values (the initial state's length was checked too).
+        unsafe { engine.run(&job, &mut scratch.state, &mut scratch.algorithm1) };
+    });
 }
 
 fn backward<E: Element>(engine: Engine, problem: BackwardProblem<'_, '_, E>) {
     let shape = problem.shape();
     let (n, width) = (shape.n_steps, shape.n_features);
-    let BackwardProblem {
-        inputs, outputs, ..
-    } = problem;
+    let (inputs, outputs) = problem.into_parts();
     let (mut decay, mut state, mut grad_state) = (inputs.decay, inputs.state, inputs.grad_state);
     let (mut grad_decay, mut grad_impulse) = (outputs.grad_decay, outputs.grad_impulse);
     if inputs.direction == Direction::Reverse {
@@ -231,48 +281,48 @@ fn backward<E: Element>(engine: Engine, problem: BackwardProblem<'_, '_, E>) {
             state[[t - 1, f]]
         }
     };
-    // g_t = a_{t+1}·g_{t+1} + ∂L/∂h_t, walked from the last step; ∂L/∂x = g, ∂L/∂a = h_{t-1}·g.
-    let mut g: Vec<E> = match inputs.grad_last {
-        Some(v) => v.to_vec(),
-        None => vec![E::zero(); width],
-    };
-    if n > 0 {
-        let t = n - 1;
-        for (f, g) in g.iter_mut().enumerate() {
-            *g = *g + grad_state[[t, f]];
-            grad_impulse[[t, f]] = *g;
-            grad_decay[[t, f]] = prev_state(t, f) * *g;
+    with_scratch::<E, _>(|scratch| {
+        scratch.state_from(width, inputs.grad_last.map(|v| v.into_iter().copied()));
+        let g = &mut scratch.state;
+        // g_t = a_{t+1}·g_{t+1} + ∂L/∂h_t, walked from the last step; ∂L/∂x = g, ∂L/∂a = h_{t-1}·g.
+        if n > 0 {
+            let t = n - 1;
+            for (f, g) in g.iter_mut().enumerate() {
+                *g = *g + grad_state[[t, f]];
+                grad_impulse[[t, f]] = *g;
+                grad_decay[[t, f]] = prev_state(t, f) * *g;
+            }
         }
-    }
-    if n >= 3 {
-        // Steps n−2 down to 1: decay a_{t+1}, previous state h_{t−1}, both in reach.
-        let job = Job {
-            n_rows: n - 2,
-            width,
-            decay: downwards(seq(&decay), n - 1),
-            impulse: downwards(seq(&grad_state), n - 2),
-            out: downwards(seq_mut(&mut grad_impulse), n - 2),
-            fused: Some(Fused {
-                prev_state: downwards(seq(&state), n - 3),
-                grad_decay: downwards(seq_mut(&mut grad_decay), n - 2),
-            }),
-            stream: false,
-        };
-        // SAFETY: rows 1..n−1 of the outputs and rows 0..n of the inputs are in bounds of
-        // validated (T, F) views; outputs are exclusive borrows distinct from the inputs
-        // and from each other; the views outlive the call and are not used during it.
-        unsafe { engine.run(&job, &mut g) };
-    }
-    if n >= 2 {
-        for (f, g) in g.iter_mut().enumerate() {
-            *g = decay[[1, f]] * *g + grad_state[[0, f]];
-            grad_impulse[[0, f]] = *g;
-            grad_decay[[0, f]] = initial(f) * *g;
+        if n >= 3 {
+            // Steps n−2 down to 1: decay a_{t+1}, previous state h_{t−1}, both in reach.
+            let job = Job {
+                n_rows: n - 2,
+                width,
+                decay: downwards(seq(&decay), n - 1),
+                impulse: downwards(seq(&grad_state), n - 2),
+                out: downwards(seq_mut(&mut grad_impulse), n - 2),
+                fused: Some(Fused {
+                    prev_state: downwards(seq(&state), n - 3),
+                    grad_decay: downwards(seq_mut(&mut grad_decay), n - 2),
+                }),
+                stream: false,
+            };
+            // SAFETY: rows 1..n−1 of the outputs and rows 0..n of the inputs are in bounds of
+            // validated (T, F) views; outputs are exclusive borrows distinct from the inputs
+            // and from each other; the views outlive the call and are not used during it.
+            unsafe { engine.run(&job, g, &mut scratch.algorithm1) };
         }
-    }
-    if let Some(mut grad_initial) = outputs.grad_initial {
-        for (f, g) in g.iter().enumerate() {
-            grad_initial[f] = if n == 0 { *g } else { decay[[0, f]] * *g };
+        if n >= 2 {
+            for (f, g) in g.iter_mut().enumerate() {
+                *g = decay[[1, f]] * *g + grad_state[[0, f]];
+                grad_impulse[[0, f]] = *g;
+                grad_decay[[0, f]] = initial(f) * *g;
+            }
         }
-    }
+        if let Some(mut grad_initial) = outputs.grad_initial {
+            for (f, g) in g.iter().enumerate() {
+                grad_initial[f] = if n == 0 { *g } else { decay[[0, f]] * *g };
+            }
+        }
+    });
 }

@@ -15,7 +15,8 @@ mod parallel {
 
 mod serial_one_thread {
     scan_core::conformance_suite!(scan_cpu::Serial {
-        parallelism: scan_cpu::Parallelism::None
+        parallelism: scan_cpu::Parallelism::None,
+        isa: None,
     });
 }
 
@@ -30,6 +31,7 @@ fn eager() -> Parallel {
             tile_input_bytes: 5600,
             min_time_split_threads: 2,
         },
+        isa: None,
     }
 }
 
@@ -53,6 +55,18 @@ fn eager_parallel_on_three_and_four_threads() {
             c::property::<f32, _>("forward f32", &backend, c::check_forward::<f32, _>);
             c::property::<f64, _>("backward f64", &backend, c::check_backward::<f64, _>);
             c::property::<f32, _>("backward f32", &backend, c::check_backward::<f32, _>);
+            c::property::<f32, _>(
+                "IEEE forward f32",
+                &backend,
+                c::check_ieee_forward::<f32, _>,
+            );
+            c::property::<f64, _>(
+                "IEEE backward f64",
+                &backend,
+                c::check_ieee_backward::<f64, _>,
+            );
+            c::check_ieee_cases::<f32, _>(&backend);
+            c::check_ieee_cases::<f64, _>(&Parallel::default());
         });
     }
 }

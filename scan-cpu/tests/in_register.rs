@@ -6,25 +6,32 @@
 
 use scan_core::conformance::{check_backward, check_forward, Case, DecayKind, Layout};
 use scan_core::{Direction, Element, LinearScan};
-use scan_cpu::{Parallel, Parallelism, Tuning};
+use scan_cpu::{InstructionSet, Parallel, Parallelism, Tuning};
 
-fn backends() -> [Parallel; 2] {
-    [
-        // One thread: the whole problem goes through one kernel call.
-        Parallel {
-            parallelism: Parallelism::None,
-            tuning: Tuning::default(),
-        },
-        // Algorithm 1 on every problem, with tiny super-tiles.
-        Parallel {
-            parallelism: Parallelism::Rayon,
-            tuning: Tuning {
-                min_parallel_elements: 8,
-                tile_input_bytes: 2048,
-                min_time_split_threads: 2,
-            },
-        },
-    ]
+/// For every instruction set this CPU supports: one thread (the whole problem goes through
+/// one kernel call) and Algorithm 1 on every problem with tiny super-tiles.
+fn backends() -> Vec<Parallel> {
+    InstructionSet::supported()
+        .into_iter()
+        .flat_map(|isa| {
+            [
+                Parallel {
+                    parallelism: Parallelism::None,
+                    tuning: Tuning::default(),
+                    isa: Some(isa),
+                },
+                Parallel {
+                    parallelism: Parallelism::Rayon,
+                    tuning: Tuning {
+                        min_parallel_elements: 8,
+                        tile_input_bytes: 2048,
+                        min_time_split_threads: 2,
+                    },
+                    isa: Some(isa),
+                },
+            ]
+        })
+        .collect()
 }
 
 fn sweep<E: Element>(widths: &[usize])

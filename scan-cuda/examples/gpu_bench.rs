@@ -61,15 +61,19 @@ fn forward(
     layout: DeviceLayout,
     b: &mut Buffers,
 ) -> Result<(), CudaScanError> {
-    backend.forward_device(DeviceForward {
-        shape,
-        layout,
-        direction: Direction::Forward,
-        decay: &b.decay,
-        impulse: &b.impulse,
-        initial: None,
-        state: &mut b.state,
-    })
+    // SAFETY: `main` allocates every buffer after `activate` made the device's primary
+    // context current on this thread; they live until `main` returns.
+    unsafe {
+        backend.forward_device(DeviceForward {
+            shape,
+            layout,
+            direction: Direction::Forward,
+            decay: &b.decay,
+            impulse: &b.impulse,
+            initial: None,
+            state: &mut b.state,
+        })
+    }
 }
 
 fn backward(
@@ -78,19 +82,22 @@ fn backward(
     layout: DeviceLayout,
     b: &mut Buffers,
 ) -> Result<(), CudaScanError> {
-    backend.backward_device(DeviceBackward {
-        shape,
-        layout,
-        direction: Direction::Forward,
-        decay: &b.decay,
-        state: &b.state,
-        initial: None,
-        grad_state: &b.impulse,
-        grad_last: None,
-        grad_decay: &mut b.grad_decay,
-        grad_impulse: &mut b.grad_impulse,
-        grad_initial: None,
-    })
+    // SAFETY: as in `forward`.
+    unsafe {
+        backend.backward_device(DeviceBackward {
+            shape,
+            layout,
+            direction: Direction::Forward,
+            decay: &b.decay,
+            state: &b.state,
+            initial: None,
+            grad_state: &b.impulse,
+            grad_last: None,
+            grad_decay: &mut b.grad_decay,
+            grad_impulse: &mut b.grad_impulse,
+            grad_initial: None,
+        })
+    }
 }
 
 /// Device-to-device copy bandwidth in GB/s (bytes read + written) on a 1 GiB buffer.
@@ -123,7 +130,7 @@ fn main() -> Result<(), CudaScanError> {
                 n_steps,
                 n_features,
             };
-            let mut b = buffers(shape.len())?;
+            let mut b = buffers(n_steps * n_features)?;
             let layout = DeviceLayout::TimeMajor;
             let s = time(50, || forward(&serial, shape, layout, &mut b))?;
             let p = time(200, || forward(&parallel, shape, layout, &mut b))?;
@@ -153,14 +160,14 @@ fn main() -> Result<(), CudaScanError> {
                 n_steps,
                 n_features,
             };
-            let mut b = buffers(shape.len())?;
+            let mut b = buffers(n_steps * n_features)?;
             for (pass, bytes) in [("forward", 12.0), ("backward", 20.0)] {
                 let run = |backend: &Cuda, b: &mut Buffers| match pass {
                     "forward" => forward(backend, shape, layout, b),
                     _ => backward(backend, shape, layout, b),
                 };
                 let p = time(20, || run(&parallel, &mut b))?;
-                let gbs = bytes * shape.len() as f64 / p / 1e9;
+                let gbs = bytes * (n_steps * n_features) as f64 / p / 1e9;
                 let serial_us = if n_features >= 1024 {
                     format!("{:.0}", time(3, || run(&serial, &mut b))? * 1e6)
                 } else {

@@ -14,6 +14,7 @@ use cust::stream::{Stream, StreamFlags};
 use cust::CudaFlags;
 use scan_core::{copy_or_zero, BackwardProblem, Direction, Element, ForwardProblem, ScanShape};
 
+use crate::error::element_count;
 use crate::params::LinrecParams;
 use crate::plan::{plan_parallel, plan_serial, EpochState, WorkspaceLayout};
 use crate::staging::{choose_layout, stage, unstage};
@@ -128,9 +129,10 @@ pub fn multiprocessor_count(device: u32) -> Result<u32, CudaScanError> {
 
 /// A forward scan on device buffers (the zero-copy API).
 ///
-/// Every (T, F) buffer is contiguous in `layout` and holds `shape.len()` elements; `initial`
-/// holds F. The buffers must belong to the device's primary context (for example allocated
-/// after [`Cuda::activate`], or with `cust::quick_init`).
+/// Every (T, F) buffer is contiguous in `layout` and holds T·F elements; `initial` holds F
+/// (lengths are checked). The buffers must belong to the device's primary context (for
+/// example allocated after [`Cuda::activate`], or with `cust::quick_init`): that is the
+/// `# Safety` contract of [`Cuda::forward_device`], which the types cannot check.
 #[derive(Debug)]
 pub struct DeviceForward<'a, E: DeviceCopy> {
     /// The problem's size.
@@ -215,15 +217,28 @@ impl Cuda {
     }
 
     /// Runs the forward recurrence on device buffers and waits for it to finish.
-    pub fn forward_device<E: DeviceElement>(
+    ///
+    /// Buffer lengths are checked against the shape (an error, never a launch, when they
+    /// differ or when T·F overflows).
+    ///
+    /// # Safety
+    ///
+    /// Every buffer in `args` must be a device allocation of the primary context of this
+    /// backend's device ([`Cuda::device`]) — allocated while that context was current, e.g.
+    /// after [`Cuda::activate`] on the allocating thread — and stay allocated for the
+    /// call. The kernel dereferences the buffers' raw device addresses in that context; a
+    /// buffer of another context or device is not checked and would be accessed out of
+    /// bounds.
+    pub unsafe fn forward_device<E: DeviceElement>(
         &self,
         args: DeviceForward<'_, E>,
     ) -> Result<(), CudaScanError> {
         const OP: &str = "forward_device";
         let shape = args.shape;
-        check_len(OP, "decay", args.decay, shape.len())?;
-        check_len(OP, "impulse", args.impulse, shape.len())?;
-        check_len(OP, "state", args.state, shape.len())?;
+        let len = element_count(OP, shape)?;
+        check_len(OP, "decay", args.decay, len)?;
+        check_len(OP, "impulse", args.impulse, len)?;
+        check_len(OP, "state", args.state, len)?;
         if let Some(initial) = args.initial {
             check_len(OP, "initial", initial, shape.n_features)?;
         }
@@ -238,16 +253,26 @@ impl Cuda {
             reverse: i32::from(args.direction == Direction::Reverse),
             ..LinrecParams::default()
         };
-        self.launch::<E>(false, shape, args.layout, params)
+        // SAFETY: the caller guarantees primary-context buffers (this function's contract);
+        // their lengths were checked above.
+        unsafe { self.launch::<E>(false, shape, args.layout, params) }
     }
 
     /// Runs the backward pass on device buffers and waits for it to finish.
-    pub fn backward_device<E: DeviceElement>(
+    ///
+    /// Buffer lengths are checked as in [`Cuda::forward_device`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`Cuda::forward_device`]: every buffer in `args` belongs to the primary
+    /// context of this backend's device and stays allocated for the call.
+    pub unsafe fn backward_device<E: DeviceElement>(
         &self,
         args: DeviceBackward<'_, E>,
     ) -> Result<(), CudaScanError> {
         const OP: &str = "backward_device";
         let shape = args.shape;
+        let len = element_count(OP, shape)?;
         for (argument, slice) in [
             ("decay", args.decay),
             ("state", args.state),
@@ -255,7 +280,7 @@ impl Cuda {
             ("grad_decay", &*args.grad_decay),
             ("grad_impulse", &*args.grad_impulse),
         ] {
-            check_len(OP, argument, slice, shape.len())?;
+            check_len(OP, argument, slice, len)?;
         }
         for (argument, slice) in [
             ("initial", args.initial),
@@ -294,11 +319,19 @@ impl Cuda {
             reverse: i32::from(args.direction == Direction::Forward),
             ..LinrecParams::default()
         };
-        self.launch::<E>(true, shape, args.layout, params)
+        // SAFETY: the caller guarantees primary-context buffers (this function's contract);
+        // their lengths were checked above.
+        unsafe { self.launch::<E>(true, shape, args.layout, params) }
     }
 
     /// Completes `params` with the shape, layout and plan, launches and synchronises.
-    fn launch<E: DeviceElement>(
+    ///
+    /// # Safety
+    ///
+    /// Every non-zero address in `params` is a live allocation of the primary context of
+    /// `self.device` holding the elements `shape` implies (T·F for (T, F) arrays, F for
+    /// vectors), and those allocations stay alive and unaliased by writers for the call.
+    unsafe fn launch<E: DeviceElement>(
         &self,
         backward: bool,
         shape: ScanShape,
@@ -319,8 +352,10 @@ impl Cuda {
                 let stream = &launcher.stream;
                 // SAFETY: the kernel takes exactly one LinrecParams by value, whose layout
                 // matches the C struct (params.rs). Every pointer in it is a live device
-                // allocation of this context with the length the shape implies (checked by
-                // the callers), or 0 where the kernel treats null as absent; the kernel reads
+                // allocation of the primary context made current by `runtime` above, with
+                // the length the shape implies (this function's `# Safety` contract, which
+                // `forward_device`/`backward_device` pass on to their callers after
+                // checking lengths), or 0 where the kernel treats null as absent; the kernel reads
                 // and writes only (t, f) with t < T, f < F at t·stride_t + f·stride_f, which
                 // is in bounds for contiguous buffers of T·F elements. The borrows of the
                 // buffers outlive the synchronisation below, and the host reads nothing
@@ -394,8 +429,10 @@ impl Cuda {
         if shape.is_empty() {
             return Ok(());
         }
-        let ForwardProblem { inputs, state, .. } = problem;
+        let len = element_count("forward", shape)?;
+        let (inputs, state) = problem.into_parts();
         let layout = choose_layout(&inputs.decay);
+        // Makes the primary context current: the buffers below are allocated in it.
         self.activate()?;
         let decay = DeviceBuffer::from_slice(&stage(inputs.decay, layout))?;
         let impulse = DeviceBuffer::from_slice(&stage(inputs.impulse, layout))?;
@@ -403,17 +440,21 @@ impl Cuda {
             .initial
             .map(|v| DeviceBuffer::from_slice(&v.to_vec()))
             .transpose()?;
-        let mut out = DeviceBuffer::<E>::zeroed(shape.len())?;
-        self.forward_device(DeviceForward {
-            shape,
-            layout,
-            direction: inputs.direction,
-            decay: &decay,
-            impulse: &impulse,
-            initial: initial.as_deref(),
-            state: &mut out,
-        })?;
-        let mut host = vec![E::zero(); shape.len()];
+        let mut out = DeviceBuffer::<E>::zeroed(len)?;
+        // SAFETY: every buffer was allocated above, after `activate` made this device's
+        // primary context current on this thread, and lives until the end of this function.
+        unsafe {
+            self.forward_device(DeviceForward {
+                shape,
+                layout,
+                direction: inputs.direction,
+                decay: &decay,
+                impulse: &impulse,
+                initial: initial.as_deref(),
+                state: &mut out,
+            })
+        }?;
+        let mut host = vec![E::zero(); len];
         out.copy_to(&mut host[..])?;
         unstage(&host, layout, state);
         Ok(())
@@ -424,11 +465,8 @@ impl Cuda {
         problem: BackwardProblem<'_, '_, E>,
     ) -> Result<(), CudaScanError> {
         let shape = problem.shape();
-        let BackwardProblem {
-            inputs,
-            mut outputs,
-            ..
-        } = problem;
+        let len = element_count("backward", shape)?;
+        let (inputs, mut outputs) = problem.into_parts();
         if shape.n_steps == 0 {
             if let Some(grad_initial) = outputs.grad_initial.as_mut() {
                 copy_or_zero(grad_initial, inputs.grad_last);
@@ -439,6 +477,7 @@ impl Cuda {
             return Ok(());
         }
         let layout = choose_layout(&inputs.decay);
+        // Makes the primary context current: the buffers below are allocated in it.
         self.activate()?;
         let upload = |view| DeviceBuffer::from_slice(&stage(view, layout));
         let decay = upload(inputs.decay)?;
@@ -449,26 +488,30 @@ impl Cuda {
         };
         let initial = upload_1d(inputs.initial)?;
         let grad_last = upload_1d(inputs.grad_last)?;
-        let mut grad_decay = DeviceBuffer::<E>::zeroed(shape.len())?;
-        let mut grad_impulse = DeviceBuffer::<E>::zeroed(shape.len())?;
+        let mut grad_decay = DeviceBuffer::<E>::zeroed(len)?;
+        let mut grad_impulse = DeviceBuffer::<E>::zeroed(len)?;
         let mut grad_initial = match outputs.grad_initial {
             Some(_) => Some(DeviceBuffer::<E>::zeroed(shape.n_features)?),
             None => None,
         };
-        self.backward_device(DeviceBackward {
-            shape,
-            layout,
-            direction: inputs.direction,
-            decay: &decay,
-            state: &state,
-            initial: initial.as_deref(),
-            grad_state: &grad_state,
-            grad_last: grad_last.as_deref(),
-            grad_decay: &mut grad_decay,
-            grad_impulse: &mut grad_impulse,
-            grad_initial: grad_initial.as_deref_mut(),
-        })?;
-        let mut host = vec![E::zero(); shape.len()];
+        // SAFETY: every buffer was allocated above, after `activate` made this device's
+        // primary context current on this thread, and lives until the end of this function.
+        unsafe {
+            self.backward_device(DeviceBackward {
+                shape,
+                layout,
+                direction: inputs.direction,
+                decay: &decay,
+                state: &state,
+                initial: initial.as_deref(),
+                grad_state: &grad_state,
+                grad_last: grad_last.as_deref(),
+                grad_decay: &mut grad_decay,
+                grad_impulse: &mut grad_impulse,
+                grad_initial: grad_initial.as_deref_mut(),
+            })
+        }?;
+        let mut host = vec![E::zero(); len];
         grad_decay.copy_to(&mut host[..])?;
         unstage(&host, layout, outputs.grad_decay);
         grad_impulse.copy_to(&mut host[..])?;

@@ -18,6 +18,7 @@ use scan_core::{
     copy_or_zero, BackwardProblem, Direction, Element, ForwardProblem, LinearScan, ScanError,
 };
 
+use crate::error::element_count;
 use crate::plan::{plan_parallel, EpochState, ParallelPlan};
 use crate::staging::{choose_layout, stage, unstage};
 use crate::{ElementKind, BLOCK_THREADS};
@@ -102,6 +103,17 @@ fn fma<E: Element>(a: E, b: E, c: E) -> E {
     a.mul_add(b, c)
 }
 
+/// The kernel's `mul_decays`: a product of decays that is never an underflowed 0 when both
+/// factors are nonzero (the smallest subnormal, with the product's sign, instead).
+fn mul_decays<E: Element>(a: E, b: E) -> E {
+    let product = a * b;
+    if product == E::zero() && a != E::zero() && b != E::zero() {
+        (E::min_positive_value() * E::epsilon()).copysign(product)
+    } else {
+        product
+    }
+}
+
 /// One launch of the parallel kernel, blocks in ticket order.
 fn launch<E: Element>(
     plan: &ParallelPlan,
@@ -146,7 +158,7 @@ fn launch<E: Element>(
             let (mut pd, mut pi) = (E::one(), E::zero());
             for s in 0..steps {
                 pi = fma(a[tid][s], pi, x[tid][s]);
-                pd = pd * a[tid][s];
+                pd = mul_decays(pd, a[tid][s]);
             }
             pair[tid] = (pd, pi);
         }
@@ -164,7 +176,7 @@ fn launch<E: Element>(
                 if group >= distance {
                     let (ed, ei) = before[(group - distance) * lanes + lane];
                     let (pd, pi) = pair[tid];
-                    pair[tid] = (ed * pd, fma(pd, ei, pi));
+                    pair[tid] = (mul_decays(ed, pd), fma(pd, ei, pi));
                     shared[group * lanes + lane] = pair[tid];
                 }
             }
@@ -215,7 +227,7 @@ fn launch<E: Element>(
                     wi,
                     workspace.carry_impulse[q_slot],
                 );
-                wd = wd * workspace.carry_decay[q_slot];
+                wd = mul_decays(wd, workspace.carry_decay[q_slot]);
             }
             let window_in = if window_first > 0 {
                 workspace.carry_state[((window_first - 1) * args.n_features + f) as usize]
@@ -294,14 +306,15 @@ impl<E: Element> LinearScan<E> for Emulated {
         if shape.is_empty() {
             return Ok(());
         }
-        let ForwardProblem { inputs, state, .. } = problem;
+        let len = element_count("forward", shape).map_err(|e| e.into_scan_error("forward"))?;
+        let (inputs, state) = problem.into_parts();
         let layout = choose_layout(&inputs.decay);
         let plan = plan_parallel(shape, layout, element_kind::<E>()).expect("plan");
         let (stride_t, stride_f) = layout.strides(shape);
         let decay = stage(inputs.decay, layout);
         let impulse = stage(inputs.impulse, layout);
         let initial = inputs.initial.map(|v| v.to_vec());
-        let mut out = vec![E::nan(); shape.len()];
+        let mut out = vec![E::nan(); len];
         let args = Args {
             decay: &decay,
             impulse: &impulse,
@@ -327,11 +340,8 @@ impl<E: Element> LinearScan<E> for Emulated {
 
     fn backward_checked(&self, problem: BackwardProblem<'_, '_, E>) -> Result<(), ScanError> {
         let shape = problem.shape();
-        let BackwardProblem {
-            inputs,
-            mut outputs,
-            ..
-        } = problem;
+        let len = element_count("backward", shape).map_err(|e| e.into_scan_error("backward"))?;
+        let (inputs, mut outputs) = problem.into_parts();
         if shape.n_steps == 0 {
             if let Some(grad_initial) = outputs.grad_initial.as_mut() {
                 copy_or_zero(grad_initial, inputs.grad_last);
@@ -349,8 +359,8 @@ impl<E: Element> LinearScan<E> for Emulated {
         let state = stage(inputs.state, layout);
         let initial = inputs.initial.map(|v| v.to_vec());
         let grad_last = inputs.grad_last.map(|v| v.to_vec());
-        let mut grad_impulse = vec![E::nan(); shape.len()];
-        let mut grad_decay = vec![E::nan(); shape.len()];
+        let mut grad_impulse = vec![E::nan(); len];
+        let mut grad_decay = vec![E::nan(); len];
         let mut grad_initial = Array1::from_elem(shape.n_features, E::nan());
         let args = Args {
             decay: &decay,

@@ -27,6 +27,16 @@ pub enum CudaScanError {
         /// The buffer's length.
         actual: usize,
     },
+    /// The shape's element count `T·F` does not fit in `usize`.
+    #[error("{operation}: {n_steps} x {n_features} elements overflow the address space")]
+    SizeOverflow {
+        /// The operation that was called.
+        operation: &'static str,
+        /// Number of time steps.
+        n_steps: usize,
+        /// Number of features.
+        n_features: usize,
+    },
     /// The problem needs more tiles or threads than one launch can have.
     #[error("{n_steps} x {n_features} elements need {blocks} thread blocks, more than one launch allows ({max_blocks})")]
     TooLarge {
@@ -39,6 +49,19 @@ pub enum CudaScanError {
         /// The most blocks one launch can have.
         max_blocks: u64,
     },
+}
+
+/// The number of elements of `shape`, or an error naming the operation if `T·F` overflows.
+#[cfg(any(feature = "cuda", test))]
+pub(crate) fn element_count(
+    operation: &'static str,
+    shape: scan_core::ScanShape,
+) -> Result<usize, CudaScanError> {
+    shape.checked_len().ok_or(CudaScanError::SizeOverflow {
+        operation,
+        n_steps: shape.n_steps,
+        n_features: shape.n_features,
+    })
 }
 
 /// The backend name used in [`ScanError`]s.
@@ -58,5 +81,26 @@ impl CudaScanError {
                 source: Box::new(other),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scan_core::ScanShape;
+
+    #[test]
+    fn element_count_overflow_is_an_error() {
+        let shape = |n_steps, n_features| ScanShape {
+            n_steps,
+            n_features,
+        };
+        assert_eq!(element_count("op", shape(3, 4)).unwrap(), 12);
+        let error = element_count("forward_device", shape(usize::MAX, 2)).unwrap_err();
+        assert!(
+            matches!(error, CudaScanError::SizeOverflow { n_features: 2, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("forward_device"), "{error}");
     }
 }

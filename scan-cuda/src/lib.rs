@@ -21,9 +21,17 @@
 //! * **Both layouts, both directions.** Time-major (T, F) and time-contiguous (F, T) arrays
 //!   are read in place through strides; the reverse direction and the backward pass (a
 //!   reverse-time scan of `(a_{t+1}, ∂L/∂h_t)`) are index mappings of the same kernel.
+//! * **The serial IEEE result.** Products of decays are formed so that they never
+//!   underflow to 0 from nonzero factors (the smallest subnormal instead), so an infinite
+//!   state composed with tiny decays stays infinite as in the serial loop, and an exact
+//!   decay of 0 still gives `0·∞ = NaN` (see `scan_core`'s contract on non-finite values).
 //! * **64-bit indices, reused workspace.** The ticket counter, tile flags and carries live in
 //!   one workspace per device that grows when needed and is never cleared between launches:
 //!   flags are tagged with a per-launch epoch.
+//! * **Device-buffer API is `unsafe`.** `Cuda::forward_device` and
+//!   `Cuda::backward_device` (feature `cuda`) check buffer lengths (and that T·F does not overflow), but
+//!   the kernel dereferences raw device addresses in the device's primary context, which
+//!   the types cannot check: the caller promises that (see their `# Safety`).
 //! * **CUDA is opt-in.** Without the `cuda` feature the crate still builds everywhere: the
 //!   kernel source and its committed PTX ([`KERNEL_SOURCE`], [`KERNEL_PTX`]), the launch
 //!   planning ([`plan`]) and a [`Cuda`] backend whose every call returns

@@ -147,8 +147,10 @@ fn device_buffer_api_matches_the_host_api() {
     let initial =
         DeviceBuffer::from_slice(data.initial.as_ref().unwrap().as_slice().unwrap()).unwrap();
     let mut state = DeviceBuffer::from_slice(&vec![f64::NAN; 10_007 * 6]).unwrap();
-    backend
-        .forward_device(DeviceForward {
+    // SAFETY: the buffers were allocated after `activate` made the device's primary context
+    // current on this thread, and live until the end of the test.
+    unsafe {
+        backend.forward_device(DeviceForward {
             shape: ScanShape {
                 n_steps: 10_007,
                 n_features: 6,
@@ -160,14 +162,16 @@ fn device_buffer_api_matches_the_host_api() {
             initial: Some(&initial),
             state: &mut state,
         })
-        .unwrap();
+    }
+    .unwrap();
     let mut host = vec![0.0; 10_007 * 6];
     state.copy_to(&mut host[..]).unwrap();
     let actual = Array2::from_shape_vec((10_007, 6), host).unwrap();
     assert_eq!(actual, expected);
     // A wrong buffer length is an error, not a launch.
-    let error = backend
-        .forward_device(DeviceForward {
+    // SAFETY: as above.
+    let error = unsafe {
+        backend.forward_device(DeviceForward {
             shape: ScanShape {
                 n_steps: 10_008,
                 n_features: 6,
@@ -179,8 +183,27 @@ fn device_buffer_api_matches_the_host_api() {
             initial: None,
             state: &mut state,
         })
-        .unwrap_err();
+    }
+    .unwrap_err();
     assert!(error.to_string().contains("decay"), "{error}");
+    // A shape whose element count overflows is an error, not a launch of wrapped sizes.
+    // SAFETY: as above.
+    let error = unsafe {
+        backend.forward_device(DeviceForward {
+            shape: ScanShape {
+                n_steps: usize::MAX / 2 + 2,
+                n_features: 2,
+            },
+            layout: DeviceLayout::TimeMajor,
+            direction: Direction::Forward,
+            decay: &decay,
+            impulse: &impulse,
+            initial: None,
+            state: &mut state,
+        })
+    }
+    .unwrap_err();
+    assert!(error.to_string().contains("overflow"), "{error}");
 }
 
 /// T·F > 2³¹ elements (64-bit indexing), where the GPU has the memory: h_t = a·h_{t-1} + x
@@ -205,8 +228,10 @@ fn more_than_two_to_the_31_elements() {
     let decay = DeviceBuffer::from_slice(&decay).unwrap();
     let impulse = DeviceBuffer::from_slice(&impulse).unwrap();
     let mut state = DeviceBuffer::from_slice(&vec![f32::NAN; len]).unwrap();
-    backend
-        .forward_device(DeviceForward {
+    // SAFETY: the buffers were allocated after `activate` made the device's primary context
+    // current on this thread, and live until the end of the test.
+    unsafe {
+        backend.forward_device(DeviceForward {
             shape: ScanShape {
                 n_steps,
                 n_features,
@@ -218,7 +243,8 @@ fn more_than_two_to_the_31_elements() {
             initial: None,
             state: &mut state,
         })
-        .unwrap();
+    }
+    .unwrap();
     let mut host = vec![0.0f32; len];
     state.copy_to(&mut host[..]).unwrap();
     for (t, f) in [

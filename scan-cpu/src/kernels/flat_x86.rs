@@ -13,10 +13,11 @@ use std::arch::x86_64::*;
 
 use scan_core::Element;
 
+use super::flat_avx512::{self, Wide};
 use super::Job;
 
 /// Element-type-specific operations on a 256-bit register (always seen as `__m256`).
-trait Lane: Copy + 'static {
+pub(super) trait Lane: Copy + 'static {
     /// 32-bit lanes per element.
     const WIDTH32: usize;
     /// Elements per register.
@@ -127,18 +128,18 @@ impl Lane for f64 {
 
 /// Base addresses (lowest in memory) of the job's arrays, as the lane type.
 #[derive(Clone, Copy)]
-struct Bases<L> {
-    decay: *const L,
-    impulse: *const L,
-    out: *mut L,
-    prev_state: *const L,
-    grad_decay: *mut L,
+pub(super) struct Bases<L> {
+    pub decay: *const L,
+    pub impulse: *const L,
+    pub out: *mut L,
+    pub prev_state: *const L,
+    pub grad_decay: *mut L,
 }
 
 /// What the kernel does with each step.
 const SCAN: u8 = 0;
-const SCAN_FUSED: u8 = 1;
-const REDUCE: u8 = 2;
+pub(super) const SCAN_FUSED: u8 = 1;
+pub(super) const REDUCE: u8 = 2;
 
 /// Tries the in-register kernel on `job`; returns `false` (having done nothing) when the
 /// width or element type is not one it handles. With `product`, the job is reduced:
@@ -152,15 +153,16 @@ pub(super) unsafe fn try_scan<E: Element>(
     stride: isize,
     carry: &mut [E],
     product: Option<&mut [E]>,
+    avx512: bool,
 ) -> bool {
     let width = job.width;
     if TypeId::of::<E>() == TypeId::of::<f32>() && matches!(width, 1 | 2 | 4) {
         // SAFETY: E is f32, so the casts inside are identity casts.
-        unsafe { run_as::<E, f32>(job, stride, carry, product) };
+        unsafe { run_as::<E, f32>(job, stride, carry, product, avx512) };
         true
     } else if TypeId::of::<E>() == TypeId::of::<f64>() && matches!(width, 1 | 2) {
         // SAFETY: E is f64, so the casts inside are identity casts.
-        unsafe { run_as::<E, f64>(job, stride, carry, product) };
+        unsafe { run_as::<E, f64>(job, stride, carry, product, avx512) };
         true
     } else {
         false
@@ -169,11 +171,12 @@ pub(super) unsafe fn try_scan<E: Element>(
 
 /// # Safety
 /// `E` and `L` are the same type; otherwise as [`try_scan`].
-unsafe fn run_as<E: Element, L: Lane>(
+unsafe fn run_as<E: Element, L: Wide>(
     job: &Job<E>,
     stride: isize,
     carry: &mut [E],
     product: Option<&mut [E]>,
+    avx512: bool,
 ) {
     let n_elems = job.n_rows * job.width;
     // The lowest address of a sequence whose rows run at `stride`.
@@ -210,37 +213,46 @@ unsafe fn run_as<E: Element, L: Lane>(
     // SAFETY: the caller's contract (valid memory, AVX2 + FMA present).
     unsafe {
         let (reverse, width) = (stride < 0, job.width);
-        match width * L::WIDTH32 {
-            1 => dispatch_mode::<L, 1>(reverse, mode, bases, n_elems, width, carry, product),
-            2 => dispatch_mode::<L, 2>(reverse, mode, bases, n_elems, width, carry, product),
-            _ => dispatch_mode::<L, 4>(reverse, mode, bases, n_elems, width, carry, product),
+        let args = (bases, n_elems, width);
+        match (avx512, width * L::WIDTH32) {
+            (false, 1) => dispatch_mode::<L, 1, false>(reverse, mode, args, carry, product),
+            (false, 2) => dispatch_mode::<L, 2, false>(reverse, mode, args, carry, product),
+            (false, _) => dispatch_mode::<L, 4, false>(reverse, mode, args, carry, product),
+            (true, 1) => dispatch_mode::<L, 1, true>(reverse, mode, args, carry, product),
+            (true, 2) => dispatch_mode::<L, 2, true>(reverse, mode, args, carry, product),
+            (true, _) => dispatch_mode::<L, 4, true>(reverse, mode, args, carry, product),
         }
     }
 }
 
 /// # Safety
-/// As for [`kernel`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn dispatch_mode<L: Lane, const GROUP: usize>(
+/// As for [`kernel`]; with `AVX512`, the CPU supports AVX-512 F.
+unsafe fn dispatch_mode<L: Wide, const GROUP: usize, const AVX512: bool>(
     reverse: bool,
     mode: u8,
-    bases: Bases<L>,
-    n_elems: usize,
-    width: usize,
+    args: (Bases<L>, usize, usize),
     carry: &mut [L],
     product: &mut [L],
 ) {
-    let args = (bases, n_elems, width);
+    macro_rules! run {
+        ($rev:literal, $mode:ident) => {
+            if AVX512 {
+                flat_avx512::kernel::<L, $rev, $mode, GROUP>(args, carry, product)
+            } else {
+                kernel::<L, $rev, $mode, GROUP>(args, carry, product)
+            }
+        };
+    }
     // SAFETY: the caller guarantees every sequence addresses n_rows × width valid
-    // elements and that outputs alias neither inputs nor each other.
+    // elements, that outputs alias neither inputs nor each other, and the instruction set.
     unsafe {
         match (reverse, mode) {
-            (false, SCAN) => kernel::<L, false, SCAN, GROUP>(args, carry, product),
-            (false, SCAN_FUSED) => kernel::<L, false, SCAN_FUSED, GROUP>(args, carry, product),
-            (false, _) => kernel::<L, false, REDUCE, GROUP>(args, carry, product),
-            (true, SCAN) => kernel::<L, true, SCAN, GROUP>(args, carry, product),
-            (true, SCAN_FUSED) => kernel::<L, true, SCAN_FUSED, GROUP>(args, carry, product),
-            (true, _) => kernel::<L, true, REDUCE, GROUP>(args, carry, product),
+            (false, SCAN) => run!(false, SCAN),
+            (false, SCAN_FUSED) => run!(false, SCAN_FUSED),
+            (false, _) => run!(false, REDUCE),
+            (true, SCAN) => run!(true, SCAN),
+            (true, SCAN_FUSED) => run!(true, SCAN_FUSED),
+            (true, _) => run!(true, REDUCE),
         }
     }
 }
@@ -457,24 +469,44 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
         }
         (a, x)
     };
+    // Non-finite outputs: the compositions above multiply decays together, and a product
+    // that underflows to 0 turns an infinite state into NaN where the serial loop keeps the
+    // infinity (see `scan_core`'s contract). So the first register group with a non-finite
+    // output is not written; the job continues from the state before it with the serial
+    // loop, which gives the serial IEEE result by construction. Finite data never pays more
+    // than a multiply and an OR per register.
+    // SAFETY: AVX is enabled for this function.
+    let not_finite = |h: &[__m256]| unsafe {
+        let mut any = zero;
+        for &v in h {
+            any = _mm256_or_ps(any, L::mul(v, zero));
+        }
+        _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(any, any)) != 0
+    };
+    let mut serial_from = None;
     let mut k = 0;
     while k + 4 <= n_regs {
         let (a, x) = prepare(k);
+        let mut h = [zero; 4];
         for j in 0..4 {
             // SAFETY: AVX2 + FMA are enabled for this function.
-            let h = unsafe { L::fma(a[j], state, x[j]) };
+            h[j] = unsafe { L::fma(a[j], state, x[j]) };
+        }
+        if MODE != REDUCE && not_finite(&h) {
+            serial_from = Some(k);
+            break;
+        }
+        for (j, &h) in h.iter().enumerate() {
             emit(k + j, h);
-            if j == 3 {
-                state = _mm256_permutevar8x32_ps(h, last);
-                if MODE == REDUCE {
-                    // SAFETY: AVX is enabled for this function.
-                    prod = unsafe { L::mul(prod, _mm256_permutevar8x32_ps(a[3], last)) };
-                }
-            }
+        }
+        state = _mm256_permutevar8x32_ps(h[3], last);
+        if MODE == REDUCE {
+            // SAFETY: AVX is enabled for this function.
+            prod = unsafe { L::mul(prod, _mm256_permutevar8x32_ps(a[3], last)) };
         }
         k += 4;
     }
-    while k < n_regs {
+    while serial_from.is_none() && k < n_regs {
         let o = offset(k);
         // SAFETY: o + per <= n_elems.
         let (a, x) = local(unsafe { L::load(bases.decay.add(o)) }, unsafe {
@@ -482,6 +514,10 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
         });
         // SAFETY: AVX2 + FMA are enabled for this function.
         let h = unsafe { L::fma(a, state, x) };
+        if MODE != REDUCE && not_finite(&[h]) {
+            serial_from = Some(k);
+            break;
+        }
         emit(k, h);
         state = _mm256_permutevar8x32_ps(h, last);
         if MODE == REDUCE {
@@ -501,9 +537,43 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
     if MODE == REDUCE {
         product.copy_from_slice(&lanes[..width]);
     }
-    let leftover = |e: usize, carry: &mut [L], product: &mut [L]| {
+    // The elements left in processing order: the tail, or everything from the register
+    // where a non-finite output appeared.
+    // SAFETY: every element index below is < n_elems.
+    unsafe {
+        match (REV, serial_from) {
+            (true, None) => {
+                serial_elements::<L, MODE>(bases, (0..tail).rev(), width, carry, product)
+            }
+            (true, Some(k)) => {
+                serial_elements::<L, MODE>(bases, (0..offset(k) + per).rev(), width, carry, product)
+            }
+            (false, None) => {
+                serial_elements::<L, MODE>(bases, n_regs * per..n_elems, width, carry, product)
+            }
+            (false, Some(k)) => {
+                serial_elements::<L, MODE>(bases, offset(k)..n_elems, width, carry, product)
+            }
+        }
+    }
+}
+
+/// The serial loop over the given elements (in processing order) of a flat job: what the
+/// in-register kernels run for their leftover elements and after a non-finite output.
+///
+/// # Safety
+/// Every element index is below the job's element count.
+#[inline(always)]
+pub(super) unsafe fn serial_elements<L: Lane, const MODE: u8>(
+    bases: Bases<L>,
+    elements: impl Iterator<Item = usize>,
+    width: usize,
+    carry: &mut [L],
+    product: &mut [L],
+) {
+    for e in elements {
         let f = e % width;
-        // SAFETY: e < n_elems.
+        // SAFETY: e < n_elems (the caller's contract).
         unsafe {
             let a = *bases.decay.add(e);
             let h = L::madd(a, carry[f], *bases.impulse.add(e));
@@ -516,15 +586,6 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
             if MODE == SCAN_FUSED {
                 *bases.grad_decay.add(e) = L::mul1(*bases.prev_state.add(e), h);
             }
-        }
-    };
-    if REV {
-        for e in (0..tail).rev() {
-            leftover(e, carry, product);
-        }
-    } else {
-        for e in n_regs * per..n_elems {
-            leftover(e, carry, product);
         }
     }
 }

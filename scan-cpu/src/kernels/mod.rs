@@ -6,12 +6,18 @@
 //!
 //! * [`vertical`]: one loop over time, SIMD across features (auto-vectorized). This is the
 //!   serial baseline's loop and the chunk loop of Algorithm 1 for wide problems.
-//! * `flat_x86`: for 1, 2 or 4 features stored contiguously (or one time-contiguous
-//!   feature), a scan *inside* each 256-bit register (log-step shifts), which breaks the
-//!   dependency chain over time without any change to the memory layout.
+//! * `flat_x86` (AVX2) and `flat_avx512`: for 1, 2 or 4 features stored contiguously (or
+//!   one time-contiguous feature), a scan *inside* each 256- or 512-bit register (log-step
+//!   shifts), which breaks the dependency chain over time without any change to the memory
+//!   layout.
+//!
+//! Each is compiled for every instruction set it supports and chosen at run time through
+//! [`Isa`], which can only be made for instruction sets the CPU has.
 
 use scan_core::Element;
 
+#[cfg(target_arch = "x86_64")]
+mod flat_avx512;
 #[cfg(target_arch = "x86_64")]
 mod flat_x86;
 pub(crate) mod vertical;
@@ -152,26 +158,107 @@ impl<E> Job<E> {
     }
 }
 
-/// Which instruction set the kernels were compiled for, detected once at run time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Isa {
-    /// AVX2 with fused multiply-add.
-    Avx2Fma,
+/// An instruction set the kernels are compiled for; the best one the CPU supports is
+/// chosen at run time, and a caller may ask for a lower one (to compare them, or to test
+/// every path on one machine).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum InstructionSet {
     /// Whatever the build's baseline target offers (SSE2 on x86-64).
     Baseline,
+    /// AVX2 with fused multiply-add (x86-64).
+    Avx2,
+    /// AVX-512 (F and VL) with AVX2 and fused multiply-add (x86-64).
+    Avx512,
 }
 
-impl Isa {
-    pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Self::Avx2Fma;
-            }
+impl InstructionSet {
+    /// Every instruction set, lowest first.
+    pub const ALL: [Self; 3] = [Self::Baseline, Self::Avx2, Self::Avx512];
+
+    /// Whether this CPU can run the kernels of this instruction set (detected once per
+    /// process).
+    pub fn is_supported(self) -> bool {
+        static DETECTED: std::sync::OnceLock<InstructionSet> = std::sync::OnceLock::new();
+        self <= *DETECTED.get_or_init(detect)
+    }
+
+    /// The best instruction set this CPU supports.
+    pub fn detected() -> Self {
+        Self::ALL
+            .into_iter()
+            .rev()
+            .find(|isa| isa.is_supported())
+            .unwrap_or(Self::Baseline)
+    }
+
+    /// The instruction sets this CPU supports, lowest first.
+    pub fn supported() -> Vec<Self> {
+        Self::ALL
+            .into_iter()
+            .filter(|isa| isa.is_supported())
+            .collect()
+    }
+
+    /// The name used by `scan_bench --isa` and in reports: `baseline`, `avx2`, `avx512`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Baseline => "baseline",
+            Self::Avx2 => "avx2",
+            Self::Avx512 => "avx512",
         }
-        Self::Baseline
+    }
+}
+
+impl std::str::FromStr for InstructionSet {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|isa| isa.name() == name)
+            .ok_or_else(|| format!("unknown instruction set `{name}` (baseline, avx2, avx512)"))
+    }
+}
+
+fn detect() -> InstructionSet {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        let avx2 = has!("avx2") && has!("fma");
+        if avx2 && has!("avx512f") && has!("avx512vl") {
+            return InstructionSet::Avx512;
+        }
+        if avx2 {
+            return InstructionSet::Avx2;
+        }
+    }
+    InstructionSet::Baseline
+}
+
+/// An instruction set the CPU has been checked to support: the only way kernels are
+/// chosen, so an `Isa::Avx512` value proves that AVX-512 F/VL, AVX2 and FMA are present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Isa(InstructionSet);
+
+impl Isa {
+    /// The best instruction set of this CPU.
+    pub fn detect() -> Self {
+        Self(InstructionSet::detected())
+    }
+
+    /// `wanted` if this CPU supports it.
+    pub fn checked(wanted: InstructionSet) -> Option<Self> {
+        wanted.is_supported().then_some(Self(wanted))
+    }
+
+    /// The instruction set.
+    pub fn get(self) -> InstructionSet {
+        self.0
+    }
+
+    /// Whether AVX2 and FMA are available (true for AVX-512 too).
+    pub fn has_avx2(self) -> bool {
+        self.0 >= InstructionSet::Avx2
     }
 }
 
@@ -182,6 +269,27 @@ pub(crate) enum KernelSet {
     TimeLoop,
     /// Also the in-register scans for narrow problems.
     InRegister,
+}
+
+/// Jobs with fewer elements run the loop over time even where an in-register kernel
+/// applies: below a few registers' worth per chunk its set-up (lane patterns, the group
+/// composition) costs more than the dependency chain it saves (measured at T = 16, F = 4).
+const IN_REGISTER_MIN_ELEMS: usize = 256;
+
+/// Widest rows (in bytes) for which the backward pass uses the in-register kernels. The
+/// fused backward pass moves 20 bytes per element instead of 12; from 16-byte rows on (four
+/// f32 features) the loop over time, with four features in flight, already waits on memory
+/// rather than on its chain of FMAs, and the in-register kernel measured 0.65× of it on the
+/// Xeon (issue 13), while at 4- and 8-byte rows it is 1.9× faster.
+const IN_REGISTER_MAX_FUSED_ROW_BYTES: usize = 8;
+
+/// Whether the in-register kernels may take `job`.
+fn in_register<E>(job: &Job<E>, isa: Isa, kernels: KernelSet) -> bool {
+    let row_bytes = job.width.saturating_mul(std::mem::size_of::<E>());
+    kernels == KernelSet::InRegister
+        && isa.has_avx2()
+        && job.n_rows.saturating_mul(job.width) >= IN_REGISTER_MIN_ELEMS
+        && (job.fused.is_none() || row_bytes <= IN_REGISTER_MAX_FUSED_ROW_BYTES)
 }
 
 /// Runs `job` from the state `carry` (one value per feature), leaving its last state there.
@@ -196,11 +304,19 @@ pub(crate) unsafe fn scan<E: Element>(job: &Job<E>, carry: &mut [E], isa: Isa, k
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if kernels == KernelSet::InRegister && isa == Isa::Avx2Fma {
+    if in_register(job, isa, kernels) {
         if let Some(stride) = job.flat_stride() {
             // SAFETY: the caller's contract; `flat_stride` checked the contiguous layout
             // that `flat_x86` requires, and AVX2 + FMA are present.
-            if unsafe { flat_x86::try_scan(job, stride, carry, None) } {
+            if unsafe {
+                flat_x86::try_scan(
+                    job,
+                    stride,
+                    carry,
+                    None,
+                    isa.get() == InstructionSet::Avx512,
+                )
+            } {
                 return;
             }
         }
@@ -229,10 +345,18 @@ pub(crate) unsafe fn reduce<E: Element>(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if kernels == KernelSet::InRegister && isa == Isa::Avx2Fma {
+    if in_register(job, isa, kernels) {
         if let Some(stride) = job.flat_stride() {
             // SAFETY: as in `scan`.
-            if unsafe { flat_x86::try_scan(job, stride, acc, Some(product)) } {
+            if unsafe {
+                flat_x86::try_scan(
+                    job,
+                    stride,
+                    acc,
+                    Some(product),
+                    isa.get() == InstructionSet::Avx512,
+                )
+            } {
                 return;
             }
         }

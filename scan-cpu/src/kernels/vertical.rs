@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use scan_core::Element;
 
-use super::{Isa, Job};
+use super::{InstructionSet, Isa, Job};
 
 /// Widths above this walk whole rows with the state in memory.
 const WIDE: usize = 64;
@@ -85,10 +85,14 @@ unsafe fn dispatch<E: Element>(
     pass: Pass,
     isa: Isa,
 ) {
-    match isa {
+    match isa.get() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2Fma` is only ever detected on CPUs with AVX2 and FMA.
-        Isa::Avx2Fma => unsafe { run_avx2(job, carry, product, pass) },
+        // SAFETY: an `Isa` is only made for instruction sets the CPU supports (`Isa::checked`,
+        // `Isa::detect`), so AVX-512 F/VL, AVX2 and FMA are present.
+        InstructionSet::Avx512 => unsafe { run_avx512(job, carry, product, pass) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, AVX2 and FMA are present.
+        InstructionSet::Avx2 => unsafe { run_avx2(job, carry, product, pass) },
         // SAFETY: the caller guarantees every sequence addresses n_rows × width valid
         // elements and that outputs alias neither inputs nor each other.
         _ => unsafe { run::<E, Unfused>(job, carry, product, pass) },
@@ -98,6 +102,15 @@ unsafe fn dispatch<E: Element>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_avx2<E: Element>(job: &Job<E>, carry: &mut [E], product: &mut [E], pass: Pass) {
+    // SAFETY: the caller guarantees every sequence addresses n_rows × width valid
+    // elements and that outputs alias neither inputs nor each other.
+    unsafe { run::<E, Fused>(job, carry, product, pass) }
+}
+
+/// The same loops compiled for AVX-512: LLVM vectorizes them with 512-bit registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn run_avx512<E: Element>(job: &Job<E>, carry: &mut [E], product: &mut [E], pass: Pass) {
     // SAFETY: the caller guarantees every sequence addresses n_rows × width valid
     // elements and that outputs alias neither inputs nor each other.
     unsafe { run::<E, Fused>(job, carry, product, pass) }
@@ -182,7 +195,7 @@ unsafe fn store_row<E: Copy>(dst: *mut E, values: &[E], stream: bool) {
         use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256};
         let size = std::mem::size_of::<E>();
         let misaligned = (dst as usize) % 32;
-        if misaligned % size == 0 {
+        if misaligned.is_multiple_of(size) {
             let head = ((32 - misaligned) % 32 / size).min(values.len());
             let per = 32 / size;
             let body = (values.len() - head) / per * per;
@@ -284,12 +297,10 @@ unsafe fn rows_wide<E: Element, M: MulAdd, const PASS: u8>(
     product: &mut [E],
 ) {
     let w = job.width;
-    // One row of ∂L/∂a, built here and then stored (streamed past the cache if asked).
-    let mut grad = if PASS == SCAN_FUSED {
-        vec![E::zero(); w]
-    } else {
-        Vec::new()
-    };
+    // ∂L/∂a, built here a piece of a row at a time (on the stack: no allocation per call)
+    // and then stored (streamed past the cache if asked).
+    const PIECE: usize = 256;
+    let mut grad = [E::zero(); PIECE];
     for i in 0..job.n_rows {
         // SAFETY: row i of every sequence holds `w` contiguous elements; outputs do not
         // overlap inputs (they come from distinct ndarray borrows), so the shared slices
@@ -310,10 +321,15 @@ unsafe fn rows_wide<E: Element, M: MulAdd, const PASS: u8>(
             if PASS == SCAN_FUSED {
                 let fused = job.fused.expect("fused pass has fused sequences");
                 let prev = std::slice::from_raw_parts(fused.prev_state.at(i, 0), w);
-                for ((g, &p), &h) in grad.iter_mut().zip(prev).zip(carry.iter()) {
-                    *g = p * h;
+                for (start, (prev, state)) in
+                    prev.chunks(PIECE).zip(carry.chunks(PIECE)).enumerate()
+                {
+                    let grad = &mut grad[..prev.len()];
+                    for ((g, &p), &h) in grad.iter_mut().zip(prev).zip(state) {
+                        *g = p * h;
+                    }
+                    store_row(fused.grad_decay.at(i, start * PIECE), grad, job.stream);
                 }
-                store_row(fused.grad_decay.at(i, 0), &grad, job.stream);
             }
         }
     }
