@@ -51,6 +51,7 @@
 #![deny(unsafe_code)]
 
 mod adam;
+pub mod backend;
 mod checkpoint;
 
 mod data;
@@ -66,17 +67,21 @@ mod workspace;
 
 pub use adam::{Adam, AdamConfig, StepReport};
 
+pub use backend::{Backend, CpuBackend, ReferenceBackend};
 pub use checkpoint::{
     load_checkpoint, load_checkpoint_into, read_checkpoint_meta, save_checkpoint, CheckpointMeta,
 };
 pub use data::{SyntheticBatch, SyntheticTask};
 pub use error::ModelError;
 pub use init::{GateBiasInit, InitConfig};
-pub use layers::{Dense, Embedding, Gilr, GilrLstm, Layer, Lstm, OneHotSequence, Qrnn, Sru};
+pub use layers::{
+    Dense, Embedding, Gilr, GilrLstm, Layer, LayerCache, LayerGrads, LayerOutput, LayerState, Lstm,
+    OneHotSequence, Qrnn, Sru,
+};
 pub use loss::{softmax_cross_entropy, LossOutput};
 pub use model::{
-    BatchStats, Classifier, ForwardPass, InputEncoder, InputKind, LayerKind, ModelConfig,
-    ModelInput, RecurrentCache, RecurrentLayer, TrainStats,
+    Backprop, BatchStats, Classifier, ForwardPass, InputEncoder, InputKind, LayerKind, ModelConfig,
+    ModelInput, ModelState, PassGrads, RecurrentLayer, Stream, TrainStats,
 };
 pub use param::{Param, ParamMut, ParamVisitor, ParamVisitorMut, Parameters};
 pub use real::Real;

@@ -1,24 +1,23 @@
 //! The affine layer.
 
-use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3, Ix1, Ix2};
-use scan_core::LinearScan;
+use ndarray::{Array1, Array2, Axis, Ix1, Ix2};
 
-use super::{check_backward, check_input, Layer};
+use super::{
+    cache, check_backward, check_forward, Layer, LayerCache, LayerGrads, LayerOutput, LayerState,
+};
+use crate::backend::{Backend, Transpose};
 use crate::init::Initializer;
-use crate::ops::{add_column_sums, gemm, rows, to_3d};
 use crate::param::{ParamVisitor, ParamVisitorMut};
 use crate::{ModelError, Param, Parameters, Real};
 
 /// An affine map applied at every step: `y = x·W + b`, `W` of shape `(m, n)`.
 ///
 /// Backward: `∂W += xᵀ·∂y`, `∂b += Σ_rows ∂y`, `∂x = ∂y·Wᵀ`.
-/// Also the classification head (on `(B, n)` matrices, see [`Dense::forward_2d`]).
+/// Also the classification head (on the last step's `(B, n)` rows).
 #[derive(Clone, Debug)]
 pub struct Dense<E: Real> {
-    /// `W`, shape `(m, n)`.
-    pub weight: Param<E, Ix2>,
-    /// `b`, shape `(n)`.
-    pub bias: Param<E, Ix1>,
+    weight: Param<E, Ix2>,
+    bias: Param<E, Ix1>,
 }
 
 impl<E: Real> Dense<E> {
@@ -43,74 +42,13 @@ impl<E: Real> Dense<E> {
             bias: Param::new(bias),
         })
     }
-
-    /// `y = x·W + b` on a `(rows, m)` matrix.
-    pub fn forward_2d(&self, input: ArrayView2<'_, E>) -> Result<Array2<E>, ModelError> {
-        let (n_rows, m) = input.dim();
-        crate::error::check_shape(
-            "Dense::forward_2d",
-            "input",
-            &[n_rows, self.input_size()],
-            &[n_rows, m],
-        )?;
-        let mut out = Array2::zeros((n_rows, self.output_size()));
-        out.rows_mut()
-            .into_iter()
-            .for_each(|mut row| row.assign(&self.bias.value));
-        gemm(
-            E::one(),
-            &input,
-            &self.weight.value.view(),
-            E::one(),
-            &mut out.view_mut(),
-        );
-        Ok(out)
-    }
-
-    /// Accumulates `∂W`, `∂b` for a `(rows, m)` input and returns `∂x`.
-    pub fn backward_2d(
-        &mut self,
-        input: ArrayView2<'_, E>,
-        grad_output: ArrayView2<'_, E>,
-    ) -> Result<Array2<E>, ModelError> {
-        let (n_rows, _) = input.dim();
-        crate::error::check_shape(
-            "Dense::backward_2d",
-            "input",
-            &[n_rows, self.input_size()],
-            input.shape(),
-        )?;
-        crate::error::check_shape(
-            "Dense::backward_2d",
-            "grad_output",
-            &[n_rows, self.output_size()],
-            grad_output.shape(),
-        )?;
-        gemm(
-            E::one(),
-            &input.t(),
-            &grad_output,
-            E::one(),
-            &mut self.weight.grad.view_mut(),
-        );
-        add_column_sums(self.bias.grad.view_mut(), grad_output);
-        let mut grad_input = Array2::zeros((n_rows, self.input_size()));
-        gemm(
-            E::one(),
-            &grad_output,
-            &self.weight.value.t(),
-            E::zero(),
-            &mut grad_input.view_mut(),
-        );
-        Ok(grad_input)
-    }
 }
 
 params_from_fields!(Dense: weight, bias);
 
-impl<E: Real> Layer<E> for Dense<E> {
-    type Cache = ();
+const NAME: &str = "Dense";
 
+impl<E: Real> Layer<E> for Dense<E> {
     fn input_size(&self) -> usize {
         self.weight.value.nrows()
     }
@@ -119,33 +57,64 @@ impl<E: Real> Layer<E> for Dense<E> {
         self.weight.value.ncols()
     }
 
-    fn forward(
-        &self,
-        _scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-    ) -> Result<(Array3<E>, ()), ModelError> {
-        let (n_steps, n_batch) = check_input("Dense::forward", &input, self.input_size())?;
-        let out = self.forward_2d(rows(input).view())?;
-        Ok((to_3d(out, n_steps, n_batch), ()))
+    /// No state: a dense layer looks at one step at a time.
+    fn state_dims(&self, _n_batch: usize) -> Vec<(usize, usize)> {
+        Vec::new()
     }
 
-    fn backward(
+    fn forward<B: Backend<E>>(
+        &self,
+        b: &B,
+        x: B::View<'_>,
+        n_batch: usize,
+        initial: Option<&LayerState<B::Matrix>>,
+    ) -> Result<LayerOutput<B::Matrix>, ModelError> {
+        let state = initial.map(|s| (s, Vec::new()));
+        let n_steps = check_forward(b, "Dense::forward", x, n_batch, self.input_size(), state)?;
+        let mut y = b.scratch(n_steps * n_batch, self.output_size())?;
+        let bias = b.host(self.bias.value.view().insert_axis(Axis(0)));
+        b.fill_rows(bias, b.view_mut(&mut y))?;
+        let w = b.host(self.weight.value.view());
+        b.matmul(x, Transpose::No, w, Transpose::No, b.view_mut(&mut y), true)?;
+        let cache = cache::<E, B, 0>(b, NAME, (n_steps, n_batch), [], None)?;
+        Ok(LayerOutput {
+            output: y,
+            cache,
+            state: LayerState::new(Vec::new()),
+        })
+    }
+
+    fn backward<B: Backend<E>>(
         &mut self,
-        _scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-        output: ArrayView3<'_, E>,
-        _cache: (),
-        grad_output: ArrayView3<'_, E>,
-    ) -> Result<Array3<E>, ModelError> {
-        let (n_steps, n_batch) = check_backward(
-            "Dense::backward",
-            &input,
-            self.input_size(),
-            &output,
-            &grad_output,
-            self.output_size(),
+        b: &B,
+        x: B::View<'_>,
+        y: B::View<'_>,
+        cache: LayerCache<B::Matrix>,
+        grad_y: B::View<'_>,
+        grad_final: Option<&LayerState<B::Matrix>>,
+    ) -> Result<LayerGrads<B::Matrix>, ModelError> {
+        const OP: &str = "Dense::backward";
+        let (m, n) = (self.input_size(), self.output_size());
+        let finals = grad_final.map(|s| (s, Vec::new()));
+        let (n_steps, n_batch) = check_backward(b, OP, &cache, x, m, y, grad_y, n, finals)?;
+        cache.take::<0>(OP, NAME)?;
+        let grad_w = b.host_mut(self.weight.grad.view_mut());
+        b.matmul(x, Transpose::Yes, grad_y, Transpose::No, grad_w, true)?;
+        let grad_b = b.host_mut(self.bias.grad.view_mut().insert_axis(Axis(0)));
+        b.add_column_sums(grad_y, grad_b)?;
+        let mut grad_x = b.scratch(n_steps * n_batch, m)?;
+        let w = b.host(self.weight.value.view());
+        b.matmul(
+            grad_y,
+            Transpose::No,
+            w,
+            Transpose::Yes,
+            b.view_mut(&mut grad_x),
+            false,
         )?;
-        let grad = self.backward_2d(rows(input).view(), rows(grad_output).view())?;
-        Ok(to_3d(grad, n_steps, n_batch))
+        Ok(LayerGrads {
+            input: grad_x,
+            initial: None,
+        })
     }
 }

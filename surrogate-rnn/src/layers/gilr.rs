@@ -1,16 +1,17 @@
 //! The gated impulse linear recurrent layer.
 
-use ndarray::{s, Array1, Array3, ArrayView3, Ix1, Ix2};
-use scan_core::LinearScan;
+use ndarray::{s, Array1, Ix1, Ix2};
 
-use super::{check_backward, check_input, Layer};
-use crate::init::Initializer;
-use crate::ops::{
-    gate_blocks_mut, par_zip, project_gates, project_gates_backward, rows, rows_of, scan_backward,
-    scan_forward, sigmoid,
+use super::primitives::{
+    bias_block, gated_scan, gated_scan_backward, matrices, project, project_backward,
 };
+use super::{
+    cache, check_backward, check_forward, last_step, Layer, LayerCache, LayerGrads, LayerOutput,
+    LayerState,
+};
+use crate::backend::{Backend, Candidate, ScanEnds};
+use crate::init::Initializer;
 use crate::param::{ParamVisitor, ParamVisitorMut};
-use crate::workspace::Workspace;
 use crate::{ModelError, Param, Parameters, Real};
 
 /// GILR, `m → n` (PAPER.md §2):
@@ -18,29 +19,19 @@ use crate::{ModelError, Param, Parameters, Real};
 /// ```text
 /// g_t = σ(U x_t + b_g)          decay gate
 /// i_t = tanh(V x_t + b_z)       candidate
-/// h_t = g_t ⊙ h_{t-1} + (1 − g_t) ⊙ i_t,   h_0 = 0
+/// h_t = g_t ⊙ h_{t-1} + (1 − g_t) ⊙ i_t      (gated scan from the incoming h_0)
 /// ```
 ///
-/// `input_weight` is `[U | V]`, `(m, 2n)`; `bias` is `[b_g | b_z]`. Both projections are
-/// one matrix product over all `T·B` rows; the recurrence is one scan over `B·n` features.
-///
-/// Backward, with `G = ∂L/∂impulse` and `∂L/∂decay = h_{t-1} ⊙ G` from the backward scan:
-/// `∂g = ∂decay − G ⊙ i`, `∂i = G ⊙ (1 − g)`, then through σ and tanh to the
-/// pre-activations `∂P`, and `∂W += xᵀ∂P`, `∂b += Σ∂P`, `∂x = ∂P Wᵀ`.
+/// Parameters: `input_weight = [U | V]` `(m, 2n)`, `bias = [b_g | b_z]`. State: `h`.
+/// Backward: the gated scan's backward gives `∂P_g, ∂P_i` (and `∂h_0`), the projection's
+/// backward `∂W, ∂b, ∂x`.
 #[derive(Clone, Debug)]
 pub struct Gilr<E: Real> {
-    /// `[U | V]`, `(m, 2n)`.
-    pub input_weight: Param<E, Ix2>,
-    /// `[b_g | b_z]`, `(2n)`.
-    pub bias: Param<E, Ix1>,
+    input_weight: Param<E, Ix2>,
+    bias: Param<E, Ix1>,
 }
 
-/// What [`Gilr::forward`] keeps for the backward pass: the gates `g` and `i`,
-/// `2·T·B·n` elements.
-#[derive(Debug)]
-pub struct GilrCache<E> {
-    gates: Array3<E>,
-}
+const NAME: &str = "Gilr";
 
 impl<E: Real> Gilr<E> {
     pub(crate) fn init(init: &mut Initializer, m: usize, n: usize) -> Self {
@@ -60,8 +51,6 @@ impl<E: Real> Gilr<E> {
 params_from_fields!(Gilr: input_weight, bias);
 
 impl<E: Real> Layer<E> for Gilr<E> {
-    type Cache = GilrCache<E>;
-
     fn input_size(&self) -> usize {
         self.input_weight.value.nrows()
     }
@@ -70,117 +59,94 @@ impl<E: Real> Layer<E> for Gilr<E> {
         self.n()
     }
 
-    unpooled_layer_entry_points!(GilrCache<E>);
-}
+    fn state_dims(&self, n_batch: usize) -> Vec<(usize, usize)> {
+        vec![(n_batch, self.n())]
+    }
 
-impl<E: Real> Gilr<E> {
-    pub(crate) fn forward_with(
+    fn forward<B: Backend<E>>(
         &self,
-        scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-        ws: &Workspace<E>,
-    ) -> Result<(Array3<E>, GilrCache<E>), ModelError> {
-        let (n_steps, n_batch) = check_input("Gilr::forward", &input, self.input_size())?;
+        b: &B,
+        x: B::View<'_>,
+        n_batch: usize,
+        initial: Option<&LayerState<B::Matrix>>,
+    ) -> Result<LayerOutput<B::Matrix>, ModelError> {
+        let state = initial.map(|s| (s, self.state_dims(n_batch)));
+        let n_steps = check_forward(b, "Gilr::forward", x, n_batch, self.input_size(), state)?;
         let n = self.n();
-        let x = rows(input);
-        let mut gates = ws.scratch((2, n_steps * n_batch, n));
-        project_gates(x.view(), self.input_weight.value.view(), &mut gates);
-        let n_rows = n_steps * n_batch;
-        let (b_g, b_i) = (
-            self.bias.value.slice(s![..n]),
-            self.bias.value.slice(s![n..]),
-        );
-        let [mut g, mut i] = gate_blocks_mut::<E, 2>(&mut gates);
-        let mut impulse = ws.scratch((n_rows, n));
-        // One pass: g = σ(P_g), i = tanh(P_i) and the impulse (1 − g) ⊙ i.
-        par_zip!(
-            (
-                g.view_mut(),
-                i.view_mut(),
-                &mut impulse,
-                rows_of(&b_g, n_rows),
-                rows_of(&b_i, n_rows),
-            ),
-            |g, i, x, &b_g, &b_i| {
-                let (gv, iv) = (sigmoid(*g + b_g), (*i + b_i).tanh());
-                *g = gv;
-                *i = iv;
-                *x = (E::one() - gv) * iv;
-            }
-        );
-        let mut h = ws.scratch((n_rows, n));
-        scan_forward(scan, n_steps, g.view(), impulse.view(), h.view_mut())?;
-        ws.give_back(impulse);
-        Ok((crate::ops::to_3d(h, n_steps, n_batch), GilrCache { gates }))
-    }
-
-    pub(crate) fn backward_with(
-        &mut self,
-        scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-        output: ArrayView3<'_, E>,
-        cache: GilrCache<E>,
-        grad_output: ArrayView3<'_, E>,
-        ws: &Workspace<E>,
-    ) -> Result<Array3<E>, ModelError> {
-        let (n_steps, n_batch) = check_backward(
-            "Gilr::backward",
-            &input,
-            self.input_size(),
-            &output,
-            &grad_output,
-            self.n(),
+        let h_0 = initial.map(|s| s.part(NAME, 0)).transpose()?;
+        let [mut g, mut i] = matrices::<E, B, 2>(b, n_steps * n_batch, n, false)?;
+        let w = b.host(self.input_weight.value.view());
+        project(
+            b,
+            x,
+            w,
+            &mut [b.view_mut(&mut g), b.view_mut(&mut i)],
+            false,
         )?;
-        let n = self.n();
-        let n_rows = n_steps * n_batch;
-        let mut gates = cache.gates;
-        let h = rows(output);
-        let dh = rows(grad_output);
-        let mut grad_decay = ws.scratch((n_rows, n));
-        let mut grad_impulse = ws.scratch((n_rows, n));
-        {
-            let [g, _] = gate_blocks_mut::<E, 2>(&mut gates);
-            scan_backward(
-                scan,
-                n_steps,
-                g.view(),
-                h.view(),
-                dh.view(),
-                grad_decay.view_mut(),
-                grad_impulse.view_mut(),
-            )?;
-        }
-        // Overwrite the gates with the gradients of their pre-activations.
-        {
-            let [g, i] = gate_blocks_mut::<E, 2>(&mut gates);
-            par_zip!((g, i, &grad_decay, &grad_impulse), |g, i, &da, &dx| {
-                let (gv, iv) = (*g, *i);
-                let dg = da - dx * iv;
-                let di = dx * (E::one() - gv);
-                *g = dg * gv * (E::one() - gv);
-                *i = di * (E::one() - iv * iv);
-            });
-        }
-        ws.give_back(grad_decay);
-        ws.give_back(grad_impulse);
-        let x = rows(input);
-        let mut grad_x = ws.zeros((n_rows, self.input_size()));
-        project_gates_backward(
-            x.view(),
-            self.input_weight.value.view(),
-            &mut self.input_weight.grad,
-            &mut self.bias.grad,
-            &gates,
-            &mut grad_x.view_mut(),
-        );
-        ws.give_back(gates);
-        Ok(crate::ops::to_3d(grad_x, n_steps, n_batch))
+        let bias = self.bias.value.view();
+        let (b_g, b_i) = (bias_block(b, bias, 0, n)?, bias_block(b, bias, 1, n)?);
+        let h_0 = h_0.map(|h| b.view(h));
+        let h = gated_scan(b, n_steps, &mut g, b_g, &mut i, b_i, Candidate::Tanh, h_0)?;
+        let state = LayerState::new(vec![last_step(b, &h, n_batch)?]);
+        let cache = cache(b, NAME, (n_steps, n_batch), [g, i], initial)?;
+        Ok(LayerOutput {
+            output: h,
+            cache,
+            state,
+        })
     }
-}
 
-impl<E: Real> GilrCache<E> {
-    /// Gives the cached buffers back to `ws` (when no backward pass will use them).
-    pub(crate) fn give_back(self, ws: &Workspace<E>) {
-        ws.give_back(self.gates);
+    fn backward<B: Backend<E>>(
+        &mut self,
+        b: &B,
+        x: B::View<'_>,
+        h: B::View<'_>,
+        cache: LayerCache<B::Matrix>,
+        grad_h: B::View<'_>,
+        grad_final: Option<&LayerState<B::Matrix>>,
+    ) -> Result<LayerGrads<B::Matrix>, ModelError> {
+        const OP: &str = "Gilr::backward";
+        let (m, n) = (self.input_size(), self.n());
+        let finals = grad_final.map(|s| (s, self.state_dims(cache.dims().1)));
+        let (n_steps, n_batch) = check_backward(b, OP, &cache, x, m, h, grad_h, n, finals)?;
+        let ([mut g, mut i], initial) = cache.take::<2>(OP, NAME)?;
+        let ends = ScanEnds {
+            initial: initial
+                .as_ref()
+                .map(|s| s.part(OP, 0))
+                .transpose()?
+                .map(|h| b.view(h)),
+            grad_last: grad_final
+                .map(|s| s.part(OP, 0))
+                .transpose()?
+                .map(|d| b.view(d)),
+        };
+        let want_initial = initial.is_some();
+        let grad_h0 = gated_scan_backward(
+            b,
+            n_steps,
+            &mut g,
+            &mut i,
+            Candidate::Tanh,
+            h,
+            ends,
+            grad_h,
+            want_initial,
+        )?;
+        let mut grad_x = b.zeros(n_steps * n_batch, m)?;
+        project_backward(
+            b,
+            x,
+            b.host(self.input_weight.value.view()),
+            b.host_mut(self.input_weight.grad.view_mut()),
+            Some(b.host_mut(self.bias.grad.view_mut().insert_axis(ndarray::Axis(0)))),
+            &[b.view(&g), b.view(&i)],
+            b.view_mut(&mut grad_x),
+        )?;
+        super::recycle(b, [g, i]);
+        Ok(LayerGrads {
+            input: grad_x,
+            initial: grad_h0.map(|d| LayerState::new(vec![d])),
+        })
     }
 }

@@ -1,16 +1,18 @@
 //! The LSTM with a GILR surrogate for its recurrent input.
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView3, Ix1, Ix2};
-use scan_core::LinearScan;
+use ndarray::{s, Array1, Ix1, Ix2};
 
-use super::{check_backward, check_input, Layer};
-use crate::init::Initializer;
-use crate::ops::{
-    block, gate_blocks_mut, gemm, par_zip, project_gates, project_gates_backward, rows, rows_of,
-    scan_backward, scan_forward, sigmoid,
+use super::primitives::{
+    bias_block, gated_scan, gated_scan_backward, input_gated_scan, input_gated_scan_backward,
+    matrices, output_gate, output_gate_backward, project, project_backward,
 };
+use super::{
+    cache, check_backward, check_forward, last_step, recycle, rows_of_each, rows_of_each_ref,
+    state_part, Layer, LayerCache, LayerGrads, LayerOutput, LayerState,
+};
+use crate::backend::{Backend, Candidate, ScanEnds};
+use crate::init::Initializer;
 use crate::param::{ParamVisitor, ParamVisitorMut};
-use crate::workspace::Workspace;
 use crate::{ModelError, Param, Parameters, Real};
 
 /// GILR-LSTM, `m → n` (PAPER.md §2): an LSTM whose gates read a GILR surrogate `h̃`
@@ -18,50 +20,37 @@ use crate::{ModelError, Param, Parameters, Real};
 ///
 /// ```text
 /// g_t = σ(V_g x_t + b_g)      j_t = tanh(V_j x_t + b_j)
-/// h̃_t = g_t ⊙ h̃_{t-1} + (1 − g_t) ⊙ j_t                     (scan 1, h̃_0 = 0)
+/// h̃_t = g_t ⊙ h̃_{t-1} + (1 − g_t) ⊙ j_t                     (gated scan)
 /// f_t, i_t, o_t = σ(U_{f,i,o} h̃_{t-1} + V_{f,i,o} x_t + b_{f,i,o})
 /// z_t = tanh(U_z h̃_{t-1} + V_z x_t + b_z)
-/// c_t = f_t ⊙ c_{t-1} + i_t ⊙ z_t                            (scan 2, c_0 = 0)
-/// h_t = o_t ⊙ c_t
+/// c_t = f_t ⊙ c_{t-1} + i_t ⊙ z_t                            (input-gated scan)
+/// h_t = o_t ⊙ c_t                                            (output gate)
 /// ```
 ///
 /// **Choice:** the gates read `h̃_{t-1}`, as PAPER.md's equations write it (the authors'
 /// released code feeds `h̃_t`). Then `h̃` is a strict summary of the past, exactly like the
-/// LSTM state it replaces, and the step-t gates still see `x_t` through `V`. The product
-/// `U h̃_{t-1}` for all steps is one `(T·B, n)·(n, 4n)` product on `h̃` shifted by one
-/// step (rows `0..(T−1)B` feed rows `B..TB`), with no copy.
+/// LSTM state it replaces. `U h̃_{t-1}` for all steps is one product on `h̃` shifted by one
+/// step (rows `0..(T−1)B` feed rows `B..TB`); the first step reads the incoming `h̃_0`.
 ///
 /// Parameters: `input_weight = [V_g V_j V_f V_i V_o V_z]` `(m, 6n)`,
 /// `recurrent_weight = [U_f U_i U_o U_z]` `(n, 4n)`, `bias` `(6n)` in the same gate order.
-///
-/// Backward (scan 2 then scan 1, each giving `G = ∂impulse` and `∂decay = state_{t-1}⊙G`):
-/// `∂o = ∂h ⊙ c`, `∂c = ∂h ⊙ o` feeds scan 2; `∂f = ∂decay₂`, `∂i = G₂ ⊙ z`,
-/// `∂z = G₂ ⊙ i`; through σ/tanh to `∂P_{f,i,o,z}`; `∂h̃_{t-1} = Σ ∂P_{·,t} U_·ᵀ` feeds
-/// scan 1, and `∂U += h̃_{t-1}ᵀ ∂P_t`; `∂g = ∂decay₁ − G₁ ⊙ j`, `∂j = G₁ ⊙ (1 − g)`;
-/// finally `∂V += xᵀ∂P`, `∂b += Σ∂P`, `∂x = ∂P Vᵀ`.
+/// State: `h̃` and `c`. Backward runs the primitives in reverse: output gate, input-gated
+/// scan, the shifted projection (`∂h̃_{t-1} += ∂P_t Uᵀ`, `∂U += h̃_{t-1}ᵀ ∂P_t`), gated
+/// scan, input projection.
 #[derive(Clone, Debug)]
 pub struct GilrLstm<E: Real> {
-    /// `[V_g V_j V_f V_i V_o V_z]`, `(m, 6n)`.
-    pub input_weight: Param<E, Ix2>,
-    /// `[U_f U_i U_o U_z]`, `(n, 4n)`.
-    pub recurrent_weight: Param<E, Ix2>,
-    /// `[b_g b_j b_f b_i b_o b_z]`, `(6n)`.
-    pub bias: Param<E, Ix1>,
+    input_weight: Param<E, Ix2>,
+    recurrent_weight: Param<E, Ix2>,
+    bias: Param<E, Ix1>,
 }
 
-/// What [`GilrLstm::forward`] keeps for the backward pass: the six activated gates, `h̃`
-/// and `c`: `8·T·B·n` elements.
-#[derive(Debug)]
-pub struct GilrLstmCache<E> {
-    gates: Array3<E>,
-    surrogate: Array2<E>,
-    cell: Array2<E>,
-}
-
+const NAME: &str = "GilrLstm";
 const G: usize = 0;
 const J: usize = 1;
 const F: usize = 2;
 const I: usize = 3;
+const O: usize = 4;
+const Z: usize = 5;
 
 impl<E: Real> GilrLstm<E> {
     pub(crate) fn init(init: &mut Initializer, m: usize, n: usize) -> Self {
@@ -90,8 +79,6 @@ impl<E: Real> GilrLstm<E> {
 params_from_fields!(GilrLstm: input_weight, recurrent_weight, bias);
 
 impl<E: Real> Layer<E> for GilrLstm<E> {
-    type Cache = GilrLstmCache<E>;
-
     fn input_size(&self) -> usize {
         self.input_weight.value.nrows()
     }
@@ -100,229 +87,189 @@ impl<E: Real> Layer<E> for GilrLstm<E> {
         self.n()
     }
 
-    unpooled_layer_entry_points!(GilrLstmCache<E>);
-}
+    fn state_dims(&self, n_batch: usize) -> Vec<(usize, usize)> {
+        vec![(n_batch, self.n()); 2]
+    }
 
-impl<E: Real> GilrLstm<E> {
-    pub(crate) fn forward_with(
+    fn forward<B: Backend<E>>(
         &self,
-        scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-        ws: &Workspace<E>,
-    ) -> Result<(Array3<E>, GilrLstmCache<E>), ModelError> {
-        let (n_steps, n_batch) = check_input("GilrLstm::forward", &input, self.input_size())?;
-        let n = self.n();
-        let n_rows = n_steps * n_batch;
-        let shifted = n_rows.saturating_sub(n_batch);
-        let x = rows(input);
-        let mut gates = ws.scratch((6, n_rows, n));
-        project_gates(x.view(), self.input_weight.value.view(), &mut gates);
-        let b = self.bias.value.view();
-        let bias = |k: usize| b.slice_move(s![k * n..(k + 1) * n]);
-        let u = self.recurrent_weight.value.view();
-        let mut surrogate = ws.scratch((n_rows, n));
-        let mut cell = ws.scratch((n_rows, n));
-        let mut impulse = ws.scratch((n_rows, n));
-        let [mut g, mut j, mut f, mut i, mut o, mut z] = gate_blocks_mut::<E, 6>(&mut gates);
-        // One pass: g = σ(P_g), j = tanh(P_j) and scan 1's impulse (1 − g) ⊙ j.
-        let (b_g, b_j) = (bias(G), bias(J));
-        par_zip!(
-            (
-                g.view_mut(),
-                j.view_mut(),
-                &mut impulse,
-                rows_of(&b_g, n_rows),
-                rows_of(&b_j, n_rows),
-            ),
-            |g, j, x, &b_g, &b_j| {
-                let (gv, jv) = (sigmoid(*g + b_g), (*j + b_j).tanh());
-                *g = gv;
-                *j = jv;
-                *x = (E::one() - gv) * jv;
-            }
+        b: &B,
+        x: B::View<'_>,
+        n_batch: usize,
+        initial: Option<&LayerState<B::Matrix>>,
+    ) -> Result<LayerOutput<B::Matrix>, ModelError> {
+        const OP: &str = "GilrLstm::forward";
+        let state = initial.map(|s| (s, self.state_dims(n_batch)));
+        let n_steps = check_forward(b, OP, x, n_batch, self.input_size(), state)?;
+        let (n, n_rows) = (self.n(), n_steps * n_batch);
+        let (surrogate_0, cell_0) = (
+            state_part(b, initial, OP, 0)?,
+            state_part(b, initial, OP, 1)?,
         );
-        scan_forward(
-            scan,
+        let mut gates = matrices::<E, B, 6>(b, n_rows, n, false)?;
+        let w = b.host(self.input_weight.value.view());
+        project(b, x, w, &mut gates.each_mut().map(|g| b.view_mut(g)), false)?;
+        let bias = self.bias.value.view();
+        let bias = |k| bias_block(b, bias, k, n);
+        let [g, j, f, i, o, z] = &mut gates;
+        let surrogate = gated_scan(
+            b,
             n_steps,
-            g.view(),
-            impulse.view(),
-            surrogate.view_mut(),
+            g,
+            bias(G)?,
+            j,
+            bias(J)?,
+            Candidate::Tanh,
+            surrogate_0,
         )?;
-        let previous = surrogate.slice(s![..shifted, ..]);
-        for (k, p) in [&mut f, &mut i, &mut o, &mut z].into_iter().enumerate() {
-            gemm(
-                E::one(),
-                &previous,
-                &block(u, k, n),
-                E::one(),
-                &mut p.slice_mut(s![n_batch.min(n_rows).., ..]),
-            );
+        // P_{f,i,o,z} at step t += h̃_{t−1}·U: rows B.. from h̃ rows ..(T−1)B, rows ..B
+        // from the incoming h̃_0.
+        let u = b.host(self.recurrent_weight.value.view());
+        let shifted = n_rows - n_batch;
+        let previous = b.rows(b.view(&surrogate), 0, shifted)?;
+        let late = rows_of_each(b, [&mut *f, &mut *i, &mut *o, &mut *z], n_batch, shifted)?;
+        project(b, previous, u, &mut { late }, true)?;
+        if let Some(h_0) = surrogate_0 {
+            let first = rows_of_each(b, [&mut *f, &mut *i, &mut *o, &mut *z], 0, n_batch)?;
+            project(b, h_0, u, &mut { first }, true)?;
         }
-        // f = σ(P_f); then i = σ(P_i), z = tanh(P_z) and scan 2's impulse i ⊙ z in one pass.
-        let (b_f, b_i, b_o, b_z) = (bias(F), bias(I), bias(I + 1), bias(I + 2));
-        par_zip!((f.view_mut(), rows_of(&b_f, n_rows)), |f, &b_f| {
-            *f = sigmoid(*f + b_f)
-        });
-        par_zip!(
-            (
-                i.view_mut(),
-                z.view_mut(),
-                &mut impulse,
-                rows_of(&b_i, n_rows),
-                rows_of(&b_z, n_rows),
-            ),
-            |i, z, x, &b_i, &b_z| {
-                let (iv, zv) = (sigmoid(*i + b_i), (*z + b_z).tanh());
-                *i = iv;
-                *z = zv;
-                *x = iv * zv;
-            }
-        );
-        scan_forward(scan, n_steps, f.view(), impulse.view(), cell.view_mut())?;
-        // o = σ(P_o) and h = o ⊙ c in one pass, into the impulse buffer (no longer needed).
-        let mut h = impulse;
-        par_zip!(
-            (&mut h, o.view_mut(), rows_of(&b_o, n_rows), &cell),
-            |h, o, &b_o, &c| {
-                let ov = sigmoid(*o + b_o);
-                *o = ov;
-                *h = ov * c;
-            }
-        );
-        Ok((
-            crate::ops::to_3d(h, n_steps, n_batch),
-            GilrLstmCache {
-                gates,
-                surrogate,
-                cell,
-            },
-        ))
+        let cell = input_gated_scan(
+            b,
+            n_steps,
+            [f, i, z],
+            [bias(F)?, bias(I)?, bias(Z)?],
+            cell_0,
+        )?;
+        let h = output_gate(b, o, bias(O)?, b.view(&cell), None)?;
+        let state = LayerState::new(vec![
+            last_step(b, &surrogate, n_batch)?,
+            last_step(b, &cell, n_batch)?,
+        ]);
+        let [g, j, f, i, o, z] = gates;
+        let cache = cache(
+            b,
+            NAME,
+            (n_steps, n_batch),
+            [g, j, f, i, o, z, surrogate, cell],
+            initial,
+        )?;
+        Ok(LayerOutput {
+            output: h,
+            cache,
+            state,
+        })
     }
 
-    pub(crate) fn backward_with(
+    fn backward<B: Backend<E>>(
         &mut self,
-        scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-        output: ArrayView3<'_, E>,
-        cache: GilrLstmCache<E>,
-        grad_output: ArrayView3<'_, E>,
-        ws: &Workspace<E>,
-    ) -> Result<Array3<E>, ModelError> {
-        let (n_steps, n_batch) = check_backward(
-            "GilrLstm::backward",
-            &input,
-            self.input_size(),
-            &output,
-            &grad_output,
-            self.n(),
-        )?;
-        let n = self.n();
+        b: &B,
+        x: B::View<'_>,
+        h: B::View<'_>,
+        cache: LayerCache<B::Matrix>,
+        grad_h: B::View<'_>,
+        grad_final: Option<&LayerState<B::Matrix>>,
+    ) -> Result<LayerGrads<B::Matrix>, ModelError> {
+        const OP: &str = "GilrLstm::backward";
+        let (m, n) = (self.input_size(), self.n());
+        let finals = grad_final.map(|s| (s, self.state_dims(cache.dims().1)));
+        let (n_steps, n_batch) = check_backward(b, OP, &cache, x, m, h, grad_h, n, finals)?;
         let n_rows = n_steps * n_batch;
-        let shifted = n_rows.saturating_sub(n_batch);
-        let GilrLstmCache {
-            mut gates,
-            surrogate,
-            cell,
-        } = cache;
-        let dh = rows(grad_output);
-        let mut grad_state = ws.scratch((n_rows, n));
-        let mut grad_decay = ws.scratch((n_rows, n));
-        let mut grad_impulse = ws.scratch((n_rows, n));
-        {
-            let [_, _, f, i, mut o, z] = gate_blocks_mut::<E, 6>(&mut gates);
-            // ∂c (direct) = ∂h ⊙ o; ∂P_o = ∂h ⊙ c ⊙ σ'(o).
-            par_zip!((&mut grad_state, &mut o, &dh, &cell), |dc, o, &dh, &c| {
-                let ov = *o;
-                *dc = dh * ov;
-                *o = dh * c * ov * (E::one() - ov);
-            });
-            scan_backward(
-                scan,
-                n_steps,
-                f.view(),
-                cell.view(),
-                grad_state.view(),
-                grad_decay.view_mut(),
-                grad_impulse.view_mut(),
-            )?;
-            par_zip!(
-                (f, i, z, &grad_decay, &grad_impulse),
-                |f, i, z, &da, &dx| {
-                    let (fv, iv, zv) = (*f, *i, *z);
-                    *f = da * fv * (E::one() - fv);
-                    *i = dx * zv * iv * (E::one() - iv);
-                    *z = dx * iv * (E::one() - zv * zv);
-                }
-            );
-        }
-        // ∂h̃_{t-1} = Σ_k ∂P_{k,t} U_kᵀ, ∂U_k += h̃_{t-1}ᵀ ∂P_{k,t}, for t ≥ 1.
-        grad_state.fill(E::zero());
-        {
-            let previous = surrogate.slice(s![..shifted, ..]);
-            let u = self.recurrent_weight.value.view();
-            let start = n_batch.min(n_rows);
-            for k in 0..4 {
-                let dp = gates.index_axis(ndarray::Axis(0), F + k);
-                let dp = dp.slice(s![start.., ..]);
-                gemm(
-                    E::one(),
-                    &dp,
-                    &block(u, k, n).t(),
-                    E::one(),
-                    &mut grad_state.slice_mut(s![..shifted, ..]),
-                );
-                gemm(
-                    E::one(),
-                    &previous.t(),
-                    &dp,
-                    E::one(),
-                    &mut self
-                        .recurrent_weight
-                        .grad
-                        .slice_mut(s![.., k * n..(k + 1) * n]),
-                );
-            }
-        }
-        {
-            let [g, j, _, _, _, _] = gate_blocks_mut::<E, 6>(&mut gates);
-            scan_backward(
-                scan,
-                n_steps,
-                g.view(),
-                surrogate.view(),
-                grad_state.view(),
-                grad_decay.view_mut(),
-                grad_impulse.view_mut(),
-            )?;
-            par_zip!((g, j, &grad_decay, &grad_impulse), |g, j, &da, &dx| {
-                let (gv, jv) = (*g, *j);
-                *g = (da - dx * jv) * gv * (E::one() - gv);
-                *j = dx * (E::one() - gv) * (E::one() - jv * jv);
-            });
-        }
-        for buffer in [grad_state, grad_decay, grad_impulse, surrogate, cell] {
-            ws.give_back(buffer);
-        }
-        let x = rows(input);
-        let mut grad_x = ws.zeros((n_rows, self.input_size()));
-        project_gates_backward(
-            x.view(),
-            self.input_weight.value.view(),
-            &mut self.input_weight.grad,
-            &mut self.bias.grad,
-            &gates,
-            &mut grad_x.view_mut(),
+        let ([mut g, mut j, mut f, mut i, mut o, mut z, surrogate, cell], initial) =
+            cache.take::<8>(OP, NAME)?;
+        let (surrogate_0, cell_0) = (
+            state_part(b, initial.as_ref(), OP, 0)?,
+            state_part(b, initial.as_ref(), OP, 1)?,
         );
-        ws.give_back(gates);
-        Ok(crate::ops::to_3d(grad_x, n_steps, n_batch))
-    }
-}
-
-impl<E: Real> GilrLstmCache<E> {
-    /// Gives the cached buffers back to `ws` (when no backward pass will use them).
-    pub(crate) fn give_back(self, ws: &Workspace<E>) {
-        ws.give_back(self.gates);
-        ws.give_back(self.surrogate);
-        ws.give_back(self.cell);
+        let (grad_surrogate_last, grad_cell_last) = (
+            state_part(b, grad_final, OP, 0)?,
+            state_part(b, grad_final, OP, 1)?,
+        );
+        let want_initial = initial.is_some();
+        let (grad_cell, _) = output_gate_backward(b, &mut o, b.view(&cell), None, grad_h)?;
+        let ends = ScanEnds {
+            initial: cell_0,
+            grad_last: grad_cell_last,
+        };
+        let grad_cell_0 = input_gated_scan_backward(
+            b,
+            n_steps,
+            [&mut f, &mut i, &mut z],
+            b.view(&cell),
+            ends,
+            b.view(&grad_cell),
+            want_initial,
+        )?;
+        b.recycle(grad_cell);
+        // ∂h̃_{t−1} = Σ_k ∂P_{k,t} U_kᵀ and ∂U_k += h̃_{t−1}ᵀ ∂P_{k,t}, t ≥ 1, then t = 0.
+        let u = b.host(self.recurrent_weight.value.view());
+        let shifted = n_rows - n_batch;
+        let mut grad_surrogate = b.zeros(n_rows, n)?;
+        {
+            let late = rows_of_each_ref(b, [&f, &i, &o, &z], n_batch, shifted)?;
+            project_backward(
+                b,
+                b.rows(b.view(&surrogate), 0, shifted)?,
+                u,
+                b.host_mut(self.recurrent_weight.grad.view_mut()),
+                None,
+                &late,
+                b.rows_mut(b.view_mut(&mut grad_surrogate), 0, shifted)?,
+            )?;
+        }
+        let mut grad_surrogate_0 = None;
+        if let Some(h_0) = surrogate_0 {
+            let first = rows_of_each_ref(b, [&f, &i, &o, &z], 0, n_batch)?;
+            let mut grad_h_0 = b.zeros(n_batch, n)?;
+            project_backward(
+                b,
+                h_0,
+                u,
+                b.host_mut(self.recurrent_weight.grad.view_mut()),
+                None,
+                &first,
+                b.view_mut(&mut grad_h_0),
+            )?;
+            grad_surrogate_0 = Some(grad_h_0);
+        }
+        let ends = ScanEnds {
+            initial: surrogate_0,
+            grad_last: grad_surrogate_last,
+        };
+        let grad_scan_0 = gated_scan_backward(
+            b,
+            n_steps,
+            &mut g,
+            &mut j,
+            Candidate::Tanh,
+            b.view(&surrogate),
+            ends,
+            b.view(&grad_surrogate),
+            want_initial,
+        )?;
+        if let (Some(total), Some(from_scan)) = (grad_surrogate_0.as_mut(), grad_scan_0) {
+            b.add_assign(b.view(&from_scan), b.view_mut(total))?;
+            b.recycle(from_scan);
+        }
+        recycle(b, [grad_surrogate, surrogate, cell]);
+        let mut grad_x = b.zeros(n_rows, m)?;
+        let gates = [g, j, f, i, o, z];
+        project_backward(
+            b,
+            x,
+            b.host(self.input_weight.value.view()),
+            b.host_mut(self.input_weight.grad.view_mut()),
+            Some(b.host_mut(self.bias.grad.view_mut().insert_axis(ndarray::Axis(0)))),
+            &gates.each_ref().map(|p| b.view(p)),
+            b.view_mut(&mut grad_x),
+        )?;
+        recycle(b, gates);
+        let initial = match (grad_surrogate_0, grad_cell_0) {
+            (Some(dh), Some(dc)) => Some(LayerState::new(vec![dh, dc])),
+            _ => None,
+        };
+        Ok(LayerGrads {
+            input: grad_x,
+            initial,
+        })
     }
 }

@@ -1,45 +1,37 @@
 //! The simple recurrent unit (Lei & Zhang 2017), highway form.
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView3, Ix1, Ix2};
-use scan_core::LinearScan;
+use ndarray::{s, Array1, Axis, Ix1, Ix2};
 
-use super::{check_backward, check_input, Layer};
-use crate::init::Initializer;
-use crate::ops::{
-    gate_blocks_mut, par_zip, project_gates, project_gates_backward, rows, rows_of, scan_backward,
-    scan_forward, sigmoid,
+use super::primitives::{
+    bias_block, gated_scan, gated_scan_backward, matrices, output_gate, output_gate_backward,
+    project, project_backward,
 };
+use super::{
+    cache, check_backward, check_forward, last_step, recycle, state_part, Layer, LayerCache,
+    LayerGrads, LayerOutput, LayerState,
+};
+use crate::backend::{Backend, Candidate, ScanEnds};
+use crate::init::Initializer;
 use crate::param::{ParamVisitor, ParamVisitorMut};
-use crate::workspace::Workspace;
 use crate::{ModelError, Param, Parameters, Real};
 
 /// SRU, `n → n` (PAPER.md §2; the highway needs input size = hidden size):
 ///
 /// ```text
 /// x̃_t = W x_t + b_x,  f_t = σ(W_f x_t + b_f),  r_t = σ(W_r x_t + b_r)
-/// c_t = f_t ⊙ c_{t-1} + (1 − f_t) ⊙ x̃_t      (scan, c_0 = 0)
-/// h_t = r_t ⊙ c_t + (1 − r_t) ⊙ x_t
+/// c_t = f_t ⊙ c_{t-1} + (1 − f_t) ⊙ x̃_t      (gated scan, identity candidate)
+/// h_t = r_t ⊙ c_t + (1 − r_t) ⊙ x_t          (output gate with highway)
 /// ```
 ///
 /// (`b_x` is an addition to the paper's `x̃_t = W x_t`, initialised to zero.)
-///
-/// Backward: `∂r = ∂h ⊙ (c − x)`, `∂c = ∂h ⊙ r` feeds the backward scan (`G`, `∂decay`),
-/// `∂f = ∂decay − G ⊙ x̃`, `∂x̃ = G ⊙ (1 − f)`; then `∂W += xᵀ∂P`, `∂b += Σ∂P` and
-/// `∂x = ∂P Wᵀ + ∂h ⊙ (1 − r)`.
+/// Parameters: `input_weight = [W W_f W_r]` `(n, 3n)`, `bias = [b_x b_f b_r]`. State: `c`.
 #[derive(Clone, Debug)]
 pub struct Sru<E: Real> {
-    /// `[W W_f W_r]`, `(n, 3n)`.
-    pub input_weight: Param<E, Ix2>,
-    /// `[b_x b_f b_r]`, `(3n)`.
-    pub bias: Param<E, Ix1>,
+    input_weight: Param<E, Ix2>,
+    bias: Param<E, Ix1>,
 }
 
-/// What [`Sru::forward`] keeps: `x̃, f, r` and `c`, `4·T·B·n` elements.
-#[derive(Debug)]
-pub struct SruCache<E> {
-    gates: Array3<E>,
-    cell: Array2<E>,
-}
+const NAME: &str = "Sru";
 
 impl<E: Real> Sru<E> {
     pub(crate) fn init(init: &mut Initializer, n: usize) -> Self {
@@ -60,8 +52,6 @@ impl<E: Real> Sru<E> {
 params_from_fields!(Sru: input_weight, bias);
 
 impl<E: Real> Layer<E> for Sru<E> {
-    type Cache = SruCache<E>;
-
     fn input_size(&self) -> usize {
         self.n()
     }
@@ -70,139 +60,100 @@ impl<E: Real> Layer<E> for Sru<E> {
         self.n()
     }
 
-    unpooled_layer_entry_points!(SruCache<E>);
-}
+    fn state_dims(&self, n_batch: usize) -> Vec<(usize, usize)> {
+        vec![(n_batch, self.n())]
+    }
 
-impl<E: Real> Sru<E> {
-    pub(crate) fn forward_with(
+    fn forward<B: Backend<E>>(
         &self,
-        scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-        ws: &Workspace<E>,
-    ) -> Result<(Array3<E>, SruCache<E>), ModelError> {
-        let (n_steps, n_batch) = check_input("Sru::forward", &input, self.n())?;
+        b: &B,
+        x: B::View<'_>,
+        n_batch: usize,
+        initial: Option<&LayerState<B::Matrix>>,
+    ) -> Result<LayerOutput<B::Matrix>, ModelError> {
+        const OP: &str = "Sru::forward";
+        let state = initial.map(|s| (s, self.state_dims(n_batch)));
+        let n_steps = check_forward(b, OP, x, n_batch, self.n(), state)?;
         let n = self.n();
-        let n_rows = n_steps * n_batch;
-        let x = rows(input);
-        let mut gates = ws.scratch((3, n_rows, n));
-        project_gates(x.view(), self.input_weight.value.view(), &mut gates);
-        let b = self.bias.value.view();
-        let (b_x, b_f, b_r) = (
-            b.slice(s![..n]),
-            b.slice(s![n..2 * n]),
-            b.slice(s![2 * n..]),
-        );
-        let [mut xt, mut f, mut r] = gate_blocks_mut::<E, 3>(&mut gates);
-        let mut impulse = ws.scratch((n_rows, n));
-        // One pass: x̃ = P_x, f = σ(P_f) and the impulse (1 − f) ⊙ x̃.
-        par_zip!(
-            (
-                xt.view_mut(),
-                f.view_mut(),
-                &mut impulse,
-                rows_of(&b_x, n_rows),
-                rows_of(&b_f, n_rows),
-            ),
-            |xt, f, v, &b_x, &b_f| {
-                let (xv, fv) = (*xt + b_x, sigmoid(*f + b_f));
-                *xt = xv;
-                *f = fv;
-                *v = (E::one() - fv) * xv;
-            }
-        );
-        let mut cell = ws.scratch((n_rows, n));
-        scan_forward(scan, n_steps, f.view(), impulse.view(), cell.view_mut())?;
-        // r = σ(P_r) and the highway output in one pass, into the impulse buffer.
-        let mut h = impulse;
-        par_zip!(
-            (&mut h, r.view_mut(), rows_of(&b_r, n_rows), &cell, &x),
-            |h, r, &b_r, &c, &x| {
-                let rv = sigmoid(*r + b_r);
-                *r = rv;
-                *h = rv * c + (E::one() - rv) * x;
-            }
-        );
-        Ok((
-            crate::ops::to_3d(h, n_steps, n_batch),
-            SruCache { gates, cell },
-        ))
-    }
-
-    pub(crate) fn backward_with(
-        &mut self,
-        scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-        output: ArrayView3<'_, E>,
-        cache: SruCache<E>,
-        grad_output: ArrayView3<'_, E>,
-        ws: &Workspace<E>,
-    ) -> Result<Array3<E>, ModelError> {
-        let (n_steps, n_batch) = check_backward(
-            "Sru::backward",
-            &input,
-            self.n(),
-            &output,
-            &grad_output,
-            self.n(),
+        let cell_0 = initial
+            .map(|s| s.part(OP, 0).map(|p| b.view(p)))
+            .transpose()?;
+        let mut gates = matrices::<E, B, 3>(b, n_steps * n_batch, n, false)?;
+        let w = b.host(self.input_weight.value.view());
+        project(b, x, w, &mut gates.each_mut().map(|g| b.view_mut(g)), false)?;
+        let bias = self.bias.value.view();
+        let bias = |k| bias_block(b, bias, k, n);
+        let [xt, f, r] = &mut gates;
+        let cell = gated_scan(
+            b,
+            n_steps,
+            f,
+            bias(1)?,
+            xt,
+            bias(0)?,
+            Candidate::Identity,
+            cell_0,
         )?;
-        let n = self.n();
-        let n_rows = n_steps * n_batch;
-        let SruCache { mut gates, cell } = cache;
-        let x = rows(input);
-        let dh = rows(grad_output);
-        let mut grad_state = ws.scratch((n_rows, n));
-        let mut grad_x = ws.scratch((n_rows, n));
-        {
-            let [_, _, mut r] = gate_blocks_mut::<E, 3>(&mut gates);
-            par_zip!(
-                (&mut grad_state, &mut grad_x, &mut r, &dh, &cell, &x),
-                |dc, dx, r, &dh, &c, &x| {
-                    let rv = *r;
-                    *dc = dh * rv;
-                    *dx = dh * (E::one() - rv);
-                    *r = dh * (c - x) * rv * (E::one() - rv);
-                }
-            );
-        }
-        let mut grad_decay = ws.scratch((n_rows, n));
-        let mut grad_impulse = ws.scratch((n_rows, n));
-        {
-            let [xt, f, _] = gate_blocks_mut::<E, 3>(&mut gates);
-            scan_backward(
-                scan,
-                n_steps,
-                f.view(),
-                cell.view(),
-                grad_state.view(),
-                grad_decay.view_mut(),
-                grad_impulse.view_mut(),
-            )?;
-            par_zip!((xt, f, &grad_decay, &grad_impulse), |xt, f, &da, &dx| {
-                let (xv, fv) = (*xt, *f);
-                *f = (da - dx * xv) * fv * (E::one() - fv);
-                *xt = dx * (E::one() - fv);
-            });
-        }
-        for buffer in [grad_state, grad_decay, grad_impulse, cell] {
-            ws.give_back(buffer);
-        }
-        project_gates_backward(
-            x.view(),
-            self.input_weight.value.view(),
-            &mut self.input_weight.grad,
-            &mut self.bias.grad,
-            &gates,
-            &mut grad_x.view_mut(),
-        );
-        ws.give_back(gates);
-        Ok(crate::ops::to_3d(grad_x, n_steps, n_batch))
+        let h = output_gate(b, r, bias(2)?, b.view(&cell), Some(x))?;
+        let state = LayerState::new(vec![last_step(b, &cell, n_batch)?]);
+        let [xt, f, r] = gates;
+        let cache = cache(b, NAME, (n_steps, n_batch), [xt, f, r, cell], initial)?;
+        Ok(LayerOutput {
+            output: h,
+            cache,
+            state,
+        })
     }
-}
 
-impl<E: Real> SruCache<E> {
-    /// Gives the cached buffers back to `ws` (when no backward pass will use them).
-    pub(crate) fn give_back(self, ws: &Workspace<E>) {
-        ws.give_back(self.gates);
-        ws.give_back(self.cell);
+    fn backward<B: Backend<E>>(
+        &mut self,
+        b: &B,
+        x: B::View<'_>,
+        h: B::View<'_>,
+        cache: LayerCache<B::Matrix>,
+        grad_h: B::View<'_>,
+        grad_final: Option<&LayerState<B::Matrix>>,
+    ) -> Result<LayerGrads<B::Matrix>, ModelError> {
+        const OP: &str = "Sru::backward";
+        let n = self.n();
+        let finals = grad_final.map(|s| (s, self.state_dims(cache.dims().1)));
+        let (n_steps, _) = check_backward(b, OP, &cache, x, n, h, grad_h, n, finals)?;
+        let ([mut xt, mut f, mut r, cell], initial) = cache.take::<4>(OP, NAME)?;
+        let ends = ScanEnds {
+            initial: state_part(b, initial.as_ref(), OP, 0)?,
+            grad_last: state_part(b, grad_final, OP, 0)?,
+        };
+        let (grad_cell, grad_x) = output_gate_backward(b, &mut r, b.view(&cell), Some(x), grad_h)?;
+        let mut grad_x = grad_x.ok_or_else(|| ModelError::InvalidInput {
+            operation: OP,
+            reason: "the highway gradient is missing".into(),
+        })?;
+        let grad_cell_0 = gated_scan_backward(
+            b,
+            n_steps,
+            &mut f,
+            &mut xt,
+            Candidate::Identity,
+            b.view(&cell),
+            ends,
+            b.view(&grad_cell),
+            initial.is_some(),
+        )?;
+        recycle(b, [grad_cell, cell]);
+        let gates = [xt, f, r];
+        project_backward(
+            b,
+            x,
+            b.host(self.input_weight.value.view()),
+            b.host_mut(self.input_weight.grad.view_mut()),
+            Some(b.host_mut(self.bias.grad.view_mut().insert_axis(Axis(0)))),
+            &gates.each_ref().map(|p| b.view(p)),
+            b.view_mut(&mut grad_x),
+        )?;
+        recycle(b, gates);
+        Ok(LayerGrads {
+            input: grad_x,
+            initial: grad_cell_0.map(|d| LayerState::new(vec![d])),
+        })
     }
 }

@@ -1,0 +1,1 @@
+//! The conformance suite every [`Backend`](super::Backend) runs against the reference.
