@@ -26,43 +26,114 @@ fn sizes() -> impl Strategy<Value = usize> {
 }
 
 fn configs() -> impl Strategy<Value = ModelConfig> {
-    (kinds(), any::<bool>(), sizes(), proptest::option::of(sizes()), sizes(), 0_usize..=3, sizes())
-        .prop_map(|(layer, one_hot, size, input_projection, hidden, layers, classes)| ModelConfig {
-            layer,
-            input: if one_hot { InputKind::OneHot { vocab: size } } else { InputKind::Dense { size } },
-            input_projection,
-            hidden,
-            layers,
-            classes,
-        })
+    (
+        kinds(),
+        any::<bool>(),
+        sizes(),
+        proptest::option::of(sizes()),
+        sizes(),
+        0_usize..=3,
+        sizes(),
+    )
+        .prop_map(
+            |(layer, one_hot, size, input_projection, hidden, layers, classes)| ModelConfig {
+                layer,
+                input: if one_hot {
+                    InputKind::OneHot { vocab: size }
+                } else {
+                    InputKind::Dense { size }
+                },
+                input_projection,
+                hidden,
+                layers,
+                classes,
+            },
+        )
 }
 
 /// One call on the public API.
 #[derive(Clone, Debug)]
 enum Call {
-    Forward { model: usize, input: usize },
-    Backward { model: usize, pass: usize, input: usize, grad_rows: usize },
-    Logits { model: usize, input: usize },
-    Streaming { model: usize, input: usize, chunk_len: usize },
-    Chunked { model: usize, input: usize, chunk_len: usize, truncated: bool },
-    Train { model: usize, input: usize, label: usize },
-    Layer { kind: usize, other: usize, input: usize, state: bool },
+    Forward {
+        model: usize,
+        input: usize,
+    },
+    Backward {
+        model: usize,
+        pass: usize,
+        input: usize,
+        grad_rows: usize,
+    },
+    Logits {
+        model: usize,
+        input: usize,
+    },
+    Streaming {
+        model: usize,
+        input: usize,
+        chunk_len: usize,
+    },
+    Chunked {
+        model: usize,
+        input: usize,
+        chunk_len: usize,
+        truncated: bool,
+    },
+    Train {
+        model: usize,
+        input: usize,
+        label: usize,
+    },
+    Layer {
+        kind: usize,
+        other: usize,
+        input: usize,
+        state: bool,
+    },
 }
 
 fn calls() -> impl Strategy<Value = Call> {
     prop_oneof![
         (0_usize..3, 0_usize..6).prop_map(|(model, input)| Call::Forward { model, input }),
-        (0_usize..3, 0_usize..4, 0_usize..6, 0_usize..4)
-            .prop_map(|(model, pass, input, grad_rows)| Call::Backward { model, pass, input, grad_rows }),
+        (0_usize..3, 0_usize..4, 0_usize..6, 0_usize..4).prop_map(
+            |(model, pass, input, grad_rows)| Call::Backward {
+                model,
+                pass,
+                input,
+                grad_rows
+            }
+        ),
         (0_usize..3, 0_usize..6).prop_map(|(model, input)| Call::Logits { model, input }),
-        (0_usize..3, 0_usize..6, 0_usize..4)
-            .prop_map(|(model, input, chunk_len)| Call::Streaming { model, input, chunk_len }),
-        (0_usize..3, 0_usize..6, 0_usize..4, any::<bool>()).prop_map(|(model, input, chunk_len, truncated)| {
-            Call::Chunked { model, input, chunk_len, truncated }
+        (0_usize..3, 0_usize..6, 0_usize..4).prop_map(|(model, input, chunk_len)| {
+            Call::Streaming {
+                model,
+                input,
+                chunk_len,
+            }
         }),
-        (0_usize..3, 0_usize..6, 0_usize..4).prop_map(|(model, input, label)| Call::Train { model, input, label }),
-        (0_usize..5, 0_usize..5, 0_usize..6, any::<bool>())
-            .prop_map(|(kind, other, input, state)| Call::Layer { kind, other, input, state }),
+        (0_usize..3, 0_usize..6, 0_usize..4, any::<bool>()).prop_map(
+            |(model, input, chunk_len, truncated)| {
+                Call::Chunked {
+                    model,
+                    input,
+                    chunk_len,
+                    truncated,
+                }
+            }
+        ),
+        (0_usize..3, 0_usize..6, 0_usize..4).prop_map(|(model, input, label)| Call::Train {
+            model,
+            input,
+            label
+        }),
+        (0_usize..5, 0_usize..5, 0_usize..6, any::<bool>()).prop_map(
+            |(kind, other, input, state)| Call::Layer {
+                kind,
+                other,
+                input,
+                state
+            }
+        ),
     ]
 }
 

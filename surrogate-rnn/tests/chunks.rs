@@ -25,7 +25,10 @@ fn close(what: &str, expected: &[f64], actual: &[f64]) -> Result<(), TestCaseErr
         .iter()
         .zip(actual)
         .fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
-    prop_assert!(diff <= TOLERANCE * scale, "{what}: difference {diff:e}, scale {scale:e}");
+    prop_assert!(
+        diff <= TOLERANCE * scale,
+        "{what}: difference {diff:e}, scale {scale:e}"
+    );
     Ok(())
 }
 

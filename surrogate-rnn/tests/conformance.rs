@@ -9,15 +9,20 @@ use surrogate_rnn::backend::conformance::{check_backend, Case};
 use surrogate_rnn::CpuBackend;
 
 fn cases() -> impl Strategy<Value = Case> {
-    (1_usize..=13, 1_usize..=4, 1_usize..=9, 0_usize..=7, any::<u64>()).prop_map(
-        |(n_steps, n_batch, n_features, n_inner, seed)| Case {
+    (
+        1_usize..=13,
+        1_usize..=4,
+        1_usize..=9,
+        0_usize..=7,
+        any::<u64>(),
+    )
+        .prop_map(|(n_steps, n_batch, n_features, n_inner, seed)| Case {
             n_steps,
             n_batch,
             n_features,
             n_inner,
             seed,
-        },
-    )
+        })
 }
 
 proptest! {

@@ -48,14 +48,26 @@ fn check(
             numeric[[r, c]] = (plus - minus) / (2.0 * STEP);
         }
         let scale = grad.iter().fold(1e-3_f64, |m, v| m.max(v.abs()));
-        let err = (grad - &numeric).iter().fold(0.0_f64, |m, v| m.max(v.abs())) / scale;
-        prop_assert!(err <= TOLERANCE, "{name}: relative error {err:e}\nanalytic {grad}\nnumeric {numeric}");
+        let err = (grad - &numeric)
+            .iter()
+            .fold(0.0_f64, |m, v| m.max(v.abs()))
+            / scale;
+        prop_assert!(
+            err <= TOLERANCE,
+            "{name}: relative error {err:e}\nanalytic {grad}\nnumeric {numeric}"
+        );
     }
     Ok(())
 }
 
-fn ends<'a>(initial: &'a Array2<f64>, grad_last: &'a Array2<f64>) -> ScanEnds<ndarray::ArrayView2<'a, f64>> {
-    ScanEnds { initial: Some(initial.view()), grad_last: Some(grad_last.view()) }
+fn ends<'a>(
+    initial: &'a Array2<f64>,
+    grad_last: &'a Array2<f64>,
+) -> ScanEnds<ndarray::ArrayView2<'a, f64>> {
+    ScanEnds {
+        initial: Some(initial.view()),
+        grad_last: Some(grad_last.view()),
+    }
 }
 
 proptest! {

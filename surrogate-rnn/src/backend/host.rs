@@ -332,6 +332,10 @@ macro_rules! host_storage {
             view.view_mut()
         }
 
+        fn shorten<'b>(&self, view: &'b Self::View<'_>) -> Self::View<'b> {
+            view.view()
+        }
+
         fn dims(&self, view: Self::View<'_>) -> (usize, usize) {
             view.dim()
         }

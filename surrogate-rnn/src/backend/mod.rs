@@ -96,6 +96,8 @@ pub trait Backend<E: Real> {
     fn view_mut<'a>(&self, matrix: &'a mut Self::Matrix) -> Self::ViewMut<'a>;
     /// A shorter-lived mutable view of the same block (to pass it on and keep it).
     fn reborrow<'b>(&self, view: &'b mut Self::ViewMut<'_>) -> Self::ViewMut<'b>;
+    /// A shorter-lived copy of a view (views are invariant in their lifetime).
+    fn shorten<'b>(&self, view: &'b Self::View<'_>) -> Self::View<'b>;
     /// `(rows, cols)` of a view.
     fn dims(&self, view: Self::View<'_>) -> (usize, usize);
     /// `(rows, cols)` of an owned matrix.

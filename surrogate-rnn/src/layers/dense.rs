@@ -2,9 +2,7 @@
 
 use ndarray::{Array1, Array2, Axis, Ix1, Ix2};
 
-use super::{
-    cache, check_backward, check_forward, Layer, LayerCache, LayerGrads, LayerOutput, LayerState,
-};
+use super::recurrence::{BackRun, Grads, Ran, Recurrence, Run};
 use crate::backend::{Backend, Transpose};
 use crate::init::Initializer;
 use crate::param::{ParamVisitor, ParamVisitorMut};
@@ -45,74 +43,67 @@ impl<E: Real> Dense<E> {
 }
 
 params_from_fields!(Dense: weight, bias);
+layer_from_recurrence!(Dense);
 
-const NAME: &str = "Dense";
+/// A dense layer is a recurrence without state: each step on its own.
+impl<E: Real> Recurrence<E> for Dense<E> {
+    const NAME: &'static str = "Dense";
 
-impl<E: Real> Layer<E> for Dense<E> {
-    fn input_size(&self) -> usize {
-        self.weight.value.nrows()
+    fn sizes(&self) -> (usize, usize) {
+        self.weight.value.dim()
     }
 
-    fn output_size(&self) -> usize {
-        self.weight.value.ncols()
-    }
-
-    /// No state: a dense layer looks at one step at a time.
-    fn state_dims(&self, _n_batch: usize) -> Vec<(usize, usize)> {
+    fn parts(&self, _n_batch: usize) -> Vec<(usize, usize)> {
         Vec::new()
     }
 
-    fn forward<B: Backend<E>>(
-        &self,
-        b: &B,
-        x: B::View<'_>,
-        n_batch: usize,
-        initial: Option<&LayerState<B::Matrix>>,
-    ) -> Result<LayerOutput<B::Matrix>, ModelError> {
-        let state = initial.map(|s| (s, Vec::new()));
-        let n_steps = check_forward(b, "Dense::forward", x, n_batch, self.input_size(), state)?;
-        let mut y = b.scratch(n_steps * n_batch, self.output_size())?;
+    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Result<Ran<B::Matrix>, ModelError> {
+        let mut y = b.scratch(run.rows(), self.sizes().1)?;
         let bias = b.host(self.bias.value.view().insert_axis(Axis(0)));
         b.fill_rows(bias, b.view_mut(&mut y))?;
         let w = b.host(self.weight.value.view());
-        b.matmul(x, Transpose::No, w, Transpose::No, b.view_mut(&mut y), true)?;
-        let cache = cache::<E, B, 0>(b, NAME, (n_steps, n_batch), [], None)?;
-        Ok(LayerOutput {
+        b.matmul(
+            run.x,
+            Transpose::No,
+            w,
+            Transpose::No,
+            b.view_mut(&mut y),
+            true,
+        )?;
+        Ok(Ran {
             output: y,
-            cache,
-            state: LayerState::new(Vec::new()),
+            buffers: Vec::new(),
+            state: Vec::new(),
         })
     }
 
-    fn backward<B: Backend<E>>(
+    fn run_backward<B: Backend<E>>(
         &mut self,
         b: &B,
-        x: B::View<'_>,
-        y: B::View<'_>,
-        cache: LayerCache<B::Matrix>,
-        grad_y: B::View<'_>,
-        grad_final: Option<&LayerState<B::Matrix>>,
-    ) -> Result<LayerGrads<B::Matrix>, ModelError> {
-        const OP: &str = "Dense::backward";
-        let (m, n) = (self.input_size(), self.output_size());
-        let finals = grad_final.map(|s| (s, Vec::new()));
-        let (n_steps, n_batch) = check_backward(b, OP, &cache, x, m, y, grad_y, n, finals)?;
-        cache.take::<0>(OP, NAME)?;
+        run: BackRun<'_, E, B>,
+    ) -> Result<Grads<B::Matrix>, ModelError> {
         let grad_w = b.host_mut(self.weight.grad.view_mut());
-        b.matmul(x, Transpose::Yes, grad_y, Transpose::No, grad_w, true)?;
+        b.matmul(
+            run.x,
+            Transpose::Yes,
+            run.grad_h,
+            Transpose::No,
+            grad_w,
+            true,
+        )?;
         let grad_b = b.host_mut(self.bias.grad.view_mut().insert_axis(Axis(0)));
-        b.add_column_sums(grad_y, grad_b)?;
-        let mut grad_x = b.scratch(n_steps * n_batch, m)?;
+        b.add_column_sums(run.grad_h, grad_b)?;
+        let mut grad_x = b.scratch(run.rows(), self.sizes().0)?;
         let w = b.host(self.weight.value.view());
         b.matmul(
-            grad_y,
+            run.grad_h,
             Transpose::No,
             w,
             Transpose::Yes,
             b.view_mut(&mut grad_x),
             false,
         )?;
-        Ok(LayerGrads {
+        Ok(Grads {
             input: grad_x,
             initial: None,
         })

@@ -3,12 +3,10 @@
 use ndarray::{s, Array1, Ix1, Ix2};
 
 use super::primitives::{
-    bias_block, gated_scan, gated_scan_backward, matrices, project, project_backward,
+    bias_block, gated_scan, gated_scan_backward, matrices, project, project_params_backward,
 };
-use super::{
-    cache, check_backward, check_forward, last_step, Layer, LayerCache, LayerGrads, LayerOutput,
-    LayerState,
-};
+use super::recurrence::{BackRun, Grads, Ran, Recurrence, Run};
+use super::{last_step, recycle};
 use crate::backend::{Backend, Candidate, ScanEnds};
 use crate::init::Initializer;
 use crate::param::{ParamVisitor, ParamVisitorMut};
@@ -31,8 +29,6 @@ pub struct Gilr<E: Real> {
     bias: Param<E, Ix1>,
 }
 
-const NAME: &str = "Gilr";
-
 impl<E: Real> Gilr<E> {
     pub(crate) fn init(init: &mut Initializer, m: usize, n: usize) -> Self {
         let mut bias = Array1::zeros(2 * n);
@@ -42,111 +38,89 @@ impl<E: Real> Gilr<E> {
             bias: Param::new(bias),
         }
     }
-
-    fn n(&self) -> usize {
-        self.bias.value.len() / 2
-    }
 }
 
 params_from_fields!(Gilr: input_weight, bias);
+layer_from_recurrence!(Gilr);
 
-impl<E: Real> Layer<E> for Gilr<E> {
-    fn input_size(&self) -> usize {
-        self.input_weight.value.nrows()
+impl<E: Real> Recurrence<E> for Gilr<E> {
+    const NAME: &'static str = "Gilr";
+
+    fn sizes(&self) -> (usize, usize) {
+        (self.input_weight.value.nrows(), self.bias.value.len() / 2)
     }
 
-    fn output_size(&self) -> usize {
-        self.n()
+    fn parts(&self, n_batch: usize) -> Vec<(usize, usize)> {
+        vec![(n_batch, self.sizes().1)]
     }
 
-    fn state_dims(&self, n_batch: usize) -> Vec<(usize, usize)> {
-        vec![(n_batch, self.n())]
-    }
-
-    fn forward<B: Backend<E>>(
-        &self,
-        b: &B,
-        x: B::View<'_>,
-        n_batch: usize,
-        initial: Option<&LayerState<B::Matrix>>,
-    ) -> Result<LayerOutput<B::Matrix>, ModelError> {
-        let state = initial.map(|s| (s, self.state_dims(n_batch)));
-        let n_steps = check_forward(b, "Gilr::forward", x, n_batch, self.input_size(), state)?;
-        let n = self.n();
-        let h_0 = initial.map(|s| s.part(NAME, 0)).transpose()?;
-        let [mut g, mut i] = matrices::<E, B, 2>(b, n_steps * n_batch, n, false)?;
+    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Result<Ran<B::Matrix>, ModelError> {
+        let n = self.sizes().1;
+        let [mut g, mut i] = matrices::<E, B, 2>(b, run.rows(), n, false)?;
         let w = b.host(self.input_weight.value.view());
         project(
             b,
-            x,
+            run.x,
             w,
             &mut [b.view_mut(&mut g), b.view_mut(&mut i)],
             false,
         )?;
-        let bias = self.bias.value.view();
-        let (b_g, b_i) = (bias_block(b, bias, 0, n)?, bias_block(b, bias, 1, n)?);
-        let h_0 = h_0.map(|h| b.view(h));
-        let h = gated_scan(b, n_steps, &mut g, b_g, &mut i, b_i, Candidate::Tanh, h_0)?;
-        let state = LayerState::new(vec![last_step(b, &h, n_batch)?]);
-        let cache = cache(b, NAME, (n_steps, n_batch), [g, i], initial)?;
-        Ok(LayerOutput {
+        let bias = |k| bias_block(b, self.bias.value.view(), k, n);
+        let (b_g, b_i) = (bias(0)?, bias(1)?);
+        let h = gated_scan(
+            b,
+            run.n_steps,
+            &mut g,
+            b_g,
+            &mut i,
+            b_i,
+            Candidate::Tanh,
+            run.initial(0),
+        )?;
+        let state = vec![last_step(b, &h, run.n_batch)?];
+        Ok(Ran {
             output: h,
-            cache,
+            buffers: vec![g, i],
             state,
         })
     }
 
-    fn backward<B: Backend<E>>(
+    fn run_backward<B: Backend<E>>(
         &mut self,
         b: &B,
-        x: B::View<'_>,
-        h: B::View<'_>,
-        cache: LayerCache<B::Matrix>,
-        grad_h: B::View<'_>,
-        grad_final: Option<&LayerState<B::Matrix>>,
-    ) -> Result<LayerGrads<B::Matrix>, ModelError> {
-        const OP: &str = "Gilr::backward";
-        let (m, n) = (self.input_size(), self.n());
-        let finals = grad_final.map(|s| (s, self.state_dims(cache.dims().1)));
-        let (n_steps, n_batch) = check_backward(b, OP, &cache, x, m, h, grad_h, n, finals)?;
-        let ([mut g, mut i], initial) = cache.take::<2>(OP, NAME)?;
+        mut run: BackRun<'_, E, B>,
+    ) -> Result<Grads<B::Matrix>, ModelError> {
+        let [mut g, mut i] = run.take_buffers()?;
         let ends = ScanEnds {
-            initial: initial
-                .as_ref()
-                .map(|s| s.part(OP, 0))
-                .transpose()?
-                .map(|h| b.view(h)),
-            grad_last: grad_final
-                .map(|s| s.part(OP, 0))
-                .transpose()?
-                .map(|d| b.view(d)),
+            initial: run.initial(0),
+            grad_last: run.grad_final(0),
         };
-        let want_initial = initial.is_some();
+        let (n_steps, want) = (run.n_steps, run.has_initial());
         let grad_h0 = gated_scan_backward(
             b,
             n_steps,
             &mut g,
             &mut i,
             Candidate::Tanh,
-            h,
+            run.h,
             ends,
-            grad_h,
-            want_initial,
+            run.grad_h,
+            want,
         )?;
-        let mut grad_x = b.zeros(n_steps * n_batch, m)?;
-        project_backward(
+        let mut grad_x = b.zeros(run.rows(), self.sizes().0)?;
+        let gates = [b.view(&g), b.view(&i)];
+        project_params_backward(
             b,
-            x,
-            b.host(self.input_weight.value.view()),
-            b.host_mut(self.input_weight.grad.view_mut()),
-            Some(b.host_mut(self.bias.grad.view_mut().insert_axis(ndarray::Axis(0)))),
-            &[b.view(&g), b.view(&i)],
-            b.view_mut(&mut grad_x),
+            run.x,
+            &mut self.input_weight,
+            Some(&mut self.bias),
+            &gates,
+            &mut grad_x,
         )?;
-        super::recycle(b, [g, i]);
-        Ok(LayerGrads {
+        recycle(b, [g, i]);
+        Ok(Grads {
             input: grad_x,
-            initial: grad_h0.map(|d| LayerState::new(vec![d])),
+            initial: grad_h0.map(|d| vec![d]),
         })
     }
 }

@@ -5,11 +5,10 @@ use ndarray::{s, Array1, Ix1, Ix2};
 use super::primitives::{
     bias_block, gated_scan, gated_scan_backward, input_gated_scan, input_gated_scan_backward,
     matrices, output_gate, output_gate_backward, project, project_backward,
+    project_params_backward,
 };
-use super::{
-    cache, check_backward, check_forward, last_step, recycle, rows_of_each, rows_of_each_ref,
-    state_part, Layer, LayerCache, LayerGrads, LayerOutput, LayerState,
-};
+use super::recurrence::{BackRun, Grads, Ran, Recurrence, Run};
+use super::{last_step, recycle, rows_of_each, rows_of_each_ref};
 use crate::backend::{Backend, Candidate, ScanEnds};
 use crate::init::Initializer;
 use crate::param::{ParamVisitor, ParamVisitorMut};
@@ -44,7 +43,6 @@ pub struct GilrLstm<E: Real> {
     bias: Param<E, Ix1>,
 }
 
-const NAME: &str = "GilrLstm";
 const G: usize = 0;
 const J: usize = 1;
 const F: usize = 2;
@@ -70,51 +68,42 @@ impl<E: Real> GilrLstm<E> {
             bias: Param::new(bias),
         }
     }
-
-    fn n(&self) -> usize {
-        self.recurrent_weight.value.nrows()
-    }
 }
 
 params_from_fields!(GilrLstm: input_weight, recurrent_weight, bias);
+layer_from_recurrence!(GilrLstm);
 
-impl<E: Real> Layer<E> for GilrLstm<E> {
-    fn input_size(&self) -> usize {
-        self.input_weight.value.nrows()
+impl<E: Real> Recurrence<E> for GilrLstm<E> {
+    const NAME: &'static str = "GilrLstm";
+
+    fn sizes(&self) -> (usize, usize) {
+        (
+            self.input_weight.value.nrows(),
+            self.recurrent_weight.value.nrows(),
+        )
     }
 
-    fn output_size(&self) -> usize {
-        self.n()
+    fn parts(&self, n_batch: usize) -> Vec<(usize, usize)> {
+        vec![(n_batch, self.sizes().1); 2]
     }
 
-    fn state_dims(&self, n_batch: usize) -> Vec<(usize, usize)> {
-        vec![(n_batch, self.n()); 2]
-    }
-
-    fn forward<B: Backend<E>>(
-        &self,
-        b: &B,
-        x: B::View<'_>,
-        n_batch: usize,
-        initial: Option<&LayerState<B::Matrix>>,
-    ) -> Result<LayerOutput<B::Matrix>, ModelError> {
-        const OP: &str = "GilrLstm::forward";
-        let state = initial.map(|s| (s, self.state_dims(n_batch)));
-        let n_steps = check_forward(b, OP, x, n_batch, self.input_size(), state)?;
-        let (n, n_rows) = (self.n(), n_steps * n_batch);
-        let (surrogate_0, cell_0) = (
-            state_part(b, initial, OP, 0)?,
-            state_part(b, initial, OP, 1)?,
-        );
-        let mut gates = matrices::<E, B, 6>(b, n_rows, n, false)?;
+    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Result<Ran<B::Matrix>, ModelError> {
+        let (n, n_batch) = (self.sizes().1, run.n_batch);
+        let mut gates = matrices::<E, B, 6>(b, run.rows(), n, false)?;
         let w = b.host(self.input_weight.value.view());
-        project(b, x, w, &mut gates.each_mut().map(|g| b.view_mut(g)), false)?;
-        let bias = self.bias.value.view();
-        let bias = |k| bias_block(b, bias, k, n);
+        project(
+            b,
+            run.x,
+            w,
+            &mut gates.each_mut().map(|g| b.view_mut(g)),
+            false,
+        )?;
+        let bias = |k| bias_block(b, self.bias.value.view(), k, n);
         let [g, j, f, i, o, z] = &mut gates;
+        let surrogate_0 = run.initial(0);
         let surrogate = gated_scan(
             b,
-            n_steps,
+            run.n_steps,
             g,
             bias(G)?,
             j,
@@ -125,7 +114,7 @@ impl<E: Real> Layer<E> for GilrLstm<E> {
         // P_{f,i,o,z} at step t += h̃_{t−1}·U: rows B.. from h̃ rows ..(T−1)B, rows ..B
         // from the incoming h̃_0.
         let u = b.host(self.recurrent_weight.value.view());
-        let shifted = n_rows - n_batch;
+        let shifted = run.rows() - n_batch;
         let previous = b.rows(b.view(&surrogate), 0, shifted)?;
         let late = rows_of_each(b, [&mut *f, &mut *i, &mut *o, &mut *z], n_batch, shifted)?;
         project(b, previous, u, &mut { late }, true)?;
@@ -133,143 +122,113 @@ impl<E: Real> Layer<E> for GilrLstm<E> {
             let first = rows_of_each(b, [&mut *f, &mut *i, &mut *o, &mut *z], 0, n_batch)?;
             project(b, h_0, u, &mut { first }, true)?;
         }
-        let cell = input_gated_scan(
-            b,
-            n_steps,
-            [f, i, z],
-            [bias(F)?, bias(I)?, bias(Z)?],
-            cell_0,
-        )?;
+        let biases = [bias(F)?, bias(I)?, bias(Z)?];
+        let cell = input_gated_scan(b, run.n_steps, [f, i, z], biases, run.initial(1))?;
         let h = output_gate(b, o, bias(O)?, b.view(&cell), None)?;
-        let state = LayerState::new(vec![
+        let state = vec![
             last_step(b, &surrogate, n_batch)?,
             last_step(b, &cell, n_batch)?,
-        ]);
+        ];
         let [g, j, f, i, o, z] = gates;
-        let cache = cache(
-            b,
-            NAME,
-            (n_steps, n_batch),
-            [g, j, f, i, o, z, surrogate, cell],
-            initial,
-        )?;
-        Ok(LayerOutput {
+        Ok(Ran {
             output: h,
-            cache,
+            buffers: vec![g, j, f, i, o, z, surrogate, cell],
             state,
         })
     }
 
-    fn backward<B: Backend<E>>(
+    fn run_backward<B: Backend<E>>(
         &mut self,
         b: &B,
-        x: B::View<'_>,
-        h: B::View<'_>,
-        cache: LayerCache<B::Matrix>,
-        grad_h: B::View<'_>,
-        grad_final: Option<&LayerState<B::Matrix>>,
-    ) -> Result<LayerGrads<B::Matrix>, ModelError> {
-        const OP: &str = "GilrLstm::backward";
-        let (m, n) = (self.input_size(), self.n());
-        let finals = grad_final.map(|s| (s, self.state_dims(cache.dims().1)));
-        let (n_steps, n_batch) = check_backward(b, OP, &cache, x, m, h, grad_h, n, finals)?;
-        let n_rows = n_steps * n_batch;
-        let ([mut g, mut j, mut f, mut i, mut o, mut z, surrogate, cell], initial) =
-            cache.take::<8>(OP, NAME)?;
-        let (surrogate_0, cell_0) = (
-            state_part(b, initial.as_ref(), OP, 0)?,
-            state_part(b, initial.as_ref(), OP, 1)?,
-        );
-        let (grad_surrogate_last, grad_cell_last) = (
-            state_part(b, grad_final, OP, 0)?,
-            state_part(b, grad_final, OP, 1)?,
-        );
-        let want_initial = initial.is_some();
-        let (grad_cell, _) = output_gate_backward(b, &mut o, b.view(&cell), None, grad_h)?;
+        mut run: BackRun<'_, E, B>,
+    ) -> Result<Grads<B::Matrix>, ModelError> {
+        let (n, n_batch, n_steps) = (self.sizes().1, run.n_batch, run.n_steps);
+        let want = run.has_initial();
+        let [mut g, mut j, mut f, mut i, mut o, mut z, surrogate, cell] = run.take_buffers()?;
+        let (grad_cell, _) = output_gate_backward(b, &mut o, b.view(&cell), None, run.grad_h)?;
         let ends = ScanEnds {
-            initial: cell_0,
-            grad_last: grad_cell_last,
+            initial: run.initial(1),
+            grad_last: run.grad_final(1),
         };
+        let (state, grad_state) = (b.view(&cell), b.view(&grad_cell));
         let grad_cell_0 = input_gated_scan_backward(
             b,
             n_steps,
             [&mut f, &mut i, &mut z],
-            b.view(&cell),
+            state,
             ends,
-            b.view(&grad_cell),
-            want_initial,
+            grad_state,
+            want,
         )?;
         b.recycle(grad_cell);
-        // ∂h̃_{t−1} = Σ_k ∂P_{k,t} U_kᵀ and ∂U_k += h̃_{t−1}ᵀ ∂P_{k,t}, t ≥ 1, then t = 0.
-        let u = b.host(self.recurrent_weight.value.view());
-        let shifted = n_rows - n_batch;
-        let mut grad_surrogate = b.zeros(n_rows, n)?;
-        {
-            let late = rows_of_each_ref(b, [&f, &i, &o, &z], n_batch, shifted)?;
-            project_backward(
-                b,
-                b.rows(b.view(&surrogate), 0, shifted)?,
-                u,
-                b.host_mut(self.recurrent_weight.grad.view_mut()),
-                None,
-                &late,
-                b.rows_mut(b.view_mut(&mut grad_surrogate), 0, shifted)?,
-            )?;
-        }
+        // ∂h̃_{t−1} = Σ_k ∂P_{k,t} U_kᵀ and ∂U_k += h̃_{t−1}ᵀ ∂P_{k,t}: t ≥ 1, then t = 0.
+        let shifted = run.rows() - n_batch;
+        let mut grad_surrogate = b.zeros(run.rows(), n)?;
+        let late = rows_of_each_ref(b, [&f, &i, &o, &z], n_batch, shifted)?;
+        let previous = b.rows(b.view(&surrogate), 0, shifted)?;
+        let grad_previous = b.rows_mut(b.view_mut(&mut grad_surrogate), 0, shifted)?;
+        self.recurrent_backward(b, previous, &late, grad_previous)?;
         let mut grad_surrogate_0 = None;
-        if let Some(h_0) = surrogate_0 {
+        if let Some(h_0) = run.initial(0) {
             let first = rows_of_each_ref(b, [&f, &i, &o, &z], 0, n_batch)?;
             let mut grad_h_0 = b.zeros(n_batch, n)?;
-            project_backward(
-                b,
-                h_0,
-                u,
-                b.host_mut(self.recurrent_weight.grad.view_mut()),
-                None,
-                &first,
-                b.view_mut(&mut grad_h_0),
-            )?;
+            self.recurrent_backward(b, h_0, &first, b.view_mut(&mut grad_h_0))?;
             grad_surrogate_0 = Some(grad_h_0);
         }
         let ends = ScanEnds {
-            initial: surrogate_0,
-            grad_last: grad_surrogate_last,
+            initial: run.initial(0),
+            grad_last: run.grad_final(0),
         };
-        let grad_scan_0 = gated_scan_backward(
+        let (state, grad_state) = (b.view(&surrogate), b.view(&grad_surrogate));
+        let from_scan = gated_scan_backward(
             b,
             n_steps,
             &mut g,
             &mut j,
             Candidate::Tanh,
-            b.view(&surrogate),
+            state,
             ends,
-            b.view(&grad_surrogate),
-            want_initial,
+            grad_state,
+            want,
         )?;
-        if let (Some(total), Some(from_scan)) = (grad_surrogate_0.as_mut(), grad_scan_0) {
+        if let (Some(total), Some(from_scan)) = (grad_surrogate_0.as_mut(), from_scan) {
             b.add_assign(b.view(&from_scan), b.view_mut(total))?;
             b.recycle(from_scan);
         }
         recycle(b, [grad_surrogate, surrogate, cell]);
-        let mut grad_x = b.zeros(n_rows, m)?;
+        let mut grad_x = b.zeros(run.rows(), self.sizes().0)?;
         let gates = [g, j, f, i, o, z];
-        project_backward(
+        let views = gates.each_ref().map(|p| b.view(p));
+        project_params_backward(
             b,
-            x,
-            b.host(self.input_weight.value.view()),
-            b.host_mut(self.input_weight.grad.view_mut()),
-            Some(b.host_mut(self.bias.grad.view_mut().insert_axis(ndarray::Axis(0)))),
-            &gates.each_ref().map(|p| b.view(p)),
-            b.view_mut(&mut grad_x),
+            run.x,
+            &mut self.input_weight,
+            Some(&mut self.bias),
+            &views,
+            &mut grad_x,
         )?;
         recycle(b, gates);
-        let initial = match (grad_surrogate_0, grad_cell_0) {
-            (Some(dh), Some(dc)) => Some(LayerState::new(vec![dh, dc])),
-            _ => None,
-        };
-        Ok(LayerGrads {
+        let initial = grad_surrogate_0
+            .zip(grad_cell_0)
+            .map(|(dh, dc)| vec![dh, dc]);
+        Ok(Grads {
             input: grad_x,
             initial,
         })
+    }
+}
+
+impl<E: Real> GilrLstm<E> {
+    /// Backward of the recurrent projection `P_{f,i,o,z} += h̃_prev·U`.
+    fn recurrent_backward<B: Backend<E>>(
+        &mut self,
+        b: &B,
+        previous: B::View<'_>,
+        grad_gates: &[B::View<'_>],
+        grad_previous: B::ViewMut<'_>,
+    ) -> Result<(), ModelError> {
+        let u = b.host(self.recurrent_weight.value.view());
+        let grad_u = b.host_mut(self.recurrent_weight.grad.view_mut());
+        project_backward(b, previous, u, grad_u, None, grad_gates, grad_previous)
     }
 }

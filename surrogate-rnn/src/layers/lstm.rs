@@ -2,10 +2,9 @@
 
 use ndarray::{s, Array1, Axis, Ix1, Ix2};
 
-use super::{
-    cache, check_backward, check_forward, copy_matrix, last_step, recycle, state_part, Layer,
-    LayerCache, LayerGrads, LayerOutput, LayerState,
-};
+use super::primitives::matrices;
+use super::recurrence::{BackRun, Grads, Ran, Recurrence, Run};
+use super::{copy_matrix, last_step, recycle};
 use crate::backend::{Backend, Transpose};
 use crate::init::Initializer;
 use crate::param::{ParamVisitor, ParamVisitorMut};
@@ -34,8 +33,6 @@ pub struct Lstm<E: Real> {
     bias: Param<E, Ix1>,
 }
 
-const NAME: &str = "Lstm";
-
 impl<E: Real> Lstm<E> {
     pub(crate) fn init(init: &mut Initializer, m: usize, n: usize) -> Self {
         let input_weight = init.glorot_gates(m, 4, n);
@@ -52,63 +49,49 @@ impl<E: Real> Lstm<E> {
             bias: Param::new(bias),
         }
     }
-
-    fn n(&self) -> usize {
-        self.recurrent_weight.value.nrows()
-    }
 }
 
 params_from_fields!(Lstm: input_weight, recurrent_weight, bias);
+layer_from_recurrence!(Lstm);
 
-impl<E: Real> Layer<E> for Lstm<E> {
-    fn input_size(&self) -> usize {
-        self.input_weight.value.nrows()
+impl<E: Real> Recurrence<E> for Lstm<E> {
+    const NAME: &'static str = "Lstm";
+
+    fn sizes(&self) -> (usize, usize) {
+        (
+            self.input_weight.value.nrows(),
+            self.recurrent_weight.value.nrows(),
+        )
     }
 
-    fn output_size(&self) -> usize {
-        self.n()
+    fn parts(&self, n_batch: usize) -> Vec<(usize, usize)> {
+        vec![(n_batch, self.sizes().1); 2]
     }
 
-    fn state_dims(&self, n_batch: usize) -> Vec<(usize, usize)> {
-        vec![(n_batch, self.n()); 2]
-    }
-
-    fn forward<B: Backend<E>>(
-        &self,
-        b: &B,
-        x: B::View<'_>,
-        n_batch: usize,
-        initial: Option<&LayerState<B::Matrix>>,
-    ) -> Result<LayerOutput<B::Matrix>, ModelError> {
-        const OP: &str = "Lstm::forward";
-        let state = initial.map(|s| (s, self.state_dims(n_batch)));
-        let n_steps = check_forward(b, OP, x, n_batch, self.input_size(), state)?;
-        let (n, n_rows) = (self.n(), n_steps * n_batch);
-        let c_0 = state_part(b, initial, OP, 1)?;
-        let mut gates = b.scratch(n_rows, 4 * n)?;
+    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Result<Ran<B::Matrix>, ModelError> {
+        let (n, n_batch) = (self.sizes().1, run.n_batch);
+        let mut gates = b.scratch(run.rows(), 4 * n)?;
         let bias = b.host(self.bias.value.view().insert_axis(Axis(0)));
         b.fill_rows(bias, b.view_mut(&mut gates))?;
         let v = b.host(self.input_weight.value.view());
         b.matmul(
-            x,
+            run.x,
             Transpose::No,
             v,
             Transpose::No,
             b.view_mut(&mut gates),
             true,
         )?;
-        let [mut cell, mut h] = super::primitives::matrices::<E, B, 2>(b, n_rows, n, false)?;
+        let [mut cell, mut h] = matrices::<E, B, 2>(b, run.rows(), n, false)?;
         let u = b.host(self.recurrent_weight.value.view());
         // c_{t−1}, carried in its own buffer (the cell pass reads it while writing c_t).
-        let mut c_prev = match c_0 {
-            Some(c_0) => Some(copy_matrix(b, c_0)?),
-            None => None,
-        };
-        for t in 0..n_steps {
+        let mut c_prev = run.initial(1).map(|c| copy_matrix(b, c)).transpose()?;
+        let h_0 = run.initial(0);
+        for t in 0..run.n_steps {
             let start = t * n_batch;
             let mut pre = b.rows_mut(b.view_mut(&mut gates), start, n_batch)?;
             let h_prev = match t {
-                0 => state_part(b, initial, OP, 0)?,
+                0 => h_0.as_ref().map(|v| b.shorten(v)),
                 _ => Some(b.rows(b.view(&h), start - n_batch, n_batch)?),
             };
             if let Some(h_prev) = h_prev {
@@ -131,95 +114,64 @@ impl<E: Real> Layer<E> for Lstm<E> {
             }
         }
         recycle(b, c_prev);
-        let state = LayerState::new(vec![
-            last_step(b, &h, n_batch)?,
-            last_step(b, &cell, n_batch)?,
-        ]);
-        let cache = cache(b, NAME, (n_steps, n_batch), [gates, cell], initial)?;
-        Ok(LayerOutput {
+        let state = vec![last_step(b, &h, n_batch)?, last_step(b, &cell, n_batch)?];
+        Ok(Ran {
             output: h,
-            cache,
+            buffers: vec![gates, cell],
             state,
         })
     }
 
-    fn backward<B: Backend<E>>(
+    fn run_backward<B: Backend<E>>(
         &mut self,
         b: &B,
-        x: B::View<'_>,
-        h: B::View<'_>,
-        cache: LayerCache<B::Matrix>,
-        grad_h: B::View<'_>,
-        grad_final: Option<&LayerState<B::Matrix>>,
-    ) -> Result<LayerGrads<B::Matrix>, ModelError> {
-        const OP: &str = "Lstm::backward";
-        let (m, n) = (self.input_size(), self.n());
-        let finals = grad_final.map(|s| (s, self.state_dims(cache.dims().1)));
-        let (n_steps, n_batch) = check_backward(b, OP, &cache, x, m, h, grad_h, n, finals)?;
-        let n_rows = n_steps * n_batch;
-        let ([mut gates, cell], initial) = cache.take::<2>(OP, NAME)?;
-        let h_0 = state_part(b, initial.as_ref(), OP, 0)?;
-        let (grad_h_last, grad_c_last) = (
-            state_part(b, grad_final, OP, 0)?,
-            state_part(b, grad_final, OP, 1)?,
-        );
-        let mut grad_recurrent = match grad_h_last {
-            Some(d) => copy_matrix(b, d)?,
-            None => b.zeros(n_batch, n)?,
+        mut run: BackRun<'_, E, B>,
+    ) -> Result<Grads<B::Matrix>, ModelError> {
+        let (n, n_batch) = (self.sizes().1, run.n_batch);
+        let [mut gates, cell] = run.take_buffers()?;
+        let carried = |k| match run.grad_final(k) {
+            Some(d) => copy_matrix(b, d),
+            None => b.zeros(n_batch, n),
         };
-        let mut grad_cell = match grad_c_last {
-            Some(d) => copy_matrix(b, d)?,
-            None => b.zeros(n_batch, n)?,
-        };
+        let (mut grad_recurrent, mut grad_cell) = (carried(0)?, carried(1)?);
         let u = b.host(self.recurrent_weight.value.view());
-        for t in (0..n_steps).rev() {
+        let c_0 = run.initial(1);
+        for t in (0..run.n_steps).rev() {
             let start = t * n_batch;
             let c_prev = match t {
-                0 => state_part(b, initial.as_ref(), OP, 1)?,
+                0 => c_0.as_ref().map(|v| b.shorten(v)),
                 _ => Some(b.rows(b.view(&cell), start - n_batch, n_batch)?),
             };
             let pre = b.rows_mut(b.view_mut(&mut gates), start, n_batch)?;
             let c_t = b.rows(b.view(&cell), start, n_batch)?;
-            let dh_t = b.rows(grad_h, start, n_batch)?;
-            b.lstm_cell_backward(
-                pre,
-                c_t,
-                c_prev,
-                dh_t,
-                b.view(&grad_recurrent),
-                b.view_mut(&mut grad_cell),
-            )?;
-            if t > 0 || h_0.is_some() {
+            let dh_t = b.rows(run.grad_h, start, n_batch)?;
+            let (dh_rec, dc) = (b.view(&grad_recurrent), b.view_mut(&mut grad_cell));
+            b.lstm_cell_backward(pre, c_t, c_prev, dh_t, dh_rec, dc)?;
+            if t > 0 || run.has_initial() {
                 let dp = b.rows(b.view(&gates), start, n_batch)?;
-                b.matmul(
-                    dp,
-                    Transpose::No,
-                    u,
-                    Transpose::Yes,
-                    b.view_mut(&mut grad_recurrent),
-                    false,
-                )?;
+                let dh = b.view_mut(&mut grad_recurrent);
+                b.matmul(dp, Transpose::No, u, Transpose::Yes, dh, false)?;
             }
         }
-        let shifted = n_rows - n_batch;
-        let grad_u = b.host_mut(self.recurrent_weight.grad.view_mut());
+        let shifted = run.rows() - n_batch;
         let late = b.rows(b.view(&gates), n_batch, shifted)?;
+        let grad_u = b.host_mut(self.recurrent_weight.grad.view_mut());
         b.matmul(
-            b.rows(h, 0, shifted)?,
+            b.rows(run.h, 0, shifted)?,
             Transpose::Yes,
             late,
             Transpose::No,
             grad_u,
             true,
         )?;
-        if let Some(h_0) = h_0 {
-            let grad_u = b.host_mut(self.recurrent_weight.grad.view_mut());
+        if let Some(h_0) = run.initial(0) {
             let first = b.rows(b.view(&gates), 0, n_batch)?;
+            let grad_u = b.host_mut(self.recurrent_weight.grad.view_mut());
             b.matmul(h_0, Transpose::Yes, first, Transpose::No, grad_u, true)?;
         }
         let grad_v = b.host_mut(self.input_weight.grad.view_mut());
         b.matmul(
-            x,
+            run.x,
             Transpose::Yes,
             b.view(&gates),
             Transpose::No,
@@ -228,7 +180,7 @@ impl<E: Real> Layer<E> for Lstm<E> {
         )?;
         let grad_bias = b.host_mut(self.bias.grad.view_mut().insert_axis(Axis(0)));
         b.add_column_sums(b.view(&gates), grad_bias)?;
-        let mut grad_x = b.scratch(n_rows, m)?;
+        let mut grad_x = b.scratch(run.rows(), self.sizes().0)?;
         let v = b.host(self.input_weight.value.view());
         b.matmul(
             b.view(&gates),
@@ -239,14 +191,13 @@ impl<E: Real> Layer<E> for Lstm<E> {
             false,
         )?;
         recycle(b, [gates, cell]);
-        let initial = match h_0 {
-            Some(_) => Some(LayerState::new(vec![grad_recurrent, grad_cell])),
-            None => {
-                recycle(b, [grad_recurrent, grad_cell]);
-                None
-            }
+        let initial = if run.has_initial() {
+            Some(vec![grad_recurrent, grad_cell])
+        } else {
+            recycle(b, [grad_recurrent, grad_cell]);
+            None
         };
-        Ok(LayerGrads {
+        Ok(Grads {
             input: grad_x,
             initial,
         })

@@ -32,6 +32,8 @@ macro_rules! params_from_fields {
     };
 }
 
+#[macro_use]
+mod recurrence;
 mod dense;
 mod embedding;
 mod gilr;
@@ -77,17 +79,6 @@ impl<M> LayerState<M> {
     pub fn into_parts(self) -> Vec<M> {
         self.parts
     }
-
-    /// Part `k`, or an error naming the operation.
-    pub(crate) fn part(&self, operation: &'static str, k: usize) -> Result<&M, ModelError> {
-        self.parts.get(k).ok_or_else(|| ModelError::InvalidInput {
-            operation,
-            reason: format!(
-                "the state has {} parts, part {k} is missing",
-                self.parts.len()
-            ),
-        })
-    }
 }
 
 /// What a layer's `forward` keeps for its `backward`: its buffers, the shape of the run,
@@ -116,25 +107,6 @@ impl<M> LayerCache<M> {
     /// `(T, B)` of the forward run.
     pub fn dims(&self) -> (usize, usize) {
         (self.n_steps, self.n_batch)
-    }
-
-    /// Takes the `N` buffers back out, checking that the cache comes from the layer named
-    /// `layer`.
-    pub(crate) fn take<const N: usize>(
-        self,
-        operation: &'static str,
-        layer: &'static str,
-    ) -> Result<([M; N], Option<LayerState<M>>), ModelError> {
-        let from = self.layer;
-        let wrong = || ModelError::InvalidInput {
-            operation,
-            reason: format!("the cache comes from a {from} layer, not a {layer} layer"),
-        };
-        if from != layer {
-            return Err(wrong());
-        }
-        let buffers = self.buffers.try_into().map_err(|_| wrong())?;
-        Ok((buffers, self.initial))
     }
 
     /// Gives every buffer back to the backend's pool.
@@ -183,25 +155,25 @@ pub trait Layer<E: Real>: Parameters<E> {
     fn state_dims(&self, n_batch: usize) -> Vec<(usize, usize)>;
 
     /// Runs the layer over `input` `(T·B, m)` from `initial` (zeros when `None`).
-    fn forward<B: Backend<E>>(
+    fn forward<'a, B: Backend<E>>(
         &self,
         backend: &B,
-        input: B::View<'_>,
+        input: B::View<'a>,
         n_batch: usize,
-        initial: Option<&LayerState<B::Matrix>>,
+        initial: Option<&'a LayerState<B::Matrix>>,
     ) -> Result<LayerOutput<B::Matrix>, ModelError>;
 
     /// Given the `input` and `output` of the matching `forward` call, its `cache`,
     /// ∂L/∂output and ∂L/∂(final state), accumulates the parameter gradients and returns
     /// ∂L/∂input and ∂L/∂(incoming state).
-    fn backward<B: Backend<E>>(
+    fn backward<'a, B: Backend<E>>(
         &mut self,
         backend: &B,
-        input: B::View<'_>,
-        output: B::View<'_>,
+        input: B::View<'a>,
+        output: B::View<'a>,
         cache: LayerCache<B::Matrix>,
-        grad_output: B::View<'_>,
-        grad_final: Option<&LayerState<B::Matrix>>,
+        grad_output: B::View<'a>,
+        grad_final: Option<&'a LayerState<B::Matrix>>,
     ) -> Result<LayerGrads<B::Matrix>, ModelError>;
 }
 
@@ -275,24 +247,6 @@ pub(crate) fn check_backward<E: Real, B: Backend<E>>(
     Ok((n_steps, n_batch))
 }
 
-/// Builds a cache, copying the incoming state.
-pub(crate) fn cache<E: Real, B: Backend<E>, const N: usize>(
-    backend: &B,
-    layer: &'static str,
-    (n_steps, n_batch): (usize, usize),
-    buffers: [B::Matrix; N],
-    initial: Option<&LayerState<B::Matrix>>,
-) -> Result<LayerCache<B::Matrix>, ModelError> {
-    let initial = initial.map(|s| copy_state(backend, s)).transpose()?;
-    Ok(LayerCache {
-        layer,
-        n_steps,
-        n_batch,
-        buffers: buffers.into(),
-        initial,
-    })
-}
-
 /// A copy of a state in fresh buffers.
 pub(crate) fn copy_state<E: Real, B: Backend<E>>(
     backend: &B,
@@ -351,18 +305,6 @@ pub(crate) fn all_ok<T, const N: usize>(
         operation: "all_ok",
         reason: "array length".into(),
     })
-}
-
-/// Part `k` of an optional state, as a view.
-pub(crate) fn state_part<'a, E: Real, B: Backend<E>>(
-    backend: &B,
-    state: Option<&'a LayerState<B::Matrix>>,
-    operation: &'static str,
-    k: usize,
-) -> Result<Option<B::View<'a>>, ModelError> {
-    state
-        .map(|s| s.part(operation, k).map(|p| backend.view(p)))
-        .transpose()
 }
 
 /// Rows `start..start + len` of each matrix, as mutable views.

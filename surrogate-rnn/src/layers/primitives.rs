@@ -312,3 +312,27 @@ pub fn output_gate_backward<E: Real, B: Backend<E>>(
     )?;
     Ok((grad_cell, grad_skip))
 }
+
+/// [`project_backward`] into a layer's parameters: `∂W`, `∂b` accumulate into their
+/// gradients, `∂x` into `grad_x`.
+pub(crate) fn project_params_backward<E: Real, B: Backend<E>>(
+    backend: &B,
+    x: B::View<'_>,
+    weight: &mut crate::Param<E, ndarray::Ix2>,
+    bias: Option<&mut crate::Param<E, ndarray::Ix1>>,
+    grad_gates: &[B::View<'_>],
+    grad_x: &mut B::Matrix,
+) -> Result<(), ModelError> {
+    let grad_bias = bias.map(|p| backend.host_mut(p.grad.view_mut().insert_axis(Axis(0))));
+    let w = backend.host(weight.value.view());
+    let grad_w = backend.host_mut(weight.grad.view_mut());
+    project_backward(
+        backend,
+        x,
+        w,
+        grad_w,
+        grad_bias,
+        grad_gates,
+        backend.view_mut(grad_x),
+    )
+}

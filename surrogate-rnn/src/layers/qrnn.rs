@@ -6,10 +6,8 @@ use super::primitives::{
     bias_block, gated_scan, gated_scan_backward, matrices, output_gate, output_gate_backward,
     project, project_backward,
 };
-use super::{
-    cache, check_backward, check_forward, last_step, recycle, rows_of_each, rows_of_each_ref,
-    state_part, Layer, LayerCache, LayerGrads, LayerOutput, LayerState,
-};
+use super::recurrence::{BackRun, Grads, Ran, Recurrence, Run};
+use super::{last_step, recycle, rows_of_each, rows_of_each_ref};
 use crate::backend::{Backend, Candidate, ScanEnds};
 use crate::init::Initializer;
 use crate::param::{ParamVisitor, ParamVisitorMut};
@@ -34,8 +32,6 @@ pub struct Qrnn<E: Real> {
     bias: Param<E, Ix1>,
 }
 
-const NAME: &str = "Qrnn";
-
 impl<E: Real> Qrnn<E> {
     pub(crate) fn init(init: &mut Initializer, width: usize, m: usize, n: usize) -> Self {
         let filter = init.glorot_filter(width, m, 3, n);
@@ -50,10 +46,6 @@ impl<E: Real> Qrnn<E> {
     /// The filter width k.
     pub fn width(&self) -> usize {
         self.filter.value.dim().0
-    }
-
-    fn n(&self) -> usize {
-        self.bias.value.len() / 3
     }
 
     /// The rows of tap `s`: `(source rows of x, rows of P)` for the part read from the
@@ -81,44 +73,29 @@ struct TapRows {
 }
 
 params_from_fields!(Qrnn: filter, bias);
+layer_from_recurrence!(Qrnn);
 
-impl<E: Real> Layer<E> for Qrnn<E> {
-    fn input_size(&self) -> usize {
-        self.filter.value.dim().1
+impl<E: Real> Recurrence<E> for Qrnn<E> {
+    const NAME: &'static str = "Qrnn";
+
+    fn sizes(&self) -> (usize, usize) {
+        (self.filter.value.dim().1, self.bias.value.len() / 3)
     }
 
-    fn output_size(&self) -> usize {
-        self.n()
+    fn parts(&self, n_batch: usize) -> Vec<(usize, usize)> {
+        let (m, n) = self.sizes();
+        vec![(n_batch, n), ((self.width() - 1) * n_batch, m)]
     }
 
-    fn state_dims(&self, n_batch: usize) -> Vec<(usize, usize)> {
-        vec![
-            (n_batch, self.n()),
-            ((self.width() - 1) * n_batch, self.input_size()),
-        ]
-    }
-
-    fn forward<B: Backend<E>>(
-        &self,
-        b: &B,
-        x: B::View<'_>,
-        n_batch: usize,
-        initial: Option<&LayerState<B::Matrix>>,
-    ) -> Result<LayerOutput<B::Matrix>, ModelError> {
-        const OP: &str = "Qrnn::forward";
-        let state = initial.map(|s| (s, self.state_dims(n_batch)));
-        let n_steps = check_forward(b, OP, x, n_batch, self.input_size(), state)?;
-        let (n, n_rows) = (self.n(), n_steps * n_batch);
-        let (cell_0, window) = (
-            state_part(b, initial, OP, 0)?,
-            state_part(b, initial, OP, 1)?,
-        );
-        let mut gates = matrices::<E, B, 3>(b, n_rows, n, true)?;
+    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Result<Ran<B::Matrix>, ModelError> {
+        let (n, n_steps, n_batch) = (self.sizes().1, run.n_steps, run.n_batch);
+        let window = run.initial(1);
+        let mut gates = matrices::<E, B, 3>(b, run.rows(), n, true)?;
         for tap in 0..self.width() {
             let w = b.host(self.filter.value.index_axis(Axis(0), tap));
             let rows = self.tap_rows(tap, n_steps, n_batch);
             if rows.from_input > 0 {
-                let source = b.rows(x, 0, rows.from_input)?;
+                let source = b.rows(run.x, 0, rows.from_input)?;
                 let out = rows_of_each(b, gates.each_mut(), rows.output_start, rows.from_input)?;
                 project(b, source, w, &mut { out }, true)?;
             }
@@ -128,10 +105,9 @@ impl<E: Real> Layer<E> for Qrnn<E> {
                 project(b, source, w, &mut { out }, true)?;
             }
         }
-        let bias = self.bias.value.view();
-        let bias = |k| bias_block(b, bias, k, n);
+        let bias = |k| bias_block(b, self.bias.value.view(), k, n);
         let [z, f, o] = &mut gates;
-        let cell = gated_scan(
+        let c = gated_scan(
             b,
             n_steps,
             f,
@@ -139,60 +115,46 @@ impl<E: Real> Layer<E> for Qrnn<E> {
             z,
             bias(0)?,
             Candidate::Tanh,
-            cell_0,
+            run.initial(0),
         )?;
-        let h = output_gate(b, o, bias(2)?, b.view(&cell), None)?;
-        let final_window = self.last_inputs(b, x, window, n_steps, n_batch)?;
-        let state = LayerState::new(vec![last_step(b, &cell, n_batch)?, final_window]);
+        let h = output_gate(b, o, bias(2)?, b.view(&c), None)?;
+        let next_window = self.last_inputs(b, run.x, window, n_steps, n_batch)?;
+        let state = vec![last_step(b, &c, n_batch)?, next_window];
         let [z, f, o] = gates;
-        let cache = cache(b, NAME, (n_steps, n_batch), [z, f, o, cell], initial)?;
-        Ok(LayerOutput {
+        Ok(Ran {
             output: h,
-            cache,
+            buffers: vec![z, f, o, c],
             state,
         })
     }
 
-    fn backward<B: Backend<E>>(
+    fn run_backward<B: Backend<E>>(
         &mut self,
         b: &B,
-        x: B::View<'_>,
-        h: B::View<'_>,
-        cache: LayerCache<B::Matrix>,
-        grad_h: B::View<'_>,
-        grad_final: Option<&LayerState<B::Matrix>>,
-    ) -> Result<LayerGrads<B::Matrix>, ModelError> {
-        const OP: &str = "Qrnn::backward";
-        let (m, n) = (self.input_size(), self.n());
-        let finals = grad_final.map(|s| (s, self.state_dims(cache.dims().1)));
-        let (n_steps, n_batch) = check_backward(b, OP, &cache, x, m, h, grad_h, n, finals)?;
-        let ([mut z, mut f, mut o, cell], initial) = cache.take::<4>(OP, NAME)?;
-        let (cell_0, window) = (
-            state_part(b, initial.as_ref(), OP, 0)?,
-            state_part(b, initial.as_ref(), OP, 1)?,
-        );
-        let (grad_cell_last, grad_window_last) = (
-            state_part(b, grad_final, OP, 0)?,
-            state_part(b, grad_final, OP, 1)?,
-        );
-        let (grad_cell, _) = output_gate_backward(b, &mut o, b.view(&cell), None, grad_h)?;
+        mut run: BackRun<'_, E, B>,
+    ) -> Result<Grads<B::Matrix>, ModelError> {
+        let ((m, n), n_steps, n_batch) = (self.sizes(), run.n_steps, run.n_batch);
+        let [mut z, mut f, mut o, c] = run.take_buffers()?;
+        let (grad_c, _) = output_gate_backward(b, &mut o, b.view(&c), None, run.grad_h)?;
         let ends = ScanEnds {
-            initial: cell_0,
-            grad_last: grad_cell_last,
+            initial: run.initial(0),
+            grad_last: run.grad_final(0),
         };
-        let grad_cell_0 = gated_scan_backward(
+        let (state, grad_state, want) = (b.view(&c), b.view(&grad_c), run.has_initial());
+        let grad_c0 = gated_scan_backward(
             b,
             n_steps,
             &mut f,
             &mut z,
             Candidate::Tanh,
-            b.view(&cell),
+            state,
             ends,
-            b.view(&grad_cell),
-            initial.is_some(),
+            grad_state,
+            want,
         )?;
-        recycle(b, [grad_cell, cell]);
-        let mut grad_x = b.zeros(n_steps * n_batch, m)?;
+        recycle(b, [grad_c, c]);
+        let window = run.initial(1);
+        let mut grad_x = b.zeros(run.rows(), m)?;
         let mut grad_window = window.map(|w| b.zeros(b.dims(w).0, m)).transpose()?;
         let grads = [&z, &f, &o];
         for tap in 0..self.width() {
@@ -202,15 +164,14 @@ impl<E: Real> Layer<E> for Qrnn<E> {
             if rows.from_input > 0 {
                 let dp = rows_of_each_ref(b, grads, rows.output_start, rows.from_input)?;
                 let gx = b.rows_mut(b.view_mut(&mut grad_x), 0, rows.from_input)?;
-                let source = b.rows(x, 0, rows.from_input)?;
+                let source = b.rows(run.x, 0, rows.from_input)?;
                 project_backward(b, source, w, b.host_mut(grad_w.view_mut()), None, &dp, gx)?;
             }
-            if let (Some(window), Some(grad_window), true) =
+            if let (Some(window), Some(gw), true) =
                 (window, grad_window.as_mut(), rows.from_window > 0)
             {
                 let dp = rows_of_each_ref(b, grads, 0, rows.from_window)?;
-                let gw =
-                    b.rows_mut(b.view_mut(grad_window), rows.window_start, rows.from_window)?;
+                let gw = b.rows_mut(b.view_mut(gw), rows.window_start, rows.from_window)?;
                 let source = b.rows(window, rows.window_start, rows.from_window)?;
                 project_backward(b, source, w, b.host_mut(grad_w.view_mut()), None, &dp, gw)?;
             }
@@ -221,21 +182,18 @@ impl<E: Real> Layer<E> for Qrnn<E> {
             b.add_column_sums(b.view(g), gb)?;
         }
         recycle(b, [z, f, o]);
-        if let Some(grad_window_last) = grad_window_last {
+        if let Some(grad_next) = run.grad_final(1) {
             self.last_inputs_backward(
                 b,
-                grad_window_last,
+                grad_next,
                 &mut grad_x,
                 grad_window.as_mut(),
                 n_steps,
                 n_batch,
             )?;
         }
-        let initial = match (grad_cell_0, grad_window) {
-            (Some(dc), Some(dw)) => Some(LayerState::new(vec![dc, dw])),
-            _ => None,
-        };
-        Ok(LayerGrads {
+        let initial = grad_c0.zip(grad_window).map(|(dc, dw)| vec![dc, dw]);
+        Ok(Grads {
             input: grad_x,
             initial,
         })
@@ -267,7 +225,7 @@ impl<E: Real> Qrnn<E> {
     ) -> Result<B::Matrix, ModelError> {
         let (window_start, from_window, x_start) = self.last_input_rows(n_steps, n_batch);
         let rows = (self.width() - 1) * n_batch;
-        let mut next = b.zeros(rows, self.input_size())?;
+        let mut next = b.zeros(rows, self.sizes().0)?;
         if let Some(window) = window {
             let source = b.rows(window, window_start, from_window)?;
             b.copy(source, b.rows_mut(b.view_mut(&mut next), 0, from_window)?)?;

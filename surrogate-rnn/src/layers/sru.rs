@@ -1,15 +1,13 @@
 //! The simple recurrent unit (Lei & Zhang 2017), highway form.
 
-use ndarray::{s, Array1, Axis, Ix1, Ix2};
+use ndarray::{s, Array1, Ix1, Ix2};
 
 use super::primitives::{
     bias_block, gated_scan, gated_scan_backward, matrices, output_gate, output_gate_backward,
-    project, project_backward,
+    project, project_params_backward,
 };
-use super::{
-    cache, check_backward, check_forward, last_step, recycle, state_part, Layer, LayerCache,
-    LayerGrads, LayerOutput, LayerState,
-};
+use super::recurrence::{BackRun, Grads, Ran, Recurrence, Run};
+use super::{last_step, recycle};
 use crate::backend::{Backend, Candidate, ScanEnds};
 use crate::init::Initializer;
 use crate::param::{ParamVisitor, ParamVisitorMut};
@@ -31,8 +29,6 @@ pub struct Sru<E: Real> {
     bias: Param<E, Ix1>,
 }
 
-const NAME: &str = "Sru";
-
 impl<E: Real> Sru<E> {
     pub(crate) fn init(init: &mut Initializer, n: usize) -> Self {
         let input_weight = init.glorot_gates(n, 3, n);
@@ -43,117 +39,102 @@ impl<E: Real> Sru<E> {
             bias: Param::new(bias),
         }
     }
-
-    fn n(&self) -> usize {
-        self.input_weight.value.nrows()
-    }
 }
 
 params_from_fields!(Sru: input_weight, bias);
+layer_from_recurrence!(Sru);
 
-impl<E: Real> Layer<E> for Sru<E> {
-    fn input_size(&self) -> usize {
-        self.n()
+impl<E: Real> Recurrence<E> for Sru<E> {
+    const NAME: &'static str = "Sru";
+
+    fn sizes(&self) -> (usize, usize) {
+        (
+            self.input_weight.value.nrows(),
+            self.input_weight.value.nrows(),
+        )
     }
 
-    fn output_size(&self) -> usize {
-        self.n()
+    fn parts(&self, n_batch: usize) -> Vec<(usize, usize)> {
+        vec![(n_batch, self.sizes().1)]
     }
 
-    fn state_dims(&self, n_batch: usize) -> Vec<(usize, usize)> {
-        vec![(n_batch, self.n())]
-    }
-
-    fn forward<B: Backend<E>>(
-        &self,
-        b: &B,
-        x: B::View<'_>,
-        n_batch: usize,
-        initial: Option<&LayerState<B::Matrix>>,
-    ) -> Result<LayerOutput<B::Matrix>, ModelError> {
-        const OP: &str = "Sru::forward";
-        let state = initial.map(|s| (s, self.state_dims(n_batch)));
-        let n_steps = check_forward(b, OP, x, n_batch, self.n(), state)?;
-        let n = self.n();
-        let cell_0 = initial
-            .map(|s| s.part(OP, 0).map(|p| b.view(p)))
-            .transpose()?;
-        let mut gates = matrices::<E, B, 3>(b, n_steps * n_batch, n, false)?;
+    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Result<Ran<B::Matrix>, ModelError> {
+        let n = self.sizes().1;
+        let mut gates = matrices::<E, B, 3>(b, run.rows(), n, false)?;
         let w = b.host(self.input_weight.value.view());
-        project(b, x, w, &mut gates.each_mut().map(|g| b.view_mut(g)), false)?;
-        let bias = self.bias.value.view();
-        let bias = |k| bias_block(b, bias, k, n);
-        let [xt, f, r] = &mut gates;
-        let cell = gated_scan(
+        project(
             b,
-            n_steps,
+            run.x,
+            w,
+            &mut gates.each_mut().map(|g| b.view_mut(g)),
+            false,
+        )?;
+        let bias = |k| bias_block(b, self.bias.value.view(), k, n);
+        let [xt, f, r] = &mut gates;
+        let initial = run.initial(0);
+        let c = gated_scan(
+            b,
+            run.n_steps,
             f,
             bias(1)?,
             xt,
             bias(0)?,
             Candidate::Identity,
-            cell_0,
+            initial,
         )?;
-        let h = output_gate(b, r, bias(2)?, b.view(&cell), Some(x))?;
-        let state = LayerState::new(vec![last_step(b, &cell, n_batch)?]);
+        let h = output_gate(b, r, bias(2)?, b.view(&c), Some(run.x))?;
+        let state = vec![last_step(b, &c, run.n_batch)?];
         let [xt, f, r] = gates;
-        let cache = cache(b, NAME, (n_steps, n_batch), [xt, f, r, cell], initial)?;
-        Ok(LayerOutput {
+        Ok(Ran {
             output: h,
-            cache,
+            buffers: vec![xt, f, r, c],
             state,
         })
     }
 
-    fn backward<B: Backend<E>>(
+    fn run_backward<B: Backend<E>>(
         &mut self,
         b: &B,
-        x: B::View<'_>,
-        h: B::View<'_>,
-        cache: LayerCache<B::Matrix>,
-        grad_h: B::View<'_>,
-        grad_final: Option<&LayerState<B::Matrix>>,
-    ) -> Result<LayerGrads<B::Matrix>, ModelError> {
-        const OP: &str = "Sru::backward";
-        let n = self.n();
-        let finals = grad_final.map(|s| (s, self.state_dims(cache.dims().1)));
-        let (n_steps, _) = check_backward(b, OP, &cache, x, n, h, grad_h, n, finals)?;
-        let ([mut xt, mut f, mut r, cell], initial) = cache.take::<4>(OP, NAME)?;
-        let ends = ScanEnds {
-            initial: state_part(b, initial.as_ref(), OP, 0)?,
-            grad_last: state_part(b, grad_final, OP, 0)?,
-        };
-        let (grad_cell, grad_x) = output_gate_backward(b, &mut r, b.view(&cell), Some(x), grad_h)?;
+        mut run: BackRun<'_, E, B>,
+    ) -> Result<Grads<B::Matrix>, ModelError> {
+        let [mut xt, mut f, mut r, c] = run.take_buffers()?;
+        let (grad_c, grad_x) =
+            output_gate_backward(b, &mut r, b.view(&c), Some(run.x), run.grad_h)?;
         let mut grad_x = grad_x.ok_or_else(|| ModelError::InvalidInput {
-            operation: OP,
+            operation: "Sru::backward",
             reason: "the highway gradient is missing".into(),
         })?;
-        let grad_cell_0 = gated_scan_backward(
+        let ends = ScanEnds {
+            initial: run.initial(0),
+            grad_last: run.grad_final(0),
+        };
+        let (n_steps, want) = (run.n_steps, run.has_initial());
+        let (state, grad_state) = (b.view(&c), b.view(&grad_c));
+        let grad_c0 = gated_scan_backward(
             b,
             n_steps,
             &mut f,
             &mut xt,
             Candidate::Identity,
-            b.view(&cell),
+            state,
             ends,
-            b.view(&grad_cell),
-            initial.is_some(),
+            grad_state,
+            want,
         )?;
-        recycle(b, [grad_cell, cell]);
-        let gates = [xt, f, r];
-        project_backward(
+        recycle(b, [grad_c, c]);
+        let gates = [b.view(&xt), b.view(&f), b.view(&r)];
+        project_params_backward(
             b,
-            x,
-            b.host(self.input_weight.value.view()),
-            b.host_mut(self.input_weight.grad.view_mut()),
-            Some(b.host_mut(self.bias.grad.view_mut().insert_axis(Axis(0)))),
-            &gates.each_ref().map(|p| b.view(p)),
-            b.view_mut(&mut grad_x),
+            run.x,
+            &mut self.input_weight,
+            Some(&mut self.bias),
+            &gates,
+            &mut grad_x,
         )?;
-        recycle(b, gates);
-        Ok(LayerGrads {
+        recycle(b, [xt, f, r]);
+        Ok(Grads {
             input: grad_x,
-            initial: grad_cell_0.map(|d| LayerState::new(vec![d])),
+            initial: grad_c0.map(|d| vec![d]),
         })
     }
 }

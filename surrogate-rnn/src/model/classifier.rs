@@ -367,7 +367,7 @@ impl<E: Real> Classifier<E> {
                     last_step,
                     b.view(&logits),
                     head_cache,
-                    b.host(grad_logits),
+                    b.shorten(&b.host(grad_logits)),
                     None,
                 )?;
                 b.copy(

@@ -83,25 +83,25 @@ impl<E: Real> Layer<E> for RecurrentLayer<E> {
         dispatch!(self, l => l.state_dims(n_batch))
     }
 
-    fn forward<B: Backend<E>>(
+    fn forward<'a, B: Backend<E>>(
         &self,
         backend: &B,
-        input: B::View<'_>,
+        input: B::View<'a>,
         n_batch: usize,
-        initial: Option<&LayerState<B::Matrix>>,
+        initial: Option<&'a LayerState<B::Matrix>>,
     ) -> Result<LayerOutput<B::Matrix>, ModelError> {
         dispatch!(self, l => l.forward(backend, input, n_batch, initial))
     }
 
     /// A cache from a layer of another kind is an [`ModelError::InvalidInput`].
-    fn backward<B: Backend<E>>(
+    fn backward<'a, B: Backend<E>>(
         &mut self,
         backend: &B,
-        input: B::View<'_>,
-        output: B::View<'_>,
+        input: B::View<'a>,
+        output: B::View<'a>,
         cache: LayerCache<B::Matrix>,
-        grad_output: B::View<'_>,
-        grad_final: Option<&LayerState<B::Matrix>>,
+        grad_output: B::View<'a>,
+        grad_final: Option<&'a LayerState<B::Matrix>>,
     ) -> Result<LayerGrads<B::Matrix>, ModelError> {
         dispatch!(self, l => l.backward(backend, input, output, cache, grad_output, grad_final))
     }
