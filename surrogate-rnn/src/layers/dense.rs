@@ -2,11 +2,7 @@
 
 use ndarray::{Array1, Array2, Axis, Ix1, Ix2};
 
-use super::recurrence::{BackRun, Grads, Ran, Recurrence, Run};
-use crate::backend::{Backend, Transpose};
-use crate::init::Initializer;
-use crate::param::{ParamVisitor, ParamVisitorMut};
-use crate::{ModelError, Param, Parameters, Real};
+use super::recurrence::prelude::*;
 
 /// An affine map applied at every step: `y = x·W + b`, `W` of shape `(m, n)`.
 ///
@@ -57,7 +53,7 @@ impl<E: Real> Recurrence<E> for Dense<E> {
         Vec::new()
     }
 
-    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Result<Ran<B::Matrix>, ModelError> {
+    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Forward<E, B> {
         let mut y = b.scratch(run.rows(), self.sizes().1)?;
         let bias = b.host(self.bias.value.view().insert_axis(Axis(0)));
         b.fill_rows(bias, b.view_mut(&mut y))?;
@@ -77,11 +73,7 @@ impl<E: Real> Recurrence<E> for Dense<E> {
         })
     }
 
-    fn run_backward<B: Backend<E>>(
-        &mut self,
-        b: &B,
-        run: BackRun<'_, E, B>,
-    ) -> Result<Grads<B::Matrix>, ModelError> {
+    fn run_backward<B: Backend<E>>(&mut self, b: &B, run: BackRun<'_, E, B>) -> Back<E, B> {
         let grad_w = b.host_mut(self.weight.grad.view_mut());
         b.matmul(
             run.x,

@@ -2,15 +2,7 @@
 
 use ndarray::{s, Array1, Ix1, Ix2};
 
-use super::primitives::{
-    bias_block, gated_scan, gated_scan_backward, matrices, project, project_params_backward,
-};
-use super::recurrence::{BackRun, Grads, Ran, Recurrence, Run};
-use super::{last_step, recycle};
-use crate::backend::{Backend, Candidate, ScanEnds};
-use crate::init::Initializer;
-use crate::param::{ParamVisitor, ParamVisitorMut};
-use crate::{ModelError, Param, Parameters, Real};
+use super::recurrence::prelude::*;
 
 /// GILR, `m → n` (PAPER.md §2):
 ///
@@ -54,7 +46,7 @@ impl<E: Real> Recurrence<E> for Gilr<E> {
         vec![(n_batch, self.sizes().1)]
     }
 
-    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Result<Ran<B::Matrix>, ModelError> {
+    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Forward<E, B> {
         let n = self.sizes().1;
         let [mut g, mut i] = matrices::<E, B, 2>(b, run.rows(), n, false)?;
         let w = b.host(self.input_weight.value.view());
@@ -85,11 +77,7 @@ impl<E: Real> Recurrence<E> for Gilr<E> {
         })
     }
 
-    fn run_backward<B: Backend<E>>(
-        &mut self,
-        b: &B,
-        mut run: BackRun<'_, E, B>,
-    ) -> Result<Grads<B::Matrix>, ModelError> {
+    fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
         let [mut g, mut i] = run.take_buffers()?;
         let ends = ScanEnds {
             initial: run.initial(0),

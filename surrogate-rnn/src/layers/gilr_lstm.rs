@@ -2,17 +2,7 @@
 
 use ndarray::{s, Array1, Ix1, Ix2};
 
-use super::primitives::{
-    bias_block, gated_scan, gated_scan_backward, input_gated_scan, input_gated_scan_backward,
-    matrices, output_gate, output_gate_backward, project, project_backward,
-    project_params_backward,
-};
-use super::recurrence::{BackRun, Grads, Ran, Recurrence, Run};
-use super::{last_step, recycle, rows_of_each, rows_of_each_ref};
-use crate::backend::{Backend, Candidate, ScanEnds};
-use crate::init::Initializer;
-use crate::param::{ParamVisitor, ParamVisitorMut};
-use crate::{ModelError, Param, Parameters, Real};
+use super::recurrence::prelude::*;
 
 /// GILR-LSTM, `m → n` (PAPER.md §2): an LSTM whose gates read a GILR surrogate `h̃`
 /// instead of the LSTM's own output, so both recurrences are linear and run on the scan:
@@ -87,7 +77,7 @@ impl<E: Real> Recurrence<E> for GilrLstm<E> {
         vec![(n_batch, self.sizes().1); 2]
     }
 
-    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Result<Ran<B::Matrix>, ModelError> {
+    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Forward<E, B> {
         let (n, n_batch) = (self.sizes().1, run.n_batch);
         let mut gates = matrices::<E, B, 6>(b, run.rows(), n, false)?;
         let w = b.host(self.input_weight.value.view());
@@ -137,11 +127,7 @@ impl<E: Real> Recurrence<E> for GilrLstm<E> {
         })
     }
 
-    fn run_backward<B: Backend<E>>(
-        &mut self,
-        b: &B,
-        mut run: BackRun<'_, E, B>,
-    ) -> Result<Grads<B::Matrix>, ModelError> {
+    fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
         let (n, n_batch, n_steps) = (self.sizes().1, run.n_batch, run.n_steps);
         let want = run.has_initial();
         let [mut g, mut j, mut f, mut i, mut o, mut z, surrogate, cell] = run.take_buffers()?;

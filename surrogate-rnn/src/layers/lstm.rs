@@ -2,13 +2,7 @@
 
 use ndarray::{s, Array1, Axis, Ix1, Ix2};
 
-use super::primitives::matrices;
-use super::recurrence::{BackRun, Grads, Ran, Recurrence, Run};
-use super::{copy_matrix, last_step, recycle};
-use crate::backend::{Backend, Transpose};
-use crate::init::Initializer;
-use crate::param::{ParamVisitor, ParamVisitorMut};
-use crate::{ModelError, Param, Parameters, Real};
+use super::recurrence::prelude::*;
 
 /// The standard LSTM, `m → n`, the serial baseline (cuDNN's cell):
 ///
@@ -68,7 +62,7 @@ impl<E: Real> Recurrence<E> for Lstm<E> {
         vec![(n_batch, self.sizes().1); 2]
     }
 
-    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Result<Ran<B::Matrix>, ModelError> {
+    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Forward<E, B> {
         let (n, n_batch) = (self.sizes().1, run.n_batch);
         let mut gates = b.scratch(run.rows(), 4 * n)?;
         let bias = b.host(self.bias.value.view().insert_axis(Axis(0)));
@@ -122,11 +116,7 @@ impl<E: Real> Recurrence<E> for Lstm<E> {
         })
     }
 
-    fn run_backward<B: Backend<E>>(
-        &mut self,
-        b: &B,
-        mut run: BackRun<'_, E, B>,
-    ) -> Result<Grads<B::Matrix>, ModelError> {
+    fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
         let (n, n_batch) = (self.sizes().1, run.n_batch);
         let [mut gates, cell] = run.take_buffers()?;
         let carried = |k| match run.grad_final(k) {

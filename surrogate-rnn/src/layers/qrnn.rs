@@ -2,16 +2,7 @@
 
 use ndarray::{s, Array1, Axis, Ix1, Ix3};
 
-use super::primitives::{
-    bias_block, gated_scan, gated_scan_backward, matrices, output_gate, output_gate_backward,
-    project, project_backward,
-};
-use super::recurrence::{BackRun, Grads, Ran, Recurrence, Run};
-use super::{last_step, recycle, rows_of_each, rows_of_each_ref};
-use crate::backend::{Backend, Candidate, ScanEnds};
-use crate::init::Initializer;
-use crate::param::{ParamVisitor, ParamVisitorMut};
-use crate::{ModelError, Param, Parameters, Real};
+use super::recurrence::prelude::*;
 
 /// QRNN with filter width k, `m → n`, fo-pooling (PAPER.md §2):
 ///
@@ -87,7 +78,7 @@ impl<E: Real> Recurrence<E> for Qrnn<E> {
         vec![(n_batch, n), ((self.width() - 1) * n_batch, m)]
     }
 
-    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Result<Ran<B::Matrix>, ModelError> {
+    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Forward<E, B> {
         let (n, n_steps, n_batch) = (self.sizes().1, run.n_steps, run.n_batch);
         let window = run.initial(1);
         let mut gates = matrices::<E, B, 3>(b, run.rows(), n, true)?;
@@ -128,11 +119,7 @@ impl<E: Real> Recurrence<E> for Qrnn<E> {
         })
     }
 
-    fn run_backward<B: Backend<E>>(
-        &mut self,
-        b: &B,
-        mut run: BackRun<'_, E, B>,
-    ) -> Result<Grads<B::Matrix>, ModelError> {
+    fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
         let ((m, n), n_steps, n_batch) = (self.sizes(), run.n_steps, run.n_batch);
         let [mut z, mut f, mut o, c] = run.take_buffers()?;
         let (grad_c, _) = output_gate_backward(b, &mut o, b.view(&c), None, run.grad_h)?;

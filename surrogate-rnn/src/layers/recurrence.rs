@@ -8,6 +8,26 @@ use super::{
 use crate::backend::Backend;
 use crate::{ModelError, Parameters, Real};
 
+/// What every layer file uses: the primitives, the recurrence contract, the backend and
+/// the parameter types.
+pub(crate) mod prelude {
+    pub(crate) use super::super::primitives::*;
+    pub(crate) use super::super::{
+        copy_matrix, last_step, recycle, rows_of_each, rows_of_each_ref,
+    };
+    pub(crate) use super::{Back, BackRun, Forward, Grads, Ran, Recurrence, Run};
+    pub(crate) use crate::backend::{Backend, Candidate, ScanEnds, Transpose};
+    pub(crate) use crate::init::Initializer;
+    pub(crate) use crate::param::{ParamVisitor, ParamVisitorMut};
+    pub(crate) use crate::{ModelError, Param, Parameters, Real};
+}
+
+/// The result of [`Recurrence::run`].
+pub(crate) type Forward<E, B> = Result<Ran<<B as Backend<E>>::Matrix>, ModelError>;
+
+/// The result of [`Recurrence::run_backward`].
+pub(crate) type Back<E, B> = Result<Grads<<B as Backend<E>>::Matrix>, ModelError>;
+
 /// A checked forward call: the input `(T·B, m)` and the incoming state's parts.
 pub(crate) struct Run<'a, E: Real, B: Backend<E>> {
     pub(crate) x: B::View<'a>,
@@ -104,14 +124,10 @@ pub(crate) trait Recurrence<E: Real>: Parameters<E> {
     fn parts(&self, n_batch: usize) -> Vec<(usize, usize)>;
 
     /// The forward equations.
-    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Result<Ran<B::Matrix>, ModelError>;
+    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Forward<E, B>;
 
     /// The backward equations.
-    fn run_backward<B: Backend<E>>(
-        &mut self,
-        b: &B,
-        run: BackRun<'_, E, B>,
-    ) -> Result<Grads<B::Matrix>, ModelError>;
+    fn run_backward<B: Backend<E>>(&mut self, b: &B, run: BackRun<'_, E, B>) -> Back<E, B>;
 }
 
 fn views<'a, E: Real, B: Backend<E>>(

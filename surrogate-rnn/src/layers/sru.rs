@@ -2,16 +2,7 @@
 
 use ndarray::{s, Array1, Ix1, Ix2};
 
-use super::primitives::{
-    bias_block, gated_scan, gated_scan_backward, matrices, output_gate, output_gate_backward,
-    project, project_params_backward,
-};
-use super::recurrence::{BackRun, Grads, Ran, Recurrence, Run};
-use super::{last_step, recycle};
-use crate::backend::{Backend, Candidate, ScanEnds};
-use crate::init::Initializer;
-use crate::param::{ParamVisitor, ParamVisitorMut};
-use crate::{ModelError, Param, Parameters, Real};
+use super::recurrence::prelude::*;
 
 /// SRU, `n → n` (PAPER.md §2; the highway needs input size = hidden size):
 ///
@@ -58,7 +49,7 @@ impl<E: Real> Recurrence<E> for Sru<E> {
         vec![(n_batch, self.sizes().1)]
     }
 
-    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Result<Ran<B::Matrix>, ModelError> {
+    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Forward<E, B> {
         let n = self.sizes().1;
         let mut gates = matrices::<E, B, 3>(b, run.rows(), n, false)?;
         let w = b.host(self.input_weight.value.view());
@@ -92,11 +83,7 @@ impl<E: Real> Recurrence<E> for Sru<E> {
         })
     }
 
-    fn run_backward<B: Backend<E>>(
-        &mut self,
-        b: &B,
-        mut run: BackRun<'_, E, B>,
-    ) -> Result<Grads<B::Matrix>, ModelError> {
+    fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
         let [mut xt, mut f, mut r, c] = run.take_buffers()?;
         let (grad_c, grad_x) =
             output_gate_backward(b, &mut r, b.view(&c), Some(run.x), run.grad_h)?;
