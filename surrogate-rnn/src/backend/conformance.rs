@@ -1,5 +1,5 @@
 //! The conformance suite, written once, that every [`Backend`] runs against
-//! [`ReferenceBackend`](super::ReferenceBackend): each operation, forward and backward, on
+//! [`ReferenceBackend`]: each operation, forward and backward, on
 //! random operands of a [`Case`]'s shape, results compared relative to their magnitude.
 //!
 //! A backend's own tests call [`check_backend`] with proptest-drawn cases (this crate's
@@ -75,6 +75,14 @@ impl Operands {
     }
 }
 
+/// An operation's name, operands, and its runs on the backend under test and the reference.
+type Entry<E, B> = (
+    &'static str,
+    Vec<Array2<E>>,
+    Op<E, B>,
+    Op<E, ReferenceBackend>,
+);
+
 /// One operation run on a backend: host operands in, host results out.
 type Op<E, B> = fn(&B, &[Array2<E>], &Case) -> Result<Vec<Array2<E>>, ModelError>;
 
@@ -97,12 +105,7 @@ pub fn check_backend<E: Real, B: Backend<E>>(
     let mut r = Operands {
         rng: ChaCha8Rng::seed_from_u64(case.seed),
     };
-    let cases: Vec<(
-        &'static str,
-        Vec<Array2<E>>,
-        Op<E, B>,
-        Op<E, ReferenceBackend>,
-    )> = vec![
+    let cases: Vec<Entry<E, B>> = vec![
         (
             "matmul",
             vec![r.matrix(rows, k), r.matrix(k, n), r.matrix(rows, n)],
@@ -226,7 +229,7 @@ fn compare<E: Real>(
                 .zip(a)
                 .fold(0.0_f64, |m, (x, y)| m.max((x.as_f64() - y.as_f64()).abs()))
         };
-        if !(difference <= tolerance * scale) {
+        if difference.is_nan() || difference > tolerance * scale {
             return Err(Mismatch::Differs {
                 operation,
                 output,

@@ -177,6 +177,9 @@ pub trait Layer<E: Real>: Parameters<E> {
     ) -> Result<LayerGrads<B::Matrix>, ModelError>;
 }
 
+/// A state with the part shapes it must have.
+pub(crate) type StateCheck<'s, M> = Option<(&'s LayerState<M>, Vec<(usize, usize)>)>;
+
 /// Checks a forward call's input and incoming state, returning `T`.
 pub(crate) fn check_forward<E: Real, B: Backend<E>>(
     backend: &B,
@@ -184,7 +187,7 @@ pub(crate) fn check_forward<E: Real, B: Backend<E>>(
     input: B::View<'_>,
     n_batch: usize,
     input_size: usize,
-    state: Option<(&LayerState<B::Matrix>, Vec<(usize, usize)>)>,
+    state: StateCheck<'_, B::Matrix>,
 ) -> Result<usize, ModelError> {
     let (rows, m) = backend.dims(input);
     if n_batch == 0 || rows == 0 || rows % n_batch != 0 {
@@ -231,7 +234,7 @@ pub(crate) fn check_backward<E: Real, B: Backend<E>>(
     output: B::View<'_>,
     grad_output: B::View<'_>,
     output_size: usize,
-    grad_final: Option<(&LayerState<B::Matrix>, Vec<(usize, usize)>)>,
+    grad_final: StateCheck<'_, B::Matrix>,
 ) -> Result<(usize, usize), ModelError> {
     let (n_steps, n_batch) = cache.dims();
     let rows = n_steps * n_batch;

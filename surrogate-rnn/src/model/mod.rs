@@ -18,18 +18,18 @@ use crate::{ModelError, Real};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LayerKind {
-    /// [`Gilr`].
+    /// [`Gilr`](crate::Gilr).
     Gilr,
-    /// [`GilrLstm`].
+    /// [`GilrLstm`](crate::GilrLstm).
     GilrLstm,
-    /// [`Qrnn`] with a causal filter of `width` steps (the paper uses 2 and 10).
+    /// [`Qrnn`](crate::Qrnn) with a causal filter of `width` steps (the paper uses 2 and 10).
     Qrnn {
         /// Filter width k ≥ 1.
         width: usize,
     },
-    /// [`Sru`] (every layer's input must be `hidden` wide: use `input_projection`).
+    /// [`Sru`](crate::Sru) (every layer's input must be `hidden` wide: use `input_projection`).
     Sru,
-    /// [`Lstm`], the serial non-linear baseline.
+    /// [`Lstm`](crate::Lstm), the serial non-linear baseline.
     Lstm,
 }
 
@@ -56,7 +56,7 @@ pub enum InputKind {
         size: usize,
     },
     /// Scaled one-hot vectors ([`OneHotSequence`]) in `vocab` dimensions, read through an
-    /// [`Embedding`] lookup (needs `input_projection`).
+    /// [`Embedding`](crate::Embedding) lookup (needs `input_projection`).
     OneHot {
         /// The one-hot dimension.
         vocab: usize,
@@ -70,8 +70,8 @@ pub struct ModelConfig {
     pub layer: LayerKind,
     /// The input type.
     pub input: InputKind,
-    /// Width of an input encoder in front of the first recurrent layer: an [`Embedding`]
-    /// for one-hot inputs (required), a linear [`Dense`] map for dense inputs (optional;
+    /// Width of an input encoder in front of the first recurrent layer: an [`Embedding`](crate::Embedding)
+    /// for one-hot inputs (required), a linear [`Dense`](crate::Dense) map for dense inputs (optional;
     /// needed by SRU when the input size ≠ `hidden`).
     pub input_projection: Option<usize>,
     /// Hidden units per recurrent layer n.
