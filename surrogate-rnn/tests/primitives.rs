@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use surrogate_rnn::backend::{Backend, Candidate, ScanEnds};
 use surrogate_rnn::layers::primitives::{
     gated_scan, gated_scan_backward, input_gated_scan, input_gated_scan_backward, output_gate,
-    output_gate_backward, project, project_backward,
+    output_gate_backward, project, project_backward, ScanGrad,
 };
 use surrogate_rnn::ReferenceBackend;
 
@@ -60,13 +60,23 @@ fn check(
     Ok(())
 }
 
-fn ends<'a>(
+/// The backward input of a scan whose states are `c`, from `initial`, with `∂L/∂c = w`
+/// and `w_last` on the last state.
+fn grad<'a>(
+    c: &'a Array2<f64>,
     initial: &'a Array2<f64>,
-    grad_last: &'a Array2<f64>,
-) -> ScanEnds<ndarray::ArrayView2<'a, f64>> {
-    ScanEnds {
+    w_last: &'a Array2<f64>,
+    w: &'a Array2<f64>,
+) -> ScanGrad<ndarray::ArrayView2<'a, f64>> {
+    let ends = ScanEnds {
         initial: Some(initial.view()),
-        grad_last: Some(grad_last.view()),
+        grad_last: Some(w_last.view()),
+    };
+    ScanGrad {
+        state: c.view(),
+        ends,
+        grad_state: w.view(),
+        want_initial: true,
     }
 }
 
@@ -93,7 +103,7 @@ proptest! {
             weighted(&c, &w) + weighted(&c.slice(s![rows - n_batch.., ..]).to_owned(), &w_last)
         };
         let (mut f, mut v, c) = run(&inputs);
-        let grad_c0 = gated_scan_backward(&B, n_steps, &mut f, &mut v, activation, c.view(), ends(&inputs[4], &w_last), w.view(), true).unwrap().unwrap();
+        let grad_c0 = gated_scan_backward(&B, n_steps, [&mut f, &mut v], activation, grad(&c, &inputs[4], &w_last, &w)).unwrap().unwrap();
         let bias = |g: &Array2<f64>| g.sum_axis(ndarray::Axis(0)).insert_axis(ndarray::Axis(0));
         let analytic = [f.clone(), bias(&f), v.clone(), bias(&v), grad_c0];
         check(&["P_f", "b_f", "P_v", "b_v", "c_0"], &inputs, &analytic, &loss)?;
@@ -119,7 +129,7 @@ proptest! {
             weighted(&c, &w) + weighted(&c.slice(s![rows - n_batch.., ..]).to_owned(), &w_last)
         };
         let (mut f, mut i, mut z, c) = run(&inputs);
-        let grad_c0 = input_gated_scan_backward(&B, n_steps, [&mut f, &mut i, &mut z], c.view(), ends(&inputs[3], &w_last), w.view(), true).unwrap().unwrap();
+        let grad_c0 = input_gated_scan_backward(&B, n_steps, [&mut f, &mut i, &mut z], grad(&c, &inputs[3], &w_last, &w)).unwrap().unwrap();
         check(&["P_f", "P_i", "P_z", "c_0"], &inputs, &[f, i, z, grad_c0], &loss)?;
     }
 

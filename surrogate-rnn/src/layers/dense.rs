@@ -66,11 +66,7 @@ impl<E: Real> Recurrence<E> for Dense<E> {
             b.view_mut(&mut y),
             true,
         )?;
-        Ok(Ran {
-            output: y,
-            buffers: Vec::new(),
-            state: Vec::new(),
-        })
+        ran(y, Vec::new(), Vec::new())
     }
 
     fn run_backward<B: Backend<E>>(&mut self, b: &B, run: BackRun<'_, E, B>) -> Back<E, B> {

@@ -70,31 +70,13 @@ impl<E: Real> Recurrence<E> for Gilr<E> {
             run.initial(0),
         )?;
         let state = vec![last_step(b, &h, run.n_batch)?];
-        Ok(Ran {
-            output: h,
-            buffers: vec![g, i],
-            state,
-        })
+        ran(h, vec![g, i], state)
     }
 
     fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
         let [mut g, mut i] = run.take_buffers()?;
-        let ends = ScanEnds {
-            initial: run.initial(0),
-            grad_last: run.grad_final(0),
-        };
-        let (n_steps, want) = (run.n_steps, run.has_initial());
-        let grad_h0 = gated_scan_backward(
-            b,
-            n_steps,
-            &mut g,
-            &mut i,
-            Candidate::Tanh,
-            run.h,
-            ends,
-            run.grad_h,
-            want,
-        )?;
+        let grad = run.scan_grad(b, b.shorten(&run.h), b.shorten(&run.grad_h), 0);
+        let grad_h0 = gated_scan_backward(b, run.n_steps, [&mut g, &mut i], Candidate::Tanh, grad)?;
         let mut grad_x = b.zeros(run.rows(), self.sizes().0)?;
         let gates = [b.view(&g), b.view(&i)];
         project_params_backward(

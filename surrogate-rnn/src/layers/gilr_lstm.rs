@@ -120,32 +120,15 @@ impl<E: Real> Recurrence<E> for GilrLstm<E> {
             last_step(b, &cell, n_batch)?,
         ];
         let [g, j, f, i, o, z] = gates;
-        Ok(Ran {
-            output: h,
-            buffers: vec![g, j, f, i, o, z, surrogate, cell],
-            state,
-        })
+        ran(h, vec![g, j, f, i, o, z, surrogate, cell], state)
     }
 
     fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
         let (n, n_batch, n_steps) = (self.sizes().1, run.n_batch, run.n_steps);
-        let want = run.has_initial();
         let [mut g, mut j, mut f, mut i, mut o, mut z, surrogate, cell] = run.take_buffers()?;
         let (grad_cell, _) = output_gate_backward(b, &mut o, b.view(&cell), None, run.grad_h)?;
-        let ends = ScanEnds {
-            initial: run.initial(1),
-            grad_last: run.grad_final(1),
-        };
-        let (state, grad_state) = (b.view(&cell), b.view(&grad_cell));
-        let grad_cell_0 = input_gated_scan_backward(
-            b,
-            n_steps,
-            [&mut f, &mut i, &mut z],
-            state,
-            ends,
-            grad_state,
-            want,
-        )?;
+        let grad = run.scan_grad(b, b.view(&cell), b.view(&grad_cell), 1);
+        let grad_cell_0 = input_gated_scan_backward(b, n_steps, [&mut f, &mut i, &mut z], grad)?;
         b.recycle(grad_cell);
         // ∂h̃_{t−1} = Σ_k ∂P_{k,t} U_kᵀ and ∂U_k += h̃_{t−1}ᵀ ∂P_{k,t}: t ≥ 1, then t = 0.
         let shifted = run.rows() - n_batch;
@@ -161,22 +144,8 @@ impl<E: Real> Recurrence<E> for GilrLstm<E> {
             self.recurrent_backward(b, h_0, &first, b.view_mut(&mut grad_h_0))?;
             grad_surrogate_0 = Some(grad_h_0);
         }
-        let ends = ScanEnds {
-            initial: run.initial(0),
-            grad_last: run.grad_final(0),
-        };
-        let (state, grad_state) = (b.view(&surrogate), b.view(&grad_surrogate));
-        let from_scan = gated_scan_backward(
-            b,
-            n_steps,
-            &mut g,
-            &mut j,
-            Candidate::Tanh,
-            state,
-            ends,
-            grad_state,
-            want,
-        )?;
+        let grad = run.scan_grad(b, b.view(&surrogate), b.view(&grad_surrogate), 0);
+        let from_scan = gated_scan_backward(b, n_steps, [&mut g, &mut j], Candidate::Tanh, grad)?;
         if let (Some(total), Some(from_scan)) = (grad_surrogate_0.as_mut(), from_scan) {
             b.add_assign(b.view(&from_scan), b.view_mut(total))?;
             b.recycle(from_scan);

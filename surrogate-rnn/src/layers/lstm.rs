@@ -109,11 +109,7 @@ impl<E: Real> Recurrence<E> for Lstm<E> {
         }
         recycle(b, c_prev);
         let state = vec![last_step(b, &h, n_batch)?, last_step(b, &cell, n_batch)?];
-        Ok(Ran {
-            output: h,
-            buffers: vec![gates, cell],
-            state,
-        })
+        ran(h, vec![gates, cell], state)
     }
 
     fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {

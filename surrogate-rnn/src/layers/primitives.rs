@@ -195,21 +195,37 @@ pub fn gated_scan<E: Real, B: Backend<E>>(
     })
 }
 
-/// Backward of [`gated_scan`]: given the activated gates, `c`, and `∂L/∂c` (plus, in
-/// `ends.grad_last`, a gradient on the last state), overwrites the gates with `∂P_f`,
-/// `∂P_v` and returns `∂L/∂c_0` when `want_initial`.
-#[allow(clippy::too_many_arguments)]
+/// What the backward pass of a scan primitive reads: the forward pass's states, its
+/// initial state and the gradient of its last state (`ends`), `∂L/∂state`, and whether
+/// `∂L/∂initial` is wanted.
+#[derive(Clone, Copy, Debug)]
+pub struct ScanGrad<V> {
+    /// The states of the forward pass, `(T·B, n)`.
+    pub state: V,
+    /// The forward pass's initial state and the gradient on its last state.
+    pub ends: ScanEnds<V>,
+    /// `∂L/∂state`, `(T·B, n)`.
+    pub grad_state: V,
+    /// Whether to return `∂L/∂initial`.
+    pub want_initial: bool,
+}
+
+/// Backward of [`gated_scan`]: given the activated gates `[f, v]` and `grad` (with, in
+/// `grad.ends.grad_last`, a gradient on the last state), overwrites the gates with `∂P_f`,
+/// `∂P_v` and returns `∂L/∂c_0` when wanted.
 pub fn gated_scan_backward<E: Real, B: Backend<E>>(
     backend: &B,
     n_steps: usize,
-    decay: &mut B::Matrix,
-    candidate: &mut B::Matrix,
+    [decay, candidate]: [&mut B::Matrix; 2],
     activation: Candidate,
-    state: B::View<'_>,
-    ends: ScanEnds<B::View<'_>>,
-    grad_state: B::View<'_>,
-    want_initial: bool,
+    grad: ScanGrad<B::View<'_>>,
 ) -> Result<Option<B::Matrix>, ModelError> {
+    let ScanGrad {
+        state,
+        ends,
+        grad_state,
+        want_initial,
+    } = grad;
     scan_backward_with(
         backend,
         n_steps,
@@ -243,16 +259,19 @@ pub fn input_gated_scan<E: Real, B: Backend<E>>(
 }
 
 /// Backward of [`input_gated_scan`]: overwrites `[f, i, z]` with their pre-activation
-/// gradients and returns `∂L/∂c_0` when `want_initial`.
+/// gradients and returns `∂L/∂c_0` when wanted.
 pub fn input_gated_scan_backward<E: Real, B: Backend<E>>(
     backend: &B,
     n_steps: usize,
     [forget, input, candidate]: [&mut B::Matrix; 3],
-    state: B::View<'_>,
-    ends: ScanEnds<B::View<'_>>,
-    grad_state: B::View<'_>,
-    want_initial: bool,
+    grad: ScanGrad<B::View<'_>>,
 ) -> Result<Option<B::Matrix>, ModelError> {
+    let ScanGrad {
+        state,
+        ends,
+        grad_state,
+        want_initial,
+    } = grad;
     scan_backward_with(
         backend,
         n_steps,

@@ -112,33 +112,15 @@ impl<E: Real> Recurrence<E> for Qrnn<E> {
         let next_window = self.last_inputs(b, run.x, window, n_steps, n_batch)?;
         let state = vec![last_step(b, &c, n_batch)?, next_window];
         let [z, f, o] = gates;
-        Ok(Ran {
-            output: h,
-            buffers: vec![z, f, o, c],
-            state,
-        })
+        ran(h, vec![z, f, o, c], state)
     }
 
     fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
         let ((m, n), n_steps, n_batch) = (self.sizes(), run.n_steps, run.n_batch);
         let [mut z, mut f, mut o, c] = run.take_buffers()?;
         let (grad_c, _) = output_gate_backward(b, &mut o, b.view(&c), None, run.grad_h)?;
-        let ends = ScanEnds {
-            initial: run.initial(0),
-            grad_last: run.grad_final(0),
-        };
-        let (state, grad_state, want) = (b.view(&c), b.view(&grad_c), run.has_initial());
-        let grad_c0 = gated_scan_backward(
-            b,
-            n_steps,
-            &mut f,
-            &mut z,
-            Candidate::Tanh,
-            state,
-            ends,
-            grad_state,
-            want,
-        )?;
+        let grad = run.scan_grad(b, b.view(&c), b.view(&grad_c), 0);
+        let grad_c0 = gated_scan_backward(b, n_steps, [&mut f, &mut z], Candidate::Tanh, grad)?;
         recycle(b, [grad_c, c]);
         let window = run.initial(1);
         let mut grad_x = b.zeros(run.rows(), m)?;

@@ -2,10 +2,11 @@
 //! the cache apart, and putting the results together; each layer supplies only its
 //! equations ([`Recurrence::run`], [`Recurrence::run_backward`]).
 
+use super::primitives::ScanGrad;
 use super::{
     check_backward, check_forward, copy_state, LayerCache, LayerGrads, LayerOutput, LayerState,
 };
-use crate::backend::Backend;
+use crate::backend::{Backend, ScanEnds};
 use crate::{ModelError, Parameters, Real};
 
 /// What every layer file uses: the primitives, the recurrence contract, the backend and
@@ -15,8 +16,8 @@ pub(crate) mod prelude {
     pub(crate) use super::super::{
         copy_matrix, last_step, recycle, rows_of_each, rows_of_each_ref,
     };
-    pub(crate) use super::{Back, BackRun, Forward, Grads, Ran, Recurrence, Run};
-    pub(crate) use crate::backend::{Backend, Candidate, ScanEnds, Transpose};
+    pub(crate) use super::{ran, Back, BackRun, Forward, Grads, Recurrence, Run};
+    pub(crate) use crate::backend::{Backend, Candidate, Transpose};
     pub(crate) use crate::init::Initializer;
     pub(crate) use crate::param::{ParamVisitor, ParamVisitorMut};
     pub(crate) use crate::{ModelError, Param, Parameters, Real};
@@ -82,6 +83,30 @@ impl<'a, E: Real, B: Backend<E>> BackRun<'a, E, B> {
         part(&self.grad_final, k)
     }
 
+    /// The backward input of a scan primitive whose states are `state`, with part `k` of
+    /// the incoming state and of ∂L/∂(final state) as its ends.
+    pub(crate) fn scan_grad<'s>(
+        &'s self,
+        b: &B,
+        state: B::View<'s>,
+        grad_state: B::View<'s>,
+        k: usize,
+    ) -> ScanGrad<B::View<'s>> {
+        let short = |parts: &'s Option<Vec<B::View<'a>>>| {
+            parts.as_ref().and_then(|p| p.get(k)).map(|v| b.shorten(v))
+        };
+        let ends = ScanEnds {
+            initial: short(&self.initial),
+            grad_last: short(&self.grad_final),
+        };
+        ScanGrad {
+            state,
+            ends,
+            grad_state,
+            want_initial: self.initial.is_some(),
+        }
+    }
+
     /// Whether the forward pass started from a given state (so its gradient is wanted).
     pub(crate) fn has_initial(&self) -> bool {
         self.initial.is_some()
@@ -103,6 +128,15 @@ pub(crate) struct Ran<M> {
     pub(crate) output: M,
     pub(crate) buffers: Vec<M>,
     pub(crate) state: Vec<M>,
+}
+
+/// `Ok(Ran { output, buffers, state })`.
+pub(crate) fn ran<M>(output: M, buffers: Vec<M>, state: Vec<M>) -> Result<Ran<M>, ModelError> {
+    Ok(Ran {
+        output,
+        buffers,
+        state,
+    })
 }
 
 /// What a layer's backward computation returns: ∂L/∂input and, when the forward pass

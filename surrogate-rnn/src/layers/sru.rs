@@ -76,11 +76,7 @@ impl<E: Real> Recurrence<E> for Sru<E> {
         let h = output_gate(b, r, bias(2)?, b.view(&c), Some(run.x))?;
         let state = vec![last_step(b, &c, run.n_batch)?];
         let [xt, f, r] = gates;
-        Ok(Ran {
-            output: h,
-            buffers: vec![xt, f, r, c],
-            state,
-        })
+        ran(h, vec![xt, f, r, c], state)
     }
 
     fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
@@ -91,23 +87,9 @@ impl<E: Real> Recurrence<E> for Sru<E> {
             operation: "Sru::backward",
             reason: "the highway gradient is missing".into(),
         })?;
-        let ends = ScanEnds {
-            initial: run.initial(0),
-            grad_last: run.grad_final(0),
-        };
-        let (n_steps, want) = (run.n_steps, run.has_initial());
-        let (state, grad_state) = (b.view(&c), b.view(&grad_c));
-        let grad_c0 = gated_scan_backward(
-            b,
-            n_steps,
-            &mut f,
-            &mut xt,
-            Candidate::Identity,
-            state,
-            ends,
-            grad_state,
-            want,
-        )?;
+        let grad = run.scan_grad(b, b.view(&c), b.view(&grad_c), 0);
+        let grad_c0 =
+            gated_scan_backward(b, run.n_steps, [&mut f, &mut xt], Candidate::Identity, grad)?;
         recycle(b, [grad_c, c]);
         let gates = [b.view(&xt), b.view(&f), b.view(&r)];
         project_params_backward(
