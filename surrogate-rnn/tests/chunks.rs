@@ -180,3 +180,59 @@ proptest! {
         }
     }
 }
+
+/// `train_step_chunked(Full)` makes the update `train_step` makes (f64, to rounding).
+#[test]
+fn chunked_training_step_equals_the_full_step() {
+    use surrogate_rnn::{Adam, AdamConfig};
+    let config = ModelConfig {
+        layer: LayerKind::GilrLstm,
+        input: InputKind::Dense { size: 2 },
+        input_projection: Some(3),
+        hidden: 3,
+        layers: 2,
+        classes: 2,
+    };
+    let x = Array3::from_shape_fn((11, 3, 2), |(t, b, k)| {
+        ((t * 3 + b * 5 + k) % 7) as f64 / 7.0 - 0.5
+    });
+    let labels = [1, 0, 1];
+    let params = |model: &Classifier<f64>| {
+        let mut out = Vec::new();
+        model.visit_params(&mut |_, v, _| out.extend(v.iter().copied()));
+        out
+    };
+    let mut full = Classifier::<f64>::new(config, InitConfig::default(), 9).unwrap();
+    let mut chunked = full.clone();
+    let (mut adam_full, mut adam_chunked) = (
+        Adam::new(AdamConfig::default(), &full),
+        Adam::new(AdamConfig::default(), &chunked),
+    );
+    for _ in 0..3 {
+        let a = full
+            .train_step(
+                &mut adam_full,
+                &Reference,
+                ModelInput::Dense(x.view()),
+                &labels,
+            )
+            .unwrap();
+        let b = chunked
+            .train_step_chunked(
+                &mut adam_chunked,
+                &Reference,
+                ModelInput::Dense(x.view()),
+                &labels,
+                4,
+                Backprop::Full,
+            )
+            .unwrap();
+        assert!(
+            (a.batch.loss - b.batch.loss).abs() <= 1e-12,
+            "{a:?} vs {b:?}"
+        );
+    }
+    for (a, b) in params(&full).iter().zip(params(&chunked)) {
+        assert!((a - b).abs() <= 1e-10 * a.abs().max(1.0), "{a} vs {b}");
+    }
+}

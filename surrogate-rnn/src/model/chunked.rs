@@ -5,10 +5,10 @@ use ndarray::{s, Array2, ArrayView2, ArrayView3};
 use scan_core::LinearScan;
 
 use super::classifier::{batch_stats, PassGrads};
-use super::{BatchStats, Classifier, ForwardPass};
+use super::{BatchStats, Classifier, ForwardPass, TrainStats};
 use crate::backend::{Backend, CpuBackend};
 use crate::layers::{recycle, LayerState, OneHotSequence};
-use crate::{softmax_cross_entropy, ModelError, ModelInput, Real};
+use crate::{softmax_cross_entropy, Adam, ModelError, ModelInput, Parameters, Real};
 
 /// The recurrent state of every layer of a [`Classifier`] at a chunk boundary (or the
 /// gradient of one), for a batch of `n_batch` sequences.
@@ -250,6 +250,29 @@ impl<E: Real> Classifier<E> {
         );
         self.restore_workspace(workspace);
         result
+    }
+
+    /// [`Classifier::train_step`] with the gradients of
+    /// [`Classifier::loss_and_grad_chunked`]: zero the gradients, chunked forward and
+    /// backward (`Backprop::Full`: the same update as `train_step`, to rounding, in
+    /// O(chunk) activation memory; `Backprop::Truncated`: truncated BPTT), Adam update.
+    pub fn train_step_chunked(
+        &mut self,
+        optimizer: &mut Adam<E>,
+        scan: &dyn LinearScan<E>,
+        input: ModelInput<'_, E>,
+        labels: &[usize],
+        chunk_len: usize,
+        mode: Backprop,
+    ) -> Result<TrainStats, ModelError> {
+        self.zero_grad();
+        let batch = self.loss_and_grad_chunked(scan, input, labels, chunk_len, mode)?;
+        let report = optimizer.step(self)?;
+        Ok(TrainStats {
+            batch,
+            grad_norm: report.grad_norm,
+            clipped: report.clipped,
+        })
     }
 
     fn backprop_chunks<B: Backend<E>>(
