@@ -74,7 +74,7 @@ pub use backend::{Backend, CpuBackend, ReferenceBackend};
 pub use checkpoint::{
     load_checkpoint, load_checkpoint_into, read_checkpoint_meta, save_checkpoint, CheckpointMeta,
 };
-pub use data::{SyntheticBatch, SyntheticTask};
+pub use data::{SyntheticBatch, SyntheticChunks, SyntheticTask};
 pub use error::ModelError;
 pub use init::{GateBiasInit, InitConfig};
 pub use layers::{

@@ -236,3 +236,44 @@ fn chunked_training_step_equals_the_full_step() {
         assert!((a - b).abs() <= 1e-10 * a.abs().max(1.0), "{a} vs {b}");
     }
 }
+
+/// `SyntheticTask::chunks_for_step` yields exactly `batch_for_step`'s sequences, and
+/// streaming them chunk by chunk gives the full run's logits.
+#[test]
+fn synthetic_chunks_are_the_batch_in_pieces() {
+    use surrogate_rnn::SyntheticTask;
+    let task = SyntheticTask::new(23, 5).unwrap();
+    let batch = task.batch_for_step::<f64>(3, 7, 4);
+    let (labels, chunks) = task.chunks_for_step::<f64>(3, 7, 4, 6);
+    assert_eq!(labels, batch.labels);
+    let chunks: Vec<_> = chunks.collect();
+    assert_eq!(
+        chunks.iter().map(|c| c.dim().0).collect::<Vec<_>>(),
+        [6, 6, 6, 5]
+    );
+    let index: Vec<_> = chunks.iter().map(|c| c.index()).collect();
+    let value: Vec<_> = chunks.iter().map(|c| c.value()).collect();
+    assert_eq!(concatenate(Axis(0), &index).unwrap(), batch.input.index());
+    assert_eq!(concatenate(Axis(0), &value).unwrap(), batch.input.value());
+    let config = ModelConfig {
+        layer: LayerKind::Qrnn { width: 3 },
+        input: InputKind::OneHot { vocab: 5 },
+        input_projection: Some(3),
+        hidden: 3,
+        layers: 2,
+        classes: 2,
+    };
+    let model = Classifier::<f64>::new(config, InitConfig::default(), 1).unwrap();
+    let logits = model
+        .logits(&Reference, ModelInput::OneHot(&batch.input))
+        .unwrap();
+    let mut stream = model.stream();
+    for chunk in &chunks {
+        stream.feed(&Reference, ModelInput::OneHot(chunk)).unwrap();
+    }
+    assert_eq!(stream.n_steps(), 23);
+    let streamed = stream.logits().unwrap().to_owned();
+    for (a, b) in logits.iter().zip(&streamed) {
+        assert!((a - b).abs() <= 1e-10 * a.abs().max(1.0), "{a} vs {b}");
+    }
+}
