@@ -38,13 +38,10 @@ impl<E: Real> Dense<E> {
     }
 }
 
-params_from_fields!(Dense: weight, bias);
-layer_from_recurrence!(Dense);
+layer_from_recurrence!(Dense: weight, bias);
 
 /// A dense layer is a recurrence without state: each step on its own.
 impl<E: Real> Recurrence<E> for Dense<E> {
-    const NAME: &'static str = "Dense";
-
     fn sizes(&self) -> (usize, usize) {
         self.weight.value.dim()
     }

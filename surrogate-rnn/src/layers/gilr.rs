@@ -32,12 +32,9 @@ impl<E: Real> Gilr<E> {
     }
 }
 
-params_from_fields!(Gilr: input_weight, bias);
-layer_from_recurrence!(Gilr);
+layer_from_recurrence!(Gilr: input_weight, bias);
 
 impl<E: Real> Recurrence<E> for Gilr<E> {
-    const NAME: &'static str = "Gilr";
-
     fn sizes(&self) -> (usize, usize) {
         (self.input_weight.value.nrows(), self.bias.value.len() / 2)
     }

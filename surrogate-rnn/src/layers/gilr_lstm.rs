@@ -60,12 +60,9 @@ impl<E: Real> GilrLstm<E> {
     }
 }
 
-params_from_fields!(GilrLstm: input_weight, recurrent_weight, bias);
-layer_from_recurrence!(GilrLstm);
+layer_from_recurrence!(GilrLstm: input_weight, recurrent_weight, bias);
 
 impl<E: Real> Recurrence<E> for GilrLstm<E> {
-    const NAME: &'static str = "GilrLstm";
-
     fn sizes(&self) -> (usize, usize) {
         (
             self.input_weight.value.nrows(),

@@ -45,12 +45,9 @@ impl<E: Real> Lstm<E> {
     }
 }
 
-params_from_fields!(Lstm: input_weight, recurrent_weight, bias);
-layer_from_recurrence!(Lstm);
+layer_from_recurrence!(Lstm: input_weight, recurrent_weight, bias);
 
 impl<E: Real> Recurrence<E> for Lstm<E> {
-    const NAME: &'static str = "Lstm";
-
     fn sizes(&self) -> (usize, usize) {
         (
             self.input_weight.value.nrows(),

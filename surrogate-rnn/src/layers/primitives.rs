@@ -136,32 +136,27 @@ fn scan_with<E: Real, B: Backend<E>>(
     result.map(|()| state)
 }
 
-/// The backward scan (giving `∂decay`, `∂impulse` and, when `want_initial`, the gradient
-/// of the initial state), then `gates` to turn them into pre-activation gradients.
-#[allow(clippy::too_many_arguments)]
+/// The backward scan (giving `∂decay`, `∂impulse` and, when wanted, the gradient of the
+/// initial state), then `gates` to turn them into pre-activation gradients.
 fn scan_backward_with<E: Real, B: Backend<E>>(
     backend: &B,
     n_steps: usize,
     decay: &mut B::Matrix,
-    state: B::View<'_>,
-    ends: ScanEnds<B::View<'_>>,
-    grad_state: B::View<'_>,
-    want_initial: bool,
+    grad: ScanGrad<B::View<'_>>,
     gates: impl FnOnce(&mut B::Matrix, B::View<'_>, B::View<'_>) -> Result<(), ModelError>,
 ) -> Result<Option<B::Matrix>, ModelError> {
     let (rows, n) = backend.matrix_dims(decay);
     let [mut grad_decay, mut grad_impulse] = matrices::<E, B, 2>(backend, rows, n, false)?;
-    let mut grad_initial = if want_initial {
-        Some(backend.scratch(rows / n_steps.max(1), n)?)
-    } else {
-        None
+    let mut grad_initial = match grad.want_initial {
+        true => Some(backend.scratch(rows / n_steps.max(1), n)?),
+        false => None,
     };
     backend.scan_backward(
         n_steps,
         backend.view(decay),
-        state,
-        ends,
-        grad_state,
+        grad.state,
+        grad.ends,
+        grad.grad_state,
         backend.view_mut(&mut grad_decay),
         backend.view_mut(&mut grad_impulse),
         grad_initial.as_mut().map(|g| backend.view_mut(g)),
@@ -220,20 +215,11 @@ pub fn gated_scan_backward<E: Real, B: Backend<E>>(
     activation: Candidate,
     grad: ScanGrad<B::View<'_>>,
 ) -> Result<Option<B::Matrix>, ModelError> {
-    let ScanGrad {
-        state,
-        ends,
-        grad_state,
-        want_initial,
-    } = grad;
     scan_backward_with(
         backend,
         n_steps,
         decay,
-        state,
-        ends,
-        grad_state,
-        want_initial,
+        grad,
         |decay, grad_decay, grad_impulse| {
             let (f, v) = (backend.view_mut(decay), backend.view_mut(candidate));
             backend.decay_gates_backward(f, v, activation, grad_decay, grad_impulse)
@@ -266,20 +252,11 @@ pub fn input_gated_scan_backward<E: Real, B: Backend<E>>(
     [forget, input, candidate]: [&mut B::Matrix; 3],
     grad: ScanGrad<B::View<'_>>,
 ) -> Result<Option<B::Matrix>, ModelError> {
-    let ScanGrad {
-        state,
-        ends,
-        grad_state,
-        want_initial,
-    } = grad;
     scan_backward_with(
         backend,
         n_steps,
         forget,
-        state,
-        ends,
-        grad_state,
-        want_initial,
+        grad,
         |forget, grad_decay, grad_impulse| {
             let f = backend.view_mut(forget);
             let (i, z) = (backend.view_mut(input), backend.view_mut(candidate));

@@ -63,12 +63,9 @@ struct TapRows {
     window_start: usize,
 }
 
-params_from_fields!(Qrnn: filter, bias);
-layer_from_recurrence!(Qrnn);
+layer_from_recurrence!(Qrnn: filter, bias);
 
 impl<E: Real> Recurrence<E> for Qrnn<E> {
-    const NAME: &'static str = "Qrnn";
-
     fn sizes(&self) -> (usize, usize) {
         (self.filter.value.dim().1, self.bias.value.len() / 3)
     }

@@ -148,9 +148,6 @@ pub(crate) struct Grads<M> {
 
 /// A recurrent layer as its equations: the [`Layer`] implementation around them is shared.
 pub(crate) trait Recurrence<E: Real>: Parameters<E> {
-    /// The layer's name in messages and caches.
-    const NAME: &'static str;
-
     /// `(m, n)`.
     fn sizes(&self) -> (usize, usize);
 
@@ -173,7 +170,9 @@ fn views<'a, E: Real, B: Backend<E>>(
 
 /// The [`Layer`] methods of a [`Recurrence`], written once.
 macro_rules! layer_from_recurrence {
-    ($layer:ident) => {
+    ($layer:ident: $($field:ident),+) => {
+        params_from_fields!($layer: $($field),+);
+
         impl<E: Real> $crate::layers::Layer<E> for $layer<E> {
             fn input_size(&self) -> usize {
                 $crate::layers::recurrence::Recurrence::sizes(self).0
@@ -194,7 +193,7 @@ macro_rules! layer_from_recurrence {
                 n_batch: usize,
                 initial: Option<&'a $crate::layers::LayerState<B::Matrix>>,
             ) -> Result<$crate::layers::LayerOutput<B::Matrix>, ModelError> {
-                $crate::layers::recurrence::forward(self, b, x, n_batch, initial)
+                $crate::layers::recurrence::forward(self, stringify!($layer), b, x, n_batch, initial)
             }
 
             fn backward<'a, B: $crate::backend::Backend<E>>(
@@ -206,7 +205,7 @@ macro_rules! layer_from_recurrence {
                 grad_h: B::View<'a>,
                 grad_final: Option<&'a $crate::layers::LayerState<B::Matrix>>,
             ) -> Result<$crate::layers::LayerGrads<B::Matrix>, ModelError> {
-                $crate::layers::recurrence::backward(self, b, x, h, cache, grad_h, grad_final)
+                $crate::layers::recurrence::backward(self, stringify!($layer), (b, x, h), cache, grad_h, grad_final)
             }
         }
     };
@@ -215,6 +214,7 @@ macro_rules! layer_from_recurrence {
 /// [`Layer::forward`] of a [`Recurrence`]: checks, the layer's equations, the cache.
 pub(crate) fn forward<'a, E: Real, L: Recurrence<E>, B: Backend<E>>(
     layer: &L,
+    name: &'static str,
     b: &B,
     x: B::View<'a>,
     n_batch: usize,
@@ -222,7 +222,7 @@ pub(crate) fn forward<'a, E: Real, L: Recurrence<E>, B: Backend<E>>(
 ) -> Result<LayerOutput<B::Matrix>, ModelError> {
     let (m, _) = layer.sizes();
     let state = initial.map(|s| (s, layer.parts(n_batch)));
-    let n_steps = check_forward(b, L::NAME, x, n_batch, m, state)?;
+    let n_steps = check_forward(b, name, x, n_batch, m, state)?;
     let run = Run {
         x,
         n_steps,
@@ -236,7 +236,7 @@ pub(crate) fn forward<'a, E: Real, L: Recurrence<E>, B: Backend<E>>(
     } = layer.run(b, run)?;
     let initial = initial.map(|s| copy_state(b, s)).transpose()?;
     let cache = LayerCache {
-        layer: L::NAME,
+        layer: name,
         n_steps,
         n_batch,
         buffers,
@@ -253,23 +253,21 @@ pub(crate) fn forward<'a, E: Real, L: Recurrence<E>, B: Backend<E>>(
 /// backward equations.
 pub(crate) fn backward<'a, E: Real, L: Recurrence<E>, B: Backend<E>>(
     layer: &mut L,
-    b: &B,
-    x: B::View<'a>,
-    h: B::View<'a>,
+    name: &'static str,
+    (b, x, h): (&B, B::View<'a>, B::View<'a>),
     cache: LayerCache<B::Matrix>,
     grad_h: B::View<'a>,
     grad_final: Option<&'a LayerState<B::Matrix>>,
 ) -> Result<LayerGrads<B::Matrix>, ModelError> {
     let (m, n) = layer.sizes();
     let finals = grad_final.map(|s| (s, layer.parts(cache.n_batch)));
-    let dims = check_backward(b, L::NAME, &cache, x, m, h, grad_h, n, finals)?;
-    if cache.layer != L::NAME {
+    let dims = check_backward(b, name, &cache, x, m, h, grad_h, n, finals)?;
+    if cache.layer != name {
         return Err(ModelError::InvalidInput {
             operation: "Layer::backward",
             reason: format!(
                 "the cache comes from a {} layer, not a {}",
-                cache.layer,
-                L::NAME
+                cache.layer, name
             ),
         });
     }

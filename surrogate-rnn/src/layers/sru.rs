@@ -32,12 +32,9 @@ impl<E: Real> Sru<E> {
     }
 }
 
-params_from_fields!(Sru: input_weight, bias);
-layer_from_recurrence!(Sru);
+layer_from_recurrence!(Sru: input_weight, bias);
 
 impl<E: Real> Recurrence<E> for Sru<E> {
-    const NAME: &'static str = "Sru";
-
     fn sizes(&self) -> (usize, usize) {
         (
             self.input_weight.value.nrows(),
