@@ -45,15 +45,7 @@ impl<E: Real> Recurrence<E> for Gilr<E> {
 
     fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Forward<E, B> {
         let n = self.sizes().1;
-        let [mut g, mut i] = matrices::<E, B, 2>(b, run.rows(), n, false)?;
-        let w = b.host(self.input_weight.value.view());
-        project(
-            b,
-            run.x,
-            w,
-            &mut [b.view_mut(&mut g), b.view_mut(&mut i)],
-            false,
-        )?;
+        let [mut g, mut i] = project_input(b, run.x, &self.input_weight)?;
         let bias = |k| bias_block(b, self.bias.value.view(), k, n);
         let (b_g, b_i) = (bias(0)?, bias(1)?);
         let h = gated_scan(
@@ -72,19 +64,17 @@ impl<E: Real> Recurrence<E> for Gilr<E> {
 
     fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
         let [mut g, mut i] = run.take_buffers()?;
+        let m = self.sizes().0;
         let grad = run.scan_grad(b, b.shorten(&run.h), b.shorten(&run.grad_h), 0);
         let grad_h0 = gated_scan_backward(b, run.n_steps, [&mut g, &mut i], Candidate::Tanh, grad)?;
-        let mut grad_x = b.zeros(run.rows(), self.sizes().0)?;
-        let gates = [b.view(&g), b.view(&i)];
-        project_params_backward(
-            b,
-            run.x,
+        let (w, bias, grad_x) = (
             &mut self.input_weight,
-            Some(&mut self.bias),
-            &gates,
-            &mut grad_x,
-        )?;
-        recycle(b, [g, i]);
+            &mut self.bias,
+            b.zeros(run.rows(), m)?,
+        );
+        let gates = [g, i];
+        let grad_x = project_input_backward(b, run.x, w, bias, &gates, grad_x)?;
+        recycle(b, gates);
         Ok(Grads {
             input: grad_x,
             initial: grad_h0.map(|d| vec![d]),

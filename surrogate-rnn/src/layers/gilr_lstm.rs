@@ -76,15 +76,7 @@ impl<E: Real> Recurrence<E> for GilrLstm<E> {
 
     fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Forward<E, B> {
         let (n, n_batch) = (self.sizes().1, run.n_batch);
-        let mut gates = matrices::<E, B, 6>(b, run.rows(), n, false)?;
-        let w = b.host(self.input_weight.value.view());
-        project(
-            b,
-            run.x,
-            w,
-            &mut gates.each_mut().map(|g| b.view_mut(g)),
-            false,
-        )?;
+        let mut gates = project_input::<E, B, 6>(b, run.x, &self.input_weight)?;
         let bias = |k| bias_block(b, self.bias.value.view(), k, n);
         let [g, j, f, i, o, z] = &mut gates;
         let surrogate_0 = run.initial(0);
@@ -121,7 +113,7 @@ impl<E: Real> Recurrence<E> for GilrLstm<E> {
     }
 
     fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
-        let (n, n_batch, n_steps) = (self.sizes().1, run.n_batch, run.n_steps);
+        let ((m, n), n_batch, n_steps) = (self.sizes(), run.n_batch, run.n_steps);
         let [mut g, mut j, mut f, mut i, mut o, mut z, surrogate, cell] = run.take_buffers()?;
         let (grad_cell, _) = output_gate_backward(b, &mut o, b.view(&cell), None, run.grad_h)?;
         let grad = run.scan_grad(b, b.view(&cell), b.view(&grad_cell), 1);
@@ -148,17 +140,13 @@ impl<E: Real> Recurrence<E> for GilrLstm<E> {
             b.recycle(from_scan);
         }
         recycle(b, [grad_surrogate, surrogate, cell]);
-        let mut grad_x = b.zeros(run.rows(), self.sizes().0)?;
-        let gates = [g, j, f, i, o, z];
-        let views = gates.each_ref().map(|p| b.view(p));
-        project_params_backward(
-            b,
-            run.x,
+        let (w, bias, grad_x) = (
             &mut self.input_weight,
-            Some(&mut self.bias),
-            &views,
-            &mut grad_x,
-        )?;
+            &mut self.bias,
+            b.zeros(run.rows(), m)?,
+        );
+        let gates = [g, j, f, i, o, z];
+        let grad_x = project_input_backward(b, run.x, w, bias, &gates, grad_x)?;
         recycle(b, gates);
         let initial = grad_surrogate_0
             .zip(grad_cell_0)

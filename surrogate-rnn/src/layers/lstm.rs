@@ -49,10 +49,8 @@ layer_from_recurrence!(Lstm: input_weight, recurrent_weight, bias);
 
 impl<E: Real> Recurrence<E> for Lstm<E> {
     fn sizes(&self) -> (usize, usize) {
-        (
-            self.input_weight.value.nrows(),
-            self.recurrent_weight.value.nrows(),
-        )
+        let m = self.input_weight.value.nrows();
+        (m, self.bias.value.len() / 4)
     }
 
     fn parts(&self, n_batch: usize) -> Vec<(usize, usize)> {

@@ -309,26 +309,40 @@ pub fn output_gate_backward<E: Real, B: Backend<E>>(
     Ok((grad_cell, grad_skip))
 }
 
-/// [`project_backward`] into a layer's parameters: `∂W`, `∂b` accumulate into their
-/// gradients, `∂x` into `grad_x`.
-pub(crate) fn project_params_backward<E: Real, B: Backend<E>>(
+/// `G` new gate matrices `P_k = x·W_k` from a layer's input weight `(m, G·n)`.
+pub(crate) fn project_input<E: Real, B: Backend<E>, const G: usize>(
     backend: &B,
     x: B::View<'_>,
-    weight: &mut crate::Param<E, ndarray::Ix2>,
-    bias: Option<&mut crate::Param<E, ndarray::Ix1>>,
-    grad_gates: &[B::View<'_>],
-    grad_x: &mut B::Matrix,
-) -> Result<(), ModelError> {
-    let grad_bias = bias.map(|p| backend.host_mut(p.grad.view_mut().insert_axis(Axis(0))));
+    weight: &crate::Param<E, ndarray::Ix2>,
+) -> Result<[B::Matrix; G], ModelError> {
+    let n = weight.value.ncols() / G.max(1);
+    let mut gates = matrices::<E, B, G>(backend, backend.dims(x).0, n, false)?;
     let w = backend.host(weight.value.view());
-    let grad_w = backend.host_mut(weight.grad.view_mut());
-    project_backward(
+    project(
         backend,
         x,
         w,
-        grad_w,
-        grad_bias,
-        grad_gates,
-        backend.view_mut(grad_x),
-    )
+        &mut gates.each_mut().map(|g| backend.view_mut(g)),
+        false,
+    )?;
+    Ok(gates)
+}
+
+/// Backward of [`project_input`] plus a per-gate bias: `∂W`, `∂b` accumulate into the
+/// parameters' gradients, `∂x` into `grad_x`, which is returned.
+pub(crate) fn project_input_backward<E: Real, B: Backend<E>>(
+    backend: &B,
+    x: B::View<'_>,
+    weight: &mut crate::Param<E, ndarray::Ix2>,
+    bias: &mut crate::Param<E, ndarray::Ix1>,
+    grad_gates: &[B::Matrix],
+    mut grad_x: B::Matrix,
+) -> Result<B::Matrix, ModelError> {
+    let grad_bias = backend.host_mut(bias.grad.view_mut().insert_axis(Axis(0)));
+    let w = backend.host(weight.value.view());
+    let grad_w = backend.host_mut(weight.grad.view_mut());
+    let views: Vec<_> = grad_gates.iter().map(|g| backend.view(g)).collect();
+    let gx = backend.view_mut(&mut grad_x);
+    project_backward(backend, x, w, grad_w, Some(grad_bias), &views, gx)?;
+    Ok(grad_x)
 }

@@ -48,15 +48,7 @@ impl<E: Real> Recurrence<E> for Sru<E> {
 
     fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Forward<E, B> {
         let n = self.sizes().1;
-        let mut gates = matrices::<E, B, 3>(b, run.rows(), n, false)?;
-        let w = b.host(self.input_weight.value.view());
-        project(
-            b,
-            run.x,
-            w,
-            &mut gates.each_mut().map(|g| b.view_mut(g)),
-            false,
-        )?;
+        let mut gates = project_input::<E, B, 3>(b, run.x, &self.input_weight)?;
         let bias = |k| bias_block(b, self.bias.value.view(), k, n);
         let [xt, f, r] = &mut gates;
         let initial = run.initial(0);
@@ -80,7 +72,7 @@ impl<E: Real> Recurrence<E> for Sru<E> {
         let [mut xt, mut f, mut r, c] = run.take_buffers()?;
         let (grad_c, grad_x) =
             output_gate_backward(b, &mut r, b.view(&c), Some(run.x), run.grad_h)?;
-        let mut grad_x = grad_x.ok_or_else(|| ModelError::InvalidInput {
+        let grad_x = grad_x.ok_or_else(|| ModelError::InvalidInput {
             operation: "Sru::backward",
             reason: "the highway gradient is missing".into(),
         })?;
@@ -88,16 +80,9 @@ impl<E: Real> Recurrence<E> for Sru<E> {
         let grad_c0 =
             gated_scan_backward(b, run.n_steps, [&mut f, &mut xt], Candidate::Identity, grad)?;
         recycle(b, [grad_c, c]);
-        let gates = [b.view(&xt), b.view(&f), b.view(&r)];
-        project_params_backward(
-            b,
-            run.x,
-            &mut self.input_weight,
-            Some(&mut self.bias),
-            &gates,
-            &mut grad_x,
-        )?;
-        recycle(b, [xt, f, r]);
+        let (w, bias, gates) = (&mut self.input_weight, &mut self.bias, [xt, f, r]);
+        let grad_x = project_input_backward(b, run.x, w, bias, &gates, grad_x)?;
+        recycle(b, gates);
         Ok(Grads {
             input: grad_x,
             initial: grad_c0.map(|d| vec![d]),
