@@ -19,6 +19,17 @@ pub struct ModelState<M> {
 }
 
 impl<M> ModelState<M> {
+    /// A state from one [`LayerState`] per recurrent layer (e.g. received from another
+    /// process); checked against the model when used.
+    pub fn new(layers: Vec<LayerState<M>>, n_batch: usize) -> Self {
+        Self { layers, n_batch }
+    }
+
+    /// The per-layer states, by value.
+    pub fn into_layers(self) -> Vec<LayerState<M>> {
+        self.layers
+    }
+
     /// One state per recurrent layer, input first.
     pub fn layers(&self) -> &[LayerState<M>] {
         &self.layers
