@@ -245,3 +245,36 @@ proptest! {
         }
     }
 }
+
+/// A carried state that does not fit the model (layer count, batch, part shapes) is an
+/// error, in forward and backward.
+#[test]
+fn foreign_model_states_are_errors() {
+    use surrogate_rnn::ModelState;
+    let config = ModelConfig {
+        layer: LayerKind::GilrLstm,
+        input: InputKind::Dense { size: 2 },
+        input_projection: None,
+        hidden: 3,
+        layers: 2,
+        classes: 2,
+    };
+    let mut model = Classifier::<f64>::new(config, InitConfig::default(), 1).unwrap();
+    let x = Array3::from_elem((4, 2, 2), 0.25);
+    let input = ModelInput::Dense(x.view());
+    let (pass, state) = model.forward_chunk(&Reference, input, None).unwrap();
+    let part = |r, c| Array2::<f64>::zeros((r, c));
+    let wrong = [
+        ModelState::new(Vec::new(), 2),
+        ModelState::new(state.layers().to_vec(), 3),
+        ModelState::new(vec![LayerState::new(vec![part(2, 3)]); 2], 2),
+        ModelState::new(vec![LayerState::new(vec![part(2, 3), part(3, 3)]); 2], 2),
+    ];
+    for state in &wrong {
+        assert!(model.forward_chunk(&Reference, input, Some(state)).is_err());
+    }
+    assert!(model
+        .backward_chunk(&Reference, input, pass, None, Some(&wrong[3]))
+        .is_err());
+    assert!(model.forward_chunk(&Reference, input, Some(&state)).is_ok());
+}
