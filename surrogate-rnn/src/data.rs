@@ -74,6 +74,35 @@ impl SyntheticTask {
         SyntheticBatch { input, labels }
     }
 
+    /// The same sequences as [`SyntheticTask::batch_for_step`], generated `chunk_len` steps
+    /// at a time (for [`crate::Classifier::stream`]): the labels, and an iterator over
+    /// `(chunk_len, B)` chunks (the last one shorter). Memory is `O(chunk_len·B)`, not
+    /// `O(T·B)`. `chunk_len = 0` is treated as 1.
+    pub fn chunks_for_step<E: Real>(
+        &self,
+        seed: u64,
+        step: u64,
+        batch: usize,
+        chunk_len: usize,
+    ) -> (Vec<usize>, SyntheticChunks<E>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(step);
+        let labels: Vec<usize> = (0..batch).map(|_| usize::from(rng.gen_bool(0.5))).collect();
+        let signs = labels
+            .iter()
+            .map(|&l| if l == 1 { E::one() } else { -E::one() })
+            .collect();
+        let chunks = SyntheticChunks {
+            rng,
+            signs,
+            next_step: 0,
+            seq_len: self.seq_len,
+            dim: self.dim,
+            chunk_len: chunk_len.max(1),
+        };
+        (labels, chunks)
+    }
+
     /// The batch for training step `step` of a run seeded with `seed`: a pure function of
     /// `(seed, step, batch)`, so a resumed run sees exactly the batches it would have seen.
     /// (Each step uses its own ChaCha8 stream.)
@@ -81,5 +110,43 @@ impl SyntheticTask {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(step);
         self.sample(batch, &mut rng)
+    }
+}
+
+/// The chunks of [`SyntheticTask::chunks_for_step`], in order.
+#[derive(Clone, Debug)]
+pub struct SyntheticChunks<E> {
+    rng: ChaCha8Rng,
+    signs: Vec<E>,
+    next_step: usize,
+    seq_len: usize,
+    dim: usize,
+    chunk_len: usize,
+}
+
+impl<E: Real> Iterator for SyntheticChunks<E> {
+    type Item = OneHotSequence<E>;
+
+    fn next(&mut self) -> Option<OneHotSequence<E>> {
+        let start = self.next_step;
+        let len = self.chunk_len.min(self.seq_len.checked_sub(start)?);
+        if len == 0 {
+            return None;
+        }
+        let batch = self.signs.len();
+        let mut index = Array2::zeros((len, batch));
+        let mut value = Array2::from_elem((len, batch), E::one());
+        let dim = self.dim as u32;
+        for t in 0..len {
+            for b in 0..batch {
+                if start + t == 0 {
+                    value[[t, b]] = self.signs[b];
+                } else {
+                    index[[t, b]] = self.rng.gen_range(0..dim);
+                }
+            }
+        }
+        self.next_step += len;
+        OneHotSequence::new(index, value, self.dim).ok()
     }
 }

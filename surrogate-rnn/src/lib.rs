@@ -6,12 +6,15 @@
 //! Design decision: **no autograd framework.** Each layer is a plain struct with a
 //! `forward` that returns its output plus a cache, a hand-derived `backward` that
 //! accumulates parameter gradients and returns the input gradient, and a parameter
-//! visitor ([`Parameters`]) that the optimizer and checkpoints use. Every linear
-//! recurrence runs on a [`scan_core::LinearScan`] backend passed as an argument, so
-//! switching from the serial to the parallel scan is one argument and changes no number
-//! beyond rounding — the paper's "single line of code". Matrix products go through
-//! ndarray (matrixmultiply); gates are stored gate-major so each gate block is both a
-//! GEMM output and a scan input with no copy.
+//! visitor ([`Parameters`]) that the optimizer and checkpoints use. Layers compute only
+//! through a compute [`Backend`] (products, fused gate passes, reductions, buffers, the
+//! scan): [`CpuBackend`] trains, [`ReferenceBackend`] is the plain-loop oracle of the
+//! [`backend::conformance`] suite. Every linear recurrence runs on a
+//! [`scan_core::LinearScan`] passed as an argument, so switching from the serial to the
+//! parallel scan is one argument and changes no number beyond rounding — the paper's
+//! "single line of code". Recurrent layers take the state they start from and return the
+//! state they end in, so a sequence can be run, trained ([`Classifier::loss_and_grad_chunked`])
+//! and streamed ([`Classifier::evaluate_streaming`]) chunk by chunk.
 //!
 //! ```
 //! use scan_core::Reference;
@@ -51,6 +54,7 @@
 #![deny(unsafe_code)]
 
 mod adam;
+pub mod backend;
 mod checkpoint;
 
 mod data;
@@ -66,17 +70,21 @@ mod workspace;
 
 pub use adam::{Adam, AdamConfig, StepReport};
 
+pub use backend::{Backend, CpuBackend, ReferenceBackend};
 pub use checkpoint::{
     load_checkpoint, load_checkpoint_into, read_checkpoint_meta, save_checkpoint, CheckpointMeta,
 };
-pub use data::{SyntheticBatch, SyntheticTask};
+pub use data::{SyntheticBatch, SyntheticChunks, SyntheticTask};
 pub use error::ModelError;
 pub use init::{GateBiasInit, InitConfig};
-pub use layers::{Dense, Embedding, Gilr, GilrLstm, Layer, Lstm, OneHotSequence, Qrnn, Sru};
+pub use layers::{
+    Dense, Embedding, Gilr, GilrLstm, Layer, LayerCache, LayerGrads, LayerOutput, LayerState, Lstm,
+    OneHotSequence, Qrnn, Sru,
+};
 pub use loss::{softmax_cross_entropy, LossOutput};
 pub use model::{
-    BatchStats, Classifier, ForwardPass, InputEncoder, InputKind, LayerKind, ModelConfig,
-    ModelInput, RecurrentCache, RecurrentLayer, TrainStats,
+    Backprop, BatchStats, Classifier, ForwardPass, InputEncoder, InputKind, LayerKind, ModelConfig,
+    ModelInput, ModelState, PassGrads, RecurrentLayer, Stream, TrainStats,
 };
 pub use param::{Param, ParamMut, ParamVisitor, ParamVisitorMut, Parameters};
 pub use real::Real;

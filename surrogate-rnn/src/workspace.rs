@@ -12,9 +12,17 @@
 
 use std::sync::Mutex;
 
-use ndarray::{Array, Dimension, ShapeBuilder};
+use ndarray::{Array, Array2, Dimension};
 
-use crate::Real;
+use crate::backend::host::{checked_len, try_zeros};
+use crate::{ModelError, Real};
+
+/// A buffer of exactly `rows·cols` elements as a matrix.
+fn shaped<E>(buffer: Vec<E>, rows: usize, cols: usize) -> Result<Array2<E>, ModelError> {
+    Array2::from_shape_vec((rows, cols), buffer).map_err(|_| ModelError::InvalidConfig {
+        reason: format!("a {rows} × {cols} matrix has no valid layout"),
+    })
+}
 
 /// A buffer and how many pool generations it has sat unused.
 #[derive(Debug)]
@@ -45,6 +53,7 @@ impl<E> Clone for Workspace<E> {
 
 impl<E: Real> Workspace<E> {
     /// A workspace that keeps nothing: requests allocate, give-backs free.
+    #[cfg(test)]
     pub(crate) fn unpooled() -> Self {
         Self { pool: None }
     }
@@ -83,28 +92,23 @@ impl<E: Real> Workspace<E> {
         Some(pool.swap_remove(best).buffer)
     }
 
-    /// An array of `shape` filled with zeros.
-    pub(crate) fn zeros<D: Dimension, Sh: ShapeBuilder<Dim = D>>(&self, shape: Sh) -> Array<E, D> {
-        let shape = shape.into_shape_with_order();
-        let len = shape.size();
+    /// A `(rows, cols)` matrix filled with zeros.
+    pub(crate) fn zeros(&self, rows: usize, cols: usize) -> Result<Array2<E>, ModelError> {
+        let len = checked_len::<E>(rows, cols)?;
         match self.take(len) {
             Some(mut buffer) => {
                 buffer.clear();
                 buffer.resize(len, E::zero());
-                Array::from_shape_vec(shape, buffer).expect("the buffer has the shape's length")
+                shaped(buffer, rows, cols)
             }
-            None => Array::zeros(shape),
+            None => try_zeros(rows, cols),
         }
     }
 
-    /// An array of `shape` whose contents are unspecified (stale values from an earlier
-    /// use, or zeros): the caller must write every element before reading any.
-    pub(crate) fn scratch<D: Dimension, Sh: ShapeBuilder<Dim = D>>(
-        &self,
-        shape: Sh,
-    ) -> Array<E, D> {
-        let shape = shape.into_shape_with_order();
-        let len = shape.size();
+    /// A `(rows, cols)` matrix whose contents are unspecified (stale values from an
+    /// earlier use, or zeros): the caller must write every element before reading any.
+    pub(crate) fn scratch(&self, rows: usize, cols: usize) -> Result<Array2<E>, ModelError> {
+        let len = checked_len::<E>(rows, cols)?;
         match self.take(len) {
             Some(mut buffer) => {
                 if buffer.len() >= len {
@@ -112,9 +116,9 @@ impl<E: Real> Workspace<E> {
                 } else {
                     buffer.resize(len, E::zero());
                 }
-                Array::from_shape_vec(shape, buffer).expect("the buffer has the shape's length")
+                shaped(buffer, rows, cols)
             }
-            None => Array::zeros(shape),
+            None => try_zeros(rows, cols),
         }
     }
 
@@ -137,15 +141,15 @@ mod tests {
     #[test]
     fn pooled_buffers_are_reused_and_zeroed_on_request() {
         let ws = Workspace::<f32>::pooled();
-        let mut a = ws.scratch((4, 8));
+        let mut a = ws.scratch(4, 8).unwrap();
         a.fill(3.0);
         let pointer = a.as_ptr();
         ws.give_back(a);
-        let b = ws.zeros((2, 8));
+        let b = ws.zeros(2, 8).unwrap();
         assert_eq!(b.as_ptr(), pointer, "the pooled buffer is reused");
         assert!(b.iter().all(|&v| v == 0.0));
         ws.give_back(b);
-        let c = ws.scratch((5, 8));
+        let c = ws.scratch(5, 8).unwrap();
         assert_ne!(c.as_ptr(), pointer, "a too-small buffer is not used");
         assert_eq!(c.dim(), (5, 8));
     }
@@ -153,11 +157,11 @@ mod tests {
     #[test]
     fn idle_buffers_are_freed_after_two_generations() {
         let ws = Workspace::<f64>::pooled();
-        ws.give_back(ws.scratch(16));
+        ws.give_back(ws.scratch(1, 16).unwrap());
         ws.next_generation();
         ws.next_generation();
         assert!(ws.take(16).is_some());
-        ws.give_back(ws.scratch(16));
+        ws.give_back(ws.scratch(1, 16).unwrap());
         for _ in 0..3 {
             ws.next_generation();
         }
@@ -167,7 +171,7 @@ mod tests {
     #[test]
     fn unpooled_keeps_nothing() {
         let ws = Workspace::<f32>::unpooled();
-        ws.give_back(ws.zeros(8));
+        ws.give_back(ws.zeros(1, 8).unwrap());
         assert!(ws.take(8).is_none());
     }
 }

@@ -13,12 +13,14 @@ use rand_chacha::ChaCha8Rng;
 use scan_core::Reference;
 use surrogate_rnn::{
     softmax_cross_entropy, Classifier, Dense, GateBiasInit, InitConfig, InputKind, Layer,
-    LayerKind, ModelConfig, ModelInput, OneHotSequence, Parameters, RecurrentLayer,
+    LayerKind, LayerState, ModelConfig, ModelInput, OneHotSequence, Parameters, RecurrentLayer,
+    ReferenceBackend,
 };
 
 const STEP: f64 = 1e-5;
 const TOLERANCE: f64 = 1e-6;
 
+#[allow(dead_code)]
 fn random_array3(rng: &mut ChaCha8Rng, dim: (usize, usize, usize)) -> Array3<f64> {
     Array3::from_shape_simple_fn(dim, || rng.gen_range(-1.0..1.0))
 }
@@ -87,6 +89,16 @@ fn check_input_grad(
     analytic: ArrayView3<'_, f64>,
     loss: &dyn Fn(&Array3<f64>) -> f64,
 ) -> Result<(), TestCaseError> {
+    check_array(input, analytic, "input", loss)
+}
+
+/// Checks `analytic` against central differences of `loss` at `input`.
+fn check_array<D: ndarray::Dimension>(
+    input: &ndarray::Array<f64, D>,
+    analytic: ndarray::ArrayView<'_, f64, D>,
+    what: &str,
+    loss: &dyn Fn(&ndarray::Array<f64, D>) -> f64,
+) -> Result<(), TestCaseError> {
     let mut x = input.clone();
     let mut numeric = Vec::with_capacity(x.len());
     for element in 0..x.len() {
@@ -102,34 +114,96 @@ fn check_input_grad(
     let err = relative_error(&analytic, &numeric);
     prop_assert!(
         err <= TOLERANCE,
-        "input: relative error {err:e}\nanalytic {analytic:?}\nnumeric {numeric:?}"
+        "{what}: relative error {err:e}\nanalytic {analytic:?}\nnumeric {numeric:?}"
     );
     Ok(())
 }
 
-fn weighted_sum(y: &Array3<f64>, w: &Array3<f64>) -> f64 {
+fn weighted_sum(y: &Array2<f64>, w: &Array2<f64>) -> f64 {
     (y * w).sum()
 }
 
+/// `L = Σ w ⊙ output + Σ_k w_k ⊙ final_state_k` of one layer run from `initial`.
+fn layer_loss<L: Layer<f64>>(
+    layer: &L,
+    input: &Array2<f64>,
+    n_batch: usize,
+    initial: Option<&LayerState<Array2<f64>>>,
+    weights: &(Array2<f64>, Vec<Array2<f64>>),
+) -> f64 {
+    let out = layer
+        .forward(&ReferenceBackend, input.view(), n_batch, initial)
+        .unwrap();
+    let state: f64 = out
+        .state
+        .parts()
+        .iter()
+        .zip(&weights.1)
+        .map(|(s, w)| weighted_sum(s, w))
+        .sum();
+    weighted_sum(&out.output, &weights.0) + state
+}
+
+/// Checks a layer's gradients with respect to its parameters, its input and (when
+/// `with_state`) its incoming state, for a loss that also reads its final state.
 fn check_layer<L: Layer<f64>>(
     layer: &mut L,
-    dim: (usize, usize),
+    (n_steps, n_batch): (usize, usize),
     seed: u64,
+    with_state: bool,
 ) -> Result<(), TestCaseError> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     jitter(layer, &mut rng);
-    let input = random_array3(&mut rng, (dim.0, dim.1, layer.input_size()));
-    let (y, cache) = layer.forward(&Reference, input.view()).unwrap();
-    let w = random_array3(&mut rng, y.dim());
-    layer.zero_grad();
-    let grad_input = layer
-        .backward(&Reference, input.view(), y.view(), cache, w.view())
+    let random = |rng: &mut ChaCha8Rng, (r, c): (usize, usize)| {
+        Array2::from_shape_simple_fn((r, c), || rng.gen_range(-1.0..1.0))
+    };
+    let input = random(&mut rng, (n_steps * n_batch, layer.input_size()));
+    let dims = layer.state_dims(n_batch);
+    let initial =
+        with_state.then(|| LayerState::new(dims.iter().map(|&d| random(&mut rng, d)).collect()));
+    let out = layer
+        .forward(&ReferenceBackend, input.view(), n_batch, initial.as_ref())
         .unwrap();
-    let loss_of_params = |l: &L| weighted_sum(&l.forward(&Reference, input.view()).unwrap().0, &w);
+    let weights = (
+        random(&mut rng, out.output.dim()),
+        dims.iter()
+            .map(|&d| random(&mut rng, d))
+            .collect::<Vec<_>>(),
+    );
+    let grad_final = LayerState::new(weights.1.clone());
+    layer.zero_grad();
+    let grads = layer
+        .backward(
+            &ReferenceBackend,
+            input.view(),
+            out.output.view(),
+            out.cache,
+            weights.0.view(),
+            Some(&grad_final),
+        )
+        .unwrap();
+    prop_assert_eq!(grads.initial.is_some(), with_state && !dims.is_empty());
+    let loss_of_params = |l: &L| layer_loss(l, &input, n_batch, initial.as_ref(), &weights);
     check_params(layer, &loss_of_params)?;
-    let loss_of_input =
-        |x: &Array3<f64>| weighted_sum(&layer.forward(&Reference, x.view()).unwrap().0, &w);
-    check_input_grad(&input, grad_input.view(), &loss_of_input)
+    let loss_of_input = |x: &Array2<f64>| layer_loss(layer, x, n_batch, initial.as_ref(), &weights);
+    check_array(&input, grads.input.view(), "input", &loss_of_input)?;
+    if let (Some(initial), Some(grad_initial)) = (&initial, &grads.initial) {
+        for (k, (part, grad)) in initial.parts().iter().zip(grad_initial.parts()).enumerate() {
+            let loss_of_part = |p: &Array2<f64>| {
+                let mut parts = initial.parts().to_vec();
+                parts[k] = p.clone();
+                layer_loss(
+                    layer,
+                    &input,
+                    n_batch,
+                    Some(&LayerState::new(parts)),
+                    &weights,
+                )
+            };
+            check_array(part, grad.view(), "state", &loss_of_part)?;
+        }
+    }
+    Ok(())
 }
 
 fn layer_kinds() -> impl Strategy<Value = LayerKind> {
@@ -166,10 +240,11 @@ proptest! {
         m in 1_usize..=3,
         n in 1_usize..=3,
         seed in any::<u64>(),
+        with_state in any::<bool>(),
     ) {
         let m = if kind == LayerKind::Sru { n } else { m };
         let mut layer = RecurrentLayer::<f64>::new(kind, m, n, init, seed).unwrap();
-        check_layer(&mut layer, (n_steps, n_batch), seed)?;
+        check_layer(&mut layer, (n_steps, n_batch), seed, with_state)?;
     }
 
     #[test]
@@ -181,7 +256,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let mut layer = Dense::from_arrays(Array2::zeros((m, n)), ndarray::Array1::zeros(n)).unwrap();
-        check_layer(&mut layer, (n_steps, n_batch), seed)?;
+        check_layer(&mut layer, (n_steps, n_batch), seed, false)?;
     }
 
     #[test]
@@ -212,7 +287,7 @@ proptest! {
         let labels: Vec<usize> = (0..n_batch).map(|_| rng.gen_range(0..classes)).collect();
         model.zero_grad();
         let pass = model.forward(&Reference, ModelInput::Dense(input.view())).unwrap();
-        let loss = softmax_cross_entropy(pass.logits.view(), &labels).unwrap();
+        let loss = softmax_cross_entropy(pass.logits(), &labels).unwrap();
         let grad_input = model
             .backward(&Reference, ModelInput::Dense(input.view()), pass, loss.grad_logits.view())
             .unwrap()

@@ -1,24 +1,17 @@
 //! The affine layer.
 
-use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3, Ix1, Ix2};
-use scan_core::LinearScan;
+use ndarray::{Array1, Array2, Axis, Ix1, Ix2};
 
-use super::{check_backward, check_input, Layer};
-use crate::init::Initializer;
-use crate::ops::{add_column_sums, gemm, rows, to_3d};
-use crate::param::{ParamVisitor, ParamVisitorMut};
-use crate::{ModelError, Param, Parameters, Real};
+use super::recurrence::prelude::*;
 
 /// An affine map applied at every step: `y = x·W + b`, `W` of shape `(m, n)`.
 ///
 /// Backward: `∂W += xᵀ·∂y`, `∂b += Σ_rows ∂y`, `∂x = ∂y·Wᵀ`.
-/// Also the classification head (on `(B, n)` matrices, see [`Dense::forward_2d`]).
+/// Also the classification head (on the last step's `(B, n)` rows).
 #[derive(Clone, Debug)]
 pub struct Dense<E: Real> {
-    /// `W`, shape `(m, n)`.
-    pub weight: Param<E, Ix2>,
-    /// `b`, shape `(n)`.
-    pub bias: Param<E, Ix1>,
+    weight: Param<E, Ix2>,
+    bias: Param<E, Ix1>,
 }
 
 impl<E: Real> Dense<E> {
@@ -43,109 +36,61 @@ impl<E: Real> Dense<E> {
             bias: Param::new(bias),
         })
     }
-
-    /// `y = x·W + b` on a `(rows, m)` matrix.
-    pub fn forward_2d(&self, input: ArrayView2<'_, E>) -> Result<Array2<E>, ModelError> {
-        let (n_rows, m) = input.dim();
-        crate::error::check_shape(
-            "Dense::forward_2d",
-            "input",
-            &[n_rows, self.input_size()],
-            &[n_rows, m],
-        )?;
-        let mut out = Array2::zeros((n_rows, self.output_size()));
-        out.rows_mut()
-            .into_iter()
-            .for_each(|mut row| row.assign(&self.bias.value));
-        gemm(
-            E::one(),
-            &input,
-            &self.weight.value.view(),
-            E::one(),
-            &mut out.view_mut(),
-        );
-        Ok(out)
-    }
-
-    /// Accumulates `∂W`, `∂b` for a `(rows, m)` input and returns `∂x`.
-    pub fn backward_2d(
-        &mut self,
-        input: ArrayView2<'_, E>,
-        grad_output: ArrayView2<'_, E>,
-    ) -> Result<Array2<E>, ModelError> {
-        let (n_rows, _) = input.dim();
-        crate::error::check_shape(
-            "Dense::backward_2d",
-            "input",
-            &[n_rows, self.input_size()],
-            input.shape(),
-        )?;
-        crate::error::check_shape(
-            "Dense::backward_2d",
-            "grad_output",
-            &[n_rows, self.output_size()],
-            grad_output.shape(),
-        )?;
-        gemm(
-            E::one(),
-            &input.t(),
-            &grad_output,
-            E::one(),
-            &mut self.weight.grad.view_mut(),
-        );
-        add_column_sums(self.bias.grad.view_mut(), grad_output);
-        let mut grad_input = Array2::zeros((n_rows, self.input_size()));
-        gemm(
-            E::one(),
-            &grad_output,
-            &self.weight.value.t(),
-            E::zero(),
-            &mut grad_input.view_mut(),
-        );
-        Ok(grad_input)
-    }
 }
 
-params_from_fields!(Dense: weight, bias);
+layer_from_recurrence!(Dense: weight, bias);
 
-impl<E: Real> Layer<E> for Dense<E> {
-    type Cache = ();
-
-    fn input_size(&self) -> usize {
-        self.weight.value.nrows()
+/// A dense layer is a recurrence without state: each step on its own.
+impl<E: Real> Recurrence<E> for Dense<E> {
+    fn sizes(&self) -> (usize, usize) {
+        self.weight.value.dim()
     }
 
-    fn output_size(&self) -> usize {
-        self.weight.value.ncols()
+    fn parts(&self, _n_batch: usize) -> Vec<(usize, usize)> {
+        Vec::new()
     }
 
-    fn forward(
-        &self,
-        _scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-    ) -> Result<(Array3<E>, ()), ModelError> {
-        let (n_steps, n_batch) = check_input("Dense::forward", &input, self.input_size())?;
-        let out = self.forward_2d(rows(input).view())?;
-        Ok((to_3d(out, n_steps, n_batch), ()))
-    }
-
-    fn backward(
-        &mut self,
-        _scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-        output: ArrayView3<'_, E>,
-        _cache: (),
-        grad_output: ArrayView3<'_, E>,
-    ) -> Result<Array3<E>, ModelError> {
-        let (n_steps, n_batch) = check_backward(
-            "Dense::backward",
-            &input,
-            self.input_size(),
-            &output,
-            &grad_output,
-            self.output_size(),
+    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Forward<E, B> {
+        let mut y = b.scratch(run.rows(), self.sizes().1)?;
+        let bias = b.host(self.bias.value.view().insert_axis(Axis(0)));
+        b.fill_rows(bias, b.view_mut(&mut y))?;
+        let w = b.host(self.weight.value.view());
+        b.matmul(
+            run.x,
+            Transpose::No,
+            w,
+            Transpose::No,
+            b.view_mut(&mut y),
+            true,
         )?;
-        let grad = self.backward_2d(rows(input).view(), rows(grad_output).view())?;
-        Ok(to_3d(grad, n_steps, n_batch))
+        ran(y, Vec::new(), Vec::new())
+    }
+
+    fn run_backward<B: Backend<E>>(&mut self, b: &B, run: BackRun<'_, E, B>) -> Back<E, B> {
+        let grad_w = b.host_mut(self.weight.grad.view_mut());
+        b.matmul(
+            run.x,
+            Transpose::Yes,
+            run.grad_h,
+            Transpose::No,
+            grad_w,
+            true,
+        )?;
+        let grad_b = b.host_mut(self.bias.grad.view_mut().insert_axis(Axis(0)));
+        b.add_column_sums(run.grad_h, grad_b)?;
+        let mut grad_x = b.scratch(run.rows(), self.sizes().0)?;
+        let w = b.host(self.weight.value.view());
+        b.matmul(
+            run.grad_h,
+            Transpose::No,
+            w,
+            Transpose::Yes,
+            b.view_mut(&mut grad_x),
+            false,
+        )?;
+        Ok(Grads {
+            input: grad_x,
+            initial: None,
+        })
     }
 }

@@ -1,10 +1,10 @@
 //! One-hot inputs as an index lookup.
 
-use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Ix2};
+use ndarray::{s, Array2, Array3, ArrayView2, Ix2};
 
+use crate::backend::Backend;
 use crate::init::Initializer;
 use crate::param::{ParamVisitor, ParamVisitorMut};
-use crate::workspace::Workspace;
 use crate::{ModelError, Param, Parameters, Real};
 
 /// A `(T, B)` batch of scaled one-hot vectors: `x_{t,b} = value[t,b] · e_{index[t,b]}` in
@@ -21,6 +21,9 @@ impl<E: Real> OneHotSequence<E> {
     /// Validates that `index` and `value` are both `(T, B)` and every index is `< vocab`.
     pub fn new(index: Array2<u32>, value: Array2<E>, vocab: usize) -> Result<Self, ModelError> {
         crate::error::check_shape("OneHotSequence::new", "value", index.shape(), value.shape())?;
+        // Row-major storage, so that each step is a contiguous run of B entries.
+        let index = index.as_standard_layout().into_owned();
+        let value = value.as_standard_layout().into_owned();
         if let Some(bad) = index.iter().find(|&&i| i as usize >= vocab) {
             return Err(ModelError::InvalidInput {
                 operation: "OneHotSequence::new",
@@ -54,6 +57,35 @@ impl<E: Real> OneHotSequence<E> {
         self.index.dim()
     }
 
+    /// Steps `start..start + len`, copied (a chunk of a longer sequence).
+    pub fn steps(&self, start: usize, len: usize) -> Result<Self, ModelError> {
+        let n_steps = self.dim().0;
+        if start.checked_add(len).is_none_or(|end| end > n_steps) {
+            return Err(ModelError::InvalidInput {
+                operation: "OneHotSequence::steps",
+                reason: format!("steps {start}..{start}+{len} of a sequence of {n_steps}"),
+            });
+        }
+        Ok(Self {
+            index: self.index.slice(s![start..start + len, ..]).to_owned(),
+            value: self.value.slice(s![start..start + len, ..]).to_owned(),
+            vocab: self.vocab,
+        })
+    }
+
+    /// The indices in time-major order and the scales as a `(T·B, 1)` column.
+    fn flat(&self, operation: &'static str) -> Result<(&[u32], ArrayView2<'_, E>), ModelError> {
+        let not_contiguous = || ModelError::InvalidInput {
+            operation,
+            reason: "the one-hot arrays are not contiguous".into(),
+        };
+        let index = self.index.as_slice().ok_or_else(not_contiguous)?;
+        let value = self.value.as_slice().ok_or_else(not_contiguous)?;
+        let value =
+            ArrayView2::from_shape((value.len(), 1), value).map_err(|_| not_contiguous())?;
+        Ok((index, value))
+    }
+
     /// The equivalent dense `(T, B, vocab)` array (for tests and dense-input models).
     pub fn to_dense(&self) -> Array3<E> {
         let (n_steps, n_batch) = self.dim();
@@ -72,8 +104,7 @@ impl<E: Real> OneHotSequence<E> {
 /// results are deterministic); no input gradient (indices are not differentiable).
 #[derive(Clone, Debug)]
 pub struct Embedding<E: Real> {
-    /// `W`, shape `(vocab, d)`.
-    pub table: Param<E, Ix2>,
+    table: Param<E, Ix2>,
 }
 
 impl<E: Real> Embedding<E> {
@@ -97,55 +128,39 @@ impl<E: Real> Embedding<E> {
         crate::error::check_shape(operation, "vocabulary", &[self.vocab()], &[input.vocab])
     }
 
-    /// Looks up `(T, B)` one-hot inputs, returning `(T, B, d)`.
-    pub fn forward(&self, input: &OneHotSequence<E>) -> Result<Array3<E>, ModelError> {
-        self.forward_with(input, &Workspace::unpooled())
-    }
-
-    /// [`Embedding::forward`] with its output taken from `ws`.
-    pub(crate) fn forward_with(
+    /// Looks up `(T, B)` one-hot inputs, returning `(T·B, d)` rows.
+    pub fn forward<B: Backend<E>>(
         &self,
+        backend: &B,
         input: &OneHotSequence<E>,
-        ws: &Workspace<E>,
-    ) -> Result<Array3<E>, ModelError> {
-        self.check("Embedding::forward", input)?;
-        let (n_steps, n_batch) = input.dim();
-        // Every row is written below.
-        let mut out = ws.scratch((n_steps, n_batch, self.output_size()));
-        for (mut row, (&i, &v)) in out
-            .rows_mut()
-            .into_iter()
-            .zip(input.index.iter().zip(input.value.iter()))
-        {
-            let source = self.table.value.row(i as usize);
-            row.zip_mut_with(&source, |y, &w| *y = v * w);
-        }
+    ) -> Result<B::Matrix, ModelError> {
+        const OP: &str = "Embedding::forward";
+        self.check(OP, input)?;
+        let (index, scale) = input.flat(OP)?;
+        // Every row is written.
+        let mut out = backend.scratch(index.len(), self.output_size())?;
+        let table = backend.host(self.table.value.view());
+        backend.embed(
+            table,
+            index,
+            backend.host(scale),
+            backend.view_mut(&mut out),
+        )?;
         Ok(out)
     }
 
-    /// Accumulates `∂W` from ∂L/∂output `(T, B, d)`.
-    pub fn backward(
+    /// Accumulates `∂W` from ∂L/∂output `(T·B, d)`.
+    pub fn backward<B: Backend<E>>(
         &mut self,
+        backend: &B,
         input: &OneHotSequence<E>,
-        grad_output: ArrayView3<'_, E>,
+        grad_output: B::View<'_>,
     ) -> Result<(), ModelError> {
-        self.check("Embedding::backward", input)?;
-        let (n_steps, n_batch) = input.dim();
-        crate::error::check_shape(
-            "Embedding::backward",
-            "grad_output",
-            &[n_steps, n_batch, self.output_size()],
-            grad_output.shape(),
-        )?;
-        for (row, (&i, &v)) in grad_output
-            .rows()
-            .into_iter()
-            .zip(input.index.iter().zip(input.value.iter()))
-        {
-            let mut target = self.table.grad.row_mut(i as usize);
-            target.zip_mut_with(&row, |g, &d| *g = *g + v * d);
-        }
-        Ok(())
+        const OP: &str = "Embedding::backward";
+        self.check(OP, input)?;
+        let (index, scale) = input.flat(OP)?;
+        let grad_table = backend.host_mut(self.table.grad.view_mut());
+        backend.embed_backward(grad_output, index, backend.host(scale), grad_table)
     }
 }
 

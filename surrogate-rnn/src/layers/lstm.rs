@@ -1,14 +1,8 @@
 //! The LSTM baseline: non-linear, serial over time.
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, Ix1, Ix2};
-use scan_core::LinearScan;
+use ndarray::{s, Array1, Axis, Ix1, Ix2};
 
-use super::{check_backward, check_input, Layer};
-use crate::init::Initializer;
-use crate::ops::{add_column_sums, gemm, rows, sigmoid};
-use crate::param::{ParamVisitor, ParamVisitorMut};
-use crate::workspace::Workspace;
-use crate::{ModelError, Param, Parameters, Real};
+use super::recurrence::prelude::*;
 
 /// The standard LSTM, `m → n`, the serial baseline (cuDNN's cell):
 ///
@@ -16,35 +10,21 @@ use crate::{ModelError, Param, Parameters, Real};
 /// f_t, i_t, o_t = σ(U_{f,i,o} h_{t-1} + V_{f,i,o} x_t + b_{f,i,o})
 /// z_t = tanh(U_z h_{t-1} + V_z x_t + b_z)
 /// c_t = f_t ⊙ c_{t-1} + i_t ⊙ z_t
-/// h_t = o_t ⊙ tanh(c_t)                    (tanh on the cell, as cuDNN; h_0 = c_0 = 0)
+/// h_t = o_t ⊙ tanh(c_t)                    (tanh on the cell, as cuDNN)
 /// ```
 ///
 /// The input projections of all steps are one `(T·B, m)·(m, 4n)` product; then each step
-/// costs one `(B, n)·(n, 4n)` product and one fused elementwise pass over its gates, all
-/// in buffers allocated once per call. Gates are kept row-major `(T·B, 4n)` (`[f i o z]`)
-/// so each step's block is contiguous.
+/// is one `(B, n)·(n, 4n)` product and one LSTM-cell pass. Gates are kept row-major
+/// `(T·B, 4n)` (`[f i o z]`) so each step's block is contiguous. State: `h` and `c`.
 ///
-/// Backward is backpropagation through time in the same tight loop:
-/// `∂h_t = ∂out_t + ∂P_{t+1} Uᵀ`, `∂c_t = ∂h_t ⊙ o_t ⊙ (1 − tanh²c_t) + ∂c_{t+1} ⊙ f_{t+1}`,
-/// `∂f = ∂c ⊙ c_{t-1}`, `∂i = ∂c ⊙ z`, `∂z = ∂c ⊙ i`, `∂o = ∂h ⊙ tanh c_t`, through the
-/// activations to `∂P_t`; afterwards `∂U += h_{t-1}ᵀ∂P_t`, `∂V += xᵀ∂P`, `∂b += Σ∂P` and
-/// `∂x = ∂P Vᵀ` as single large products.
+/// Backward is backpropagation through time: per step, from the last, the cell's backward
+/// (with `∂h_t = ∂out_t + ∂P_{t+1} Uᵀ` and the carried `∂c`); afterwards
+/// `∂U += h_{t-1}ᵀ∂P_t`, `∂V += xᵀ∂P`, `∂b += Σ∂P`, `∂x = ∂P Vᵀ` as single products.
 #[derive(Clone, Debug)]
 pub struct Lstm<E: Real> {
-    /// `[V_f V_i V_o V_z]`, `(m, 4n)`.
-    pub input_weight: Param<E, Ix2>,
-    /// `[U_f U_i U_o U_z]`, `(n, 4n)`.
-    pub recurrent_weight: Param<E, Ix2>,
-    /// `[b_f b_i b_o b_z]`, `(4n)`.
-    pub bias: Param<E, Ix1>,
-}
-
-/// What [`Lstm::forward`] keeps: the activated gates `(T·B, 4n)` and the cells `c`,
-/// `5·T·B·n` elements.
-#[derive(Debug)]
-pub struct LstmCache<E> {
-    gates: Array2<E>,
-    cell: Array2<E>,
+    input_weight: Param<E, Ix2>,
+    recurrent_weight: Param<E, Ix2>,
+    bias: Param<E, Ix1>,
 }
 
 impl<E: Real> Lstm<E> {
@@ -63,200 +43,144 @@ impl<E: Real> Lstm<E> {
             bias: Param::new(bias),
         }
     }
-
-    fn n(&self) -> usize {
-        self.recurrent_weight.value.nrows()
-    }
 }
 
-params_from_fields!(Lstm: input_weight, recurrent_weight, bias);
+layer_from_recurrence!(Lstm: input_weight, recurrent_weight, bias);
 
-impl<E: Real> Layer<E> for Lstm<E> {
-    type Cache = LstmCache<E>;
-
-    fn input_size(&self) -> usize {
-        self.input_weight.value.nrows()
+impl<E: Real> Recurrence<E> for Lstm<E> {
+    fn sizes(&self) -> (usize, usize) {
+        let m = self.input_weight.value.nrows();
+        (m, self.bias.value.len() / 4)
     }
 
-    fn output_size(&self) -> usize {
-        self.n()
+    fn parts(&self, n_batch: usize) -> Vec<(usize, usize)> {
+        vec![(n_batch, self.sizes().1); 2]
     }
 
-    unpooled_layer_entry_points!(LstmCache<E>);
-}
-
-impl<E: Real> Lstm<E> {
-    pub(crate) fn forward_with(
-        &self,
-        _scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-        ws: &Workspace<E>,
-    ) -> Result<(Array3<E>, LstmCache<E>), ModelError> {
-        let (n_steps, n_batch) = check_input("Lstm::forward", &input, self.input_size())?;
-        let n = self.n();
-        let n_rows = n_steps * n_batch;
-        let x = rows(input);
-        let mut gates = ws.scratch((n_rows, 4 * n));
-        for mut row in gates.rows_mut() {
-            row.assign(&self.bias.value);
-        }
-        gemm(
-            E::one(),
-            &x.view(),
-            &self.input_weight.value.view(),
-            E::one(),
-            &mut gates.view_mut(),
-        );
-        let mut cell = ws.scratch((n_rows, n));
-        let mut h = ws.scratch((n_rows, n));
-        let u = self.recurrent_weight.value.view();
-        let gate_slice = gates.as_slice_mut().expect("fresh arrays are contiguous");
-        let cell_slice = cell.as_slice_mut().expect("fresh arrays are contiguous");
-        let h_slice = h.as_slice_mut().expect("fresh arrays are contiguous");
-        let step_len = n_batch * n;
-        for t in 0..n_steps {
-            let pre = &mut gate_slice[t * 4 * step_len..(t + 1) * 4 * step_len];
-            let (h_done, h_rest) = h_slice.split_at_mut(t * step_len);
-            let (c_done, c_rest) = cell_slice.split_at_mut(t * step_len);
-            if t > 0 {
-                let previous = &h_done[(t - 1) * step_len..];
-                let previous = ArrayView2::from_shape((n_batch, n), previous).expect("sized");
-                let mut pre =
-                    ArrayViewMut2::from_shape((n_batch, 4 * n), &mut *pre).expect("sized");
-                gemm(E::one(), &previous, &u, E::one(), &mut pre);
-            }
-            let c_prev = if t > 0 {
-                Some(&c_done[(t - 1) * step_len..])
-            } else {
-                None
-            };
-            for b in 0..n_batch {
-                let p = &mut pre[b * 4 * n..(b + 1) * 4 * n];
-                for j in 0..n {
-                    let f = sigmoid(p[j]);
-                    let i = sigmoid(p[n + j]);
-                    let o = sigmoid(p[2 * n + j]);
-                    let z = p[3 * n + j].tanh();
-                    p[j] = f;
-                    p[n + j] = i;
-                    p[2 * n + j] = o;
-                    p[3 * n + j] = z;
-                    let previous = c_prev.map_or(E::zero(), |c| c[b * n + j]);
-                    let c = f * previous + i * z;
-                    c_rest[b * n + j] = c;
-                    h_rest[b * n + j] = o * c.tanh();
-                }
-            }
-        }
-        Ok((
-            crate::ops::to_3d(h, n_steps, n_batch),
-            LstmCache { gates, cell },
-        ))
-    }
-
-    pub(crate) fn backward_with(
-        &mut self,
-        _scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-        output: ArrayView3<'_, E>,
-        cache: LstmCache<E>,
-        grad_output: ArrayView3<'_, E>,
-        ws: &Workspace<E>,
-    ) -> Result<Array3<E>, ModelError> {
-        let (n_steps, n_batch) = check_backward(
-            "Lstm::backward",
-            &input,
-            self.input_size(),
-            &output,
-            &grad_output,
-            self.n(),
+    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Forward<E, B> {
+        let (n, n_batch) = (self.sizes().1, run.n_batch);
+        let mut gates = b.scratch(run.rows(), 4 * n)?;
+        let bias = b.host(self.bias.value.view().insert_axis(Axis(0)));
+        b.fill_rows(bias, b.view_mut(&mut gates))?;
+        let v = b.host(self.input_weight.value.view());
+        b.matmul(
+            run.x,
+            Transpose::No,
+            v,
+            Transpose::No,
+            b.view_mut(&mut gates),
+            true,
         )?;
-        let n = self.n();
-        let n_rows = n_steps * n_batch;
-        let step_len = n_batch * n;
-        let LstmCache { mut gates, cell } = cache;
-        let dh_out = rows(grad_output);
-        let dh_out = dh_out.as_standard_layout();
-        let dh_out = dh_out.as_slice().expect("standard layout");
-        let cell_slice = cell.as_slice().expect("fresh arrays are contiguous");
-        let mut grad_recurrent = Array2::<E>::zeros((n_batch, n));
-        let mut grad_cell_next = vec![E::zero(); step_len];
-        let u = self.recurrent_weight.value.view();
-        {
-            let gate_slice = gates.as_slice_mut().expect("fresh arrays are contiguous");
-            for t in (0..n_steps).rev() {
-                let pre = &mut gate_slice[t * 4 * step_len..(t + 1) * 4 * step_len];
-                let dh_rec = grad_recurrent.as_slice().expect("contiguous");
-                for b in 0..n_batch {
-                    let p = &mut pre[b * 4 * n..(b + 1) * 4 * n];
-                    for j in 0..n {
-                        let k = b * n + j;
-                        let row = t * step_len + k;
-                        let dh = dh_out[row] + dh_rec[k];
-                        let (f, i, o, z) = (p[j], p[n + j], p[2 * n + j], p[3 * n + j]);
-                        let c = cell_slice[row];
-                        let c_prev = if t > 0 {
-                            cell_slice[row - step_len]
-                        } else {
-                            E::zero()
-                        };
-                        let tc = c.tanh();
-                        let dc = dh * o * (E::one() - tc * tc) + grad_cell_next[k];
-                        grad_cell_next[k] = dc * f;
-                        p[j] = dc * c_prev * f * (E::one() - f);
-                        p[n + j] = dc * z * i * (E::one() - i);
-                        p[2 * n + j] = dh * tc * o * (E::one() - o);
-                        p[3 * n + j] = dc * i * (E::one() - z * z);
-                    }
-                }
-                if t > 0 {
-                    let dp = ArrayView2::from_shape((n_batch, 4 * n), &*pre).expect("sized");
-                    gemm(
-                        E::one(),
-                        &dp,
-                        &u.t(),
-                        E::zero(),
-                        &mut grad_recurrent.view_mut(),
-                    );
-                }
+        let [mut cell, mut h] = matrices::<E, B, 2>(b, run.rows(), n, false)?;
+        let u = b.host(self.recurrent_weight.value.view());
+        // c_{t−1}, carried in its own buffer (the cell pass reads it while writing c_t).
+        let mut c_prev = run.initial(1).map(|c| copy_matrix(b, c)).transpose()?;
+        let h_0 = run.initial(0);
+        for t in 0..run.n_steps {
+            let start = t * n_batch;
+            let mut pre = b.rows_mut(b.view_mut(&mut gates), start, n_batch)?;
+            let h_prev = match t {
+                0 => h_0.as_ref().map(|v| b.shorten(v)),
+                _ => Some(b.rows(b.view(&h), start - n_batch, n_batch)?),
+            };
+            if let Some(h_prev) = h_prev {
+                b.matmul(
+                    h_prev,
+                    Transpose::No,
+                    u,
+                    Transpose::No,
+                    b.reborrow(&mut pre),
+                    true,
+                )?;
+            }
+            let c_t = b.rows_mut(b.view_mut(&mut cell), start, n_batch)?;
+            let h_t = b.rows_mut(b.view_mut(&mut h), start, n_batch)?;
+            b.lstm_cell(pre, c_prev.as_ref().map(|c| b.view(c)), c_t, h_t)?;
+            let c_t = b.rows(b.view(&cell), start, n_batch)?;
+            match c_prev.as_mut() {
+                Some(carry) => b.copy(c_t, b.view_mut(carry))?,
+                None => c_prev = Some(copy_matrix(b, c_t)?),
             }
         }
-        let h = rows(output);
-        let shifted = n_rows.saturating_sub(n_batch);
-        gemm(
-            E::one(),
-            &h.slice(s![..shifted, ..]).t(),
-            &gates.slice(s![n_batch.min(n_rows).., ..]),
-            E::one(),
-            &mut self.recurrent_weight.grad.view_mut(),
-        );
-        let x = rows(input);
-        gemm(
-            E::one(),
-            &x.t(),
-            &gates.view(),
-            E::one(),
-            &mut self.input_weight.grad.view_mut(),
-        );
-        add_column_sums(self.bias.grad.view_mut(), gates.view());
-        let mut grad_x = ws.scratch((n_rows, self.input_size()));
-        gemm(
-            E::one(),
-            &gates.view(),
-            &self.input_weight.value.t(),
-            E::zero(),
-            &mut grad_x.view_mut(),
-        );
-        ws.give_back(gates);
-        ws.give_back(cell);
-        Ok(crate::ops::to_3d(grad_x, n_steps, n_batch))
+        recycle(b, c_prev);
+        let state = vec![last_step(b, &h, n_batch)?, last_step(b, &cell, n_batch)?];
+        ran(h, vec![gates, cell], state)
     }
-}
 
-impl<E: Real> LstmCache<E> {
-    /// Gives the cached buffers back to `ws` (when no backward pass will use them).
-    pub(crate) fn give_back(self, ws: &Workspace<E>) {
-        ws.give_back(self.gates);
-        ws.give_back(self.cell);
+    fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
+        let (n, n_batch) = (self.sizes().1, run.n_batch);
+        let [mut gates, cell] = run.take_buffers()?;
+        let carried = |k| match run.grad_final(k) {
+            Some(d) => copy_matrix(b, d),
+            None => b.zeros(n_batch, n),
+        };
+        let (mut grad_recurrent, mut grad_cell) = (carried(0)?, carried(1)?);
+        let u = b.host(self.recurrent_weight.value.view());
+        let c_0 = run.initial(1);
+        for t in (0..run.n_steps).rev() {
+            let start = t * n_batch;
+            let c_prev = match t {
+                0 => c_0.as_ref().map(|v| b.shorten(v)),
+                _ => Some(b.rows(b.view(&cell), start - n_batch, n_batch)?),
+            };
+            let pre = b.rows_mut(b.view_mut(&mut gates), start, n_batch)?;
+            let c_t = b.rows(b.view(&cell), start, n_batch)?;
+            let dh_t = b.rows(run.grad_h, start, n_batch)?;
+            let (dh_rec, dc) = (b.view(&grad_recurrent), b.view_mut(&mut grad_cell));
+            b.lstm_cell_backward(pre, c_t, c_prev, dh_t, dh_rec, dc)?;
+            if t > 0 || run.has_initial() {
+                let dp = b.rows(b.view(&gates), start, n_batch)?;
+                let dh = b.view_mut(&mut grad_recurrent);
+                b.matmul(dp, Transpose::No, u, Transpose::Yes, dh, false)?;
+            }
+        }
+        let shifted = run.rows() - n_batch;
+        let late = b.rows(b.view(&gates), n_batch, shifted)?;
+        let grad_u = b.host_mut(self.recurrent_weight.grad.view_mut());
+        b.matmul(
+            b.rows(run.h, 0, shifted)?,
+            Transpose::Yes,
+            late,
+            Transpose::No,
+            grad_u,
+            true,
+        )?;
+        if let Some(h_0) = run.initial(0) {
+            let first = b.rows(b.view(&gates), 0, n_batch)?;
+            let grad_u = b.host_mut(self.recurrent_weight.grad.view_mut());
+            b.matmul(h_0, Transpose::Yes, first, Transpose::No, grad_u, true)?;
+        }
+        let grad_v = b.host_mut(self.input_weight.grad.view_mut());
+        b.matmul(
+            run.x,
+            Transpose::Yes,
+            b.view(&gates),
+            Transpose::No,
+            grad_v,
+            true,
+        )?;
+        let grad_bias = b.host_mut(self.bias.grad.view_mut().insert_axis(Axis(0)));
+        b.add_column_sums(b.view(&gates), grad_bias)?;
+        let mut grad_x = b.scratch(run.rows(), self.sizes().0)?;
+        let v = b.host(self.input_weight.value.view());
+        b.matmul(
+            b.view(&gates),
+            Transpose::No,
+            v,
+            Transpose::Yes,
+            b.view_mut(&mut grad_x),
+            false,
+        )?;
+        recycle(b, [gates, cell]);
+        let initial = if run.has_initial() {
+            Some(vec![grad_recurrent, grad_cell])
+        } else {
+            recycle(b, [grad_recurrent, grad_cell]);
+            None
+        };
+        Ok(Grads {
+            input: grad_x,
+            initial,
+        })
     }
 }

@@ -1,46 +1,26 @@
 //! The quasi-recurrent layer (Bradbury et al. 2017).
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView3, Ix1, Ix3};
-use scan_core::LinearScan;
+use ndarray::{s, Array1, Axis, Ix1, Ix3};
 
-use super::{check_backward, check_input, Layer};
-use crate::init::Initializer;
-use crate::ops::{
-    add_column_sums, block, gate_blocks_mut, gemm, par_zip, rows, rows_of, scan_backward,
-    scan_forward, sigmoid,
-};
-use crate::param::{ParamVisitor, ParamVisitorMut};
-use crate::workspace::Workspace;
-use crate::{ModelError, Param, Parameters, Real};
+use super::recurrence::prelude::*;
 
 /// QRNN with filter width k, `m → n`, fo-pooling (PAPER.md §2):
 ///
 /// ```text
-/// P_t = Σ_{s=0}^{k-1} x_{t-s} W_s + b      (causal convolution; x_{t<0} = 0)
+/// P_t = Σ_{s=0}^{k-1} x_{t-s} W_s + b      (causal convolution over [window; x])
 /// z_t = tanh(P_z),  f_t = σ(P_f),  o_t = σ(P_o)
-/// c_t = f_t ⊙ c_{t-1} + (1 − f_t) ⊙ z_t     (scan, c_0 = 0)
-/// h_t = o_t ⊙ c_t
+/// c_t = f_t ⊙ c_{t-1} + (1 − f_t) ⊙ z_t     (gated scan)
+/// h_t = o_t ⊙ c_t                          (output gate)
 /// ```
 ///
-/// The convolution is `k` matrix products per gate over row-shifted views of the input
-/// (tap s maps rows `0..(T−s)B` to rows `sB..TB`), with no im2col copy.
-///
-/// Backward: `∂o = ∂h ⊙ c`, `∂c = ∂h ⊙ o` feeds the backward scan (`G`, `∂decay`);
-/// `∂f = ∂decay − G ⊙ z`, `∂z = G ⊙ (1 − f)`; through the activations to `∂P`; then per
-/// tap `∂W_s += x_{·−s}ᵀ ∂P`, `∂x_{·−s} += ∂P W_sᵀ`, and `∂b += Σ ∂P`.
+/// The convolution is one gate projection per tap over row-shifted views of the input
+/// (tap s maps rows `0..(T−s)B` to rows `sB..TB`), with no im2col copy; the first `s`
+/// steps of tap s read the incoming window of the `k − 1` previous inputs (zeros at the
+/// start of a sequence). State: `c` and that window, `((k−1)·B, m)`, oldest step first.
 #[derive(Clone, Debug)]
 pub struct Qrnn<E: Real> {
-    /// `W_s = [W_z W_f W_o]` per tap s, `(k, m, 3n)`; tap s reads `x_{t-s}`.
-    pub filter: Param<E, Ix3>,
-    /// `[b_z b_f b_o]`, `(3n)`.
-    pub bias: Param<E, Ix1>,
-}
-
-/// What [`Qrnn::forward`] keeps: the gates `z, f, o` and `c`, `4·T·B·n` elements.
-#[derive(Debug)]
-pub struct QrnnCache<E> {
-    gates: Array3<E>,
-    cell: Array2<E>,
+    filter: Param<E, Ix3>,
+    bias: Param<E, Ix1>,
 }
 
 impl<E: Real> Qrnn<E> {
@@ -59,180 +39,195 @@ impl<E: Real> Qrnn<E> {
         self.filter.value.dim().0
     }
 
-    fn n(&self) -> usize {
-        self.bias.value.len() / 3
+    /// The rows of tap `s`: `(source rows of x, rows of P)` for the part read from the
+    /// input, and `(window rows, rows of P)` for the part read from the window.
+    fn tap_rows(&self, s: usize, n_steps: usize, n_batch: usize) -> TapRows {
+        let from_input = n_steps.saturating_sub(s) * n_batch;
+        let from_window = s.min(n_steps) * n_batch;
+        TapRows {
+            from_input,
+            from_window,
+            window_start: (self.width() - 1 - s) * n_batch,
+            output_start: s.min(n_steps) * n_batch,
+        }
     }
 }
 
-params_from_fields!(Qrnn: filter, bias);
+/// Where one tap of the convolution reads and writes.
+struct TapRows {
+    /// Rows `0..from_input` of x feed rows `output_start..` of P.
+    from_input: usize,
+    output_start: usize,
+    /// Window rows `window_start..window_start + from_window` feed rows `0..from_window`.
+    from_window: usize,
+    window_start: usize,
+}
 
-impl<E: Real> Layer<E> for Qrnn<E> {
-    type Cache = QrnnCache<E>;
+layer_from_recurrence!(Qrnn: filter, bias);
 
-    fn input_size(&self) -> usize {
-        self.filter.value.dim().1
+impl<E: Real> Recurrence<E> for Qrnn<E> {
+    fn sizes(&self) -> (usize, usize) {
+        (self.filter.value.dim().1, self.bias.value.len() / 3)
     }
 
-    fn output_size(&self) -> usize {
-        self.n()
+    fn parts(&self, n_batch: usize) -> Vec<(usize, usize)> {
+        let (m, n) = self.sizes();
+        vec![(n_batch, n), ((self.width() - 1) * n_batch, m)]
     }
 
-    unpooled_layer_entry_points!(QrnnCache<E>);
+    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Forward<E, B> {
+        let (n, n_steps, n_batch) = (self.sizes().1, run.n_steps, run.n_batch);
+        let window = run.initial(1);
+        let mut gates = matrices::<E, B, 3>(b, run.rows(), n, true)?;
+        for tap in 0..self.width() {
+            let w = b.host(self.filter.value.index_axis(Axis(0), tap));
+            let rows = self.tap_rows(tap, n_steps, n_batch);
+            if rows.from_input > 0 {
+                let source = b.rows(run.x, 0, rows.from_input)?;
+                let out = rows_of_each(b, gates.each_mut(), rows.output_start, rows.from_input)?;
+                project(b, source, w, &mut { out }, true)?;
+            }
+            if let (Some(window), true) = (window, rows.from_window > 0) {
+                let source = b.rows(window, rows.window_start, rows.from_window)?;
+                let out = rows_of_each(b, gates.each_mut(), 0, rows.from_window)?;
+                project(b, source, w, &mut { out }, true)?;
+            }
+        }
+        let bias = |k| bias_block(b, self.bias.value.view(), k, n);
+        let [z, f, o] = &mut gates;
+        let c = gated_scan(
+            b,
+            n_steps,
+            f,
+            bias(1)?,
+            z,
+            bias(0)?,
+            Candidate::Tanh,
+            run.initial(0),
+        )?;
+        let h = output_gate(b, o, bias(2)?, b.view(&c), None)?;
+        let next_window = self.last_inputs(b, run.x, window, n_steps, n_batch)?;
+        let state = vec![last_step(b, &c, n_batch)?, next_window];
+        let [z, f, o] = gates;
+        ran(h, vec![z, f, o, c], state)
+    }
+
+    fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
+        let ((m, n), n_steps, n_batch) = (self.sizes(), run.n_steps, run.n_batch);
+        let [mut z, mut f, mut o, c] = run.take_buffers()?;
+        let (grad_c, _) = output_gate_backward(b, &mut o, b.view(&c), None, run.grad_h)?;
+        let grad = run.scan_grad(b, b.view(&c), b.view(&grad_c), 0);
+        let grad_c0 = gated_scan_backward(b, n_steps, [&mut f, &mut z], Candidate::Tanh, grad)?;
+        recycle(b, [grad_c, c]);
+        let window = run.initial(1);
+        let mut grad_x = b.zeros(run.rows(), m)?;
+        let mut grad_window = window.map(|w| b.zeros(b.dims(w).0, m)).transpose()?;
+        let grads = [&z, &f, &o];
+        for tap in 0..self.width() {
+            let w = b.host(self.filter.value.index_axis(Axis(0), tap));
+            let rows = self.tap_rows(tap, n_steps, n_batch);
+            let mut grad_w = self.filter.grad.index_axis_mut(Axis(0), tap);
+            if rows.from_input > 0 {
+                let dp = rows_of_each_ref(b, grads, rows.output_start, rows.from_input)?;
+                let gx = b.rows_mut(b.view_mut(&mut grad_x), 0, rows.from_input)?;
+                let source = b.rows(run.x, 0, rows.from_input)?;
+                project_backward(b, source, w, b.host_mut(grad_w.view_mut()), None, &dp, gx)?;
+            }
+            if let (Some(window), Some(gw), true) =
+                (window, grad_window.as_mut(), rows.from_window > 0)
+            {
+                let dp = rows_of_each_ref(b, grads, 0, rows.from_window)?;
+                let gw = b.rows_mut(b.view_mut(gw), rows.window_start, rows.from_window)?;
+                let source = b.rows(window, rows.window_start, rows.from_window)?;
+                project_backward(b, source, w, b.host_mut(grad_w.view_mut()), None, &dp, gw)?;
+            }
+        }
+        let mut grad_bias = self.bias.grad.view_mut().insert_axis(Axis(0));
+        for (k, g) in grads.into_iter().enumerate() {
+            let gb = b.columns_mut(b.host_mut(grad_bias.view_mut()), k * n, n)?;
+            b.add_column_sums(b.view(g), gb)?;
+        }
+        recycle(b, [z, f, o]);
+        if let Some(grad_next) = run.grad_final(1) {
+            self.last_inputs_backward(
+                b,
+                grad_next,
+                &mut grad_x,
+                grad_window.as_mut(),
+                n_steps,
+                n_batch,
+            )?;
+        }
+        let initial = grad_c0.zip(grad_window).map(|(dc, dw)| vec![dc, dw]);
+        Ok(Grads {
+            input: grad_x,
+            initial,
+        })
+    }
 }
 
 impl<E: Real> Qrnn<E> {
-    pub(crate) fn forward_with(
+    /// Where the last `k − 1` steps of `[window; x]` come from: `(rows of the window from
+    /// window_start, rows of x from x_start)`.
+    fn last_input_rows(&self, n_steps: usize, n_batch: usize) -> (usize, usize, usize) {
+        let keep = self.width() - 1;
+        let from_x = keep.min(n_steps);
+        let from_window = keep - from_x;
+        (
+            (keep - from_window) * n_batch,
+            from_window * n_batch,
+            (n_steps - from_x) * n_batch,
+        )
+    }
+
+    /// The window for the next chunk: the last `k − 1` steps of `[window; x]`.
+    fn last_inputs<B: Backend<E>>(
         &self,
-        scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-        ws: &Workspace<E>,
-    ) -> Result<(Array3<E>, QrnnCache<E>), ModelError> {
-        let (n_steps, n_batch) = check_input("Qrnn::forward", &input, self.input_size())?;
-        let n = self.n();
-        let n_rows = n_steps * n_batch;
-        let x = rows(input);
-        let mut gates = ws.zeros((3, n_rows, n));
-        for tap in 0..self.width().min(n_steps) {
-            let source = x.slice(s![..n_rows - tap * n_batch, ..]);
-            let w = self.filter.value.index_axis(ndarray::Axis(0), tap);
-            for (k, mut out) in gates.outer_iter_mut().enumerate() {
-                gemm(
-                    E::one(),
-                    &source,
-                    &block(w, k, n),
-                    E::one(),
-                    &mut out.slice_mut(s![tap * n_batch.., ..]),
-                );
-            }
+        b: &B,
+        x: B::View<'_>,
+        window: Option<B::View<'_>>,
+        n_steps: usize,
+        n_batch: usize,
+    ) -> Result<B::Matrix, ModelError> {
+        let (window_start, from_window, x_start) = self.last_input_rows(n_steps, n_batch);
+        let rows = (self.width() - 1) * n_batch;
+        let mut next = b.zeros(rows, self.sizes().0)?;
+        if let Some(window) = window {
+            let source = b.rows(window, window_start, from_window)?;
+            b.copy(source, b.rows_mut(b.view_mut(&mut next), 0, from_window)?)?;
         }
-        let b = self.bias.value.view();
-        let (b_z, b_f, b_o) = (
-            b.slice(s![..n]),
-            b.slice(s![n..2 * n]),
-            b.slice(s![2 * n..]),
-        );
-        let [mut z, mut f, mut o] = gate_blocks_mut::<E, 3>(&mut gates);
-        let mut impulse = ws.scratch((n_rows, n));
-        // One pass: z = tanh(P_z), f = σ(P_f) and the impulse (1 − f) ⊙ z.
-        par_zip!(
-            (
-                z.view_mut(),
-                f.view_mut(),
-                &mut impulse,
-                rows_of(&b_z, n_rows),
-                rows_of(&b_f, n_rows),
-            ),
-            |z, f, x, &b_z, &b_f| {
-                let (zv, fv) = ((*z + b_z).tanh(), sigmoid(*f + b_f));
-                *z = zv;
-                *f = fv;
-                *x = (E::one() - fv) * zv;
-            }
-        );
-        let mut cell = ws.scratch((n_rows, n));
-        scan_forward(scan, n_steps, f.view(), impulse.view(), cell.view_mut())?;
-        // o = σ(P_o) and h = o ⊙ c in one pass, into the impulse buffer (no longer needed).
-        let mut h = impulse;
-        par_zip!(
-            (&mut h, o.view_mut(), rows_of(&b_o, n_rows), &cell),
-            |h, o, &b_o, &c| {
-                let ov = sigmoid(*o + b_o);
-                *o = ov;
-                *h = ov * c;
-            }
-        );
-        Ok((
-            crate::ops::to_3d(h, n_steps, n_batch),
-            QrnnCache { gates, cell },
-        ))
-    }
-
-    pub(crate) fn backward_with(
-        &mut self,
-        scan: &dyn LinearScan<E>,
-        input: ArrayView3<'_, E>,
-        output: ArrayView3<'_, E>,
-        cache: QrnnCache<E>,
-        grad_output: ArrayView3<'_, E>,
-        ws: &Workspace<E>,
-    ) -> Result<Array3<E>, ModelError> {
-        let (n_steps, n_batch) = check_backward(
-            "Qrnn::backward",
-            &input,
-            self.input_size(),
-            &output,
-            &grad_output,
-            self.n(),
+        let source = b.rows(x, x_start, rows - from_window)?;
+        b.copy(
+            source,
+            b.rows_mut(b.view_mut(&mut next), from_window, rows - from_window)?,
         )?;
-        let n = self.n();
-        let n_rows = n_steps * n_batch;
-        let QrnnCache { mut gates, cell } = cache;
-        let dh = rows(grad_output);
-        let mut grad_state = ws.scratch((n_rows, n));
-        let mut grad_decay = ws.scratch((n_rows, n));
-        let mut grad_impulse = ws.scratch((n_rows, n));
-        {
-            let [z, f, mut o] = gate_blocks_mut::<E, 3>(&mut gates);
-            par_zip!((&mut grad_state, &mut o, &dh, &cell), |dc, o, &dh, &c| {
-                let ov = *o;
-                *dc = dh * ov;
-                *o = dh * c * ov * (E::one() - ov);
-            });
-            scan_backward(
-                scan,
-                n_steps,
-                f.view(),
-                cell.view(),
-                grad_state.view(),
-                grad_decay.view_mut(),
-                grad_impulse.view_mut(),
-            )?;
-            par_zip!((z, f, &grad_decay, &grad_impulse), |z, f, &da, &dx| {
-                let (zv, fv) = (*z, *f);
-                *f = (da - dx * zv) * fv * (E::one() - fv);
-                *z = dx * (E::one() - fv) * (E::one() - zv * zv);
-            });
-        }
-        for buffer in [grad_state, grad_decay, grad_impulse, cell] {
-            ws.give_back(buffer);
-        }
-        let x = rows(input);
-        let m = self.input_size();
-        let mut grad_x = ws.zeros((n_rows, m));
-        for tap in 0..self.width().min(n_steps) {
-            let source = x.slice(s![..n_rows - tap * n_batch, ..]);
-            let w = self.filter.value.index_axis(ndarray::Axis(0), tap);
-            let mut gw = self.filter.grad.index_axis_mut(ndarray::Axis(0), tap);
-            for (k, dp) in gates.outer_iter().enumerate() {
-                let dp = dp.slice(s![tap * n_batch.., ..]);
-                gemm(
-                    E::one(),
-                    &source.t(),
-                    &dp,
-                    E::one(),
-                    &mut gw.slice_mut(s![.., k * n..(k + 1) * n]),
-                );
-                gemm(
-                    E::one(),
-                    &dp,
-                    &block(w, k, n).t(),
-                    E::one(),
-                    &mut grad_x.slice_mut(s![..n_rows - tap * n_batch, ..]),
-                );
-            }
-        }
-        for (k, dp) in gates.outer_iter().enumerate() {
-            add_column_sums(self.bias.grad.slice_mut(s![k * n..(k + 1) * n]), dp);
-        }
-        ws.give_back(gates);
-        Ok(crate::ops::to_3d(grad_x, n_steps, n_batch))
+        Ok(next)
     }
-}
 
-impl<E: Real> QrnnCache<E> {
-    /// Gives the cached buffers back to `ws` (when no backward pass will use them).
-    pub(crate) fn give_back(self, ws: &Workspace<E>) {
-        ws.give_back(self.gates);
-        ws.give_back(self.cell);
+    /// Backward of [`Qrnn::last_inputs`]: adds the next window's gradient to `∂x` and to
+    /// the incoming window's gradient.
+    fn last_inputs_backward<B: Backend<E>>(
+        &self,
+        b: &B,
+        grad_next: B::View<'_>,
+        grad_x: &mut B::Matrix,
+        grad_window: Option<&mut B::Matrix>,
+        n_steps: usize,
+        n_batch: usize,
+    ) -> Result<(), ModelError> {
+        let (window_start, from_window, x_start) = self.last_input_rows(n_steps, n_batch);
+        let rows = (self.width() - 1) * n_batch;
+        if let Some(grad_window) = grad_window {
+            let source = b.rows(grad_next, 0, from_window)?;
+            b.add_assign(
+                source,
+                b.rows_mut(b.view_mut(grad_window), window_start, from_window)?,
+            )?;
+        }
+        let source = b.rows(grad_next, from_window, rows - from_window)?;
+        b.add_assign(
+            source,
+            b.rows_mut(b.view_mut(grad_x), x_start, rows - from_window)?,
+        )
     }
 }

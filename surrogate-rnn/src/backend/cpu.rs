@@ -1,0 +1,470 @@
+//! The CPU backend the models train on: matrixmultiply products, rayon-parallel fused
+//! passes, pooled buffers.
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+use scan_core::LinearScan;
+
+use super::host::{self, host_storage};
+use super::{Backend, Candidate, Transpose};
+use crate::ops::{par_zip, sigmoid};
+use crate::workspace::Workspace;
+use crate::{ModelError, Real};
+
+/// The fast CPU backend: ndarray/matrixmultiply products (threaded), fused elementwise
+/// passes split over rayon's pool (bit-for-bit the serial results for any thread count),
+/// the recurrence on the [`LinearScan`] it was built with, and buffers from the pool of the
+/// model that built it (a standalone backend allocates and frees).
+#[derive(Clone, Copy)]
+pub struct CpuBackend<'a, E: Real> {
+    scan: &'a dyn LinearScan<E>,
+    pool: Option<&'a Workspace<E>>,
+}
+
+impl<E: Real> std::fmt::Debug for CpuBackend<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuBackend")
+            .field("scan", &self.scan.name())
+            .field("pooled", &self.pool.is_some())
+            .finish()
+    }
+}
+
+impl<'a, E: Real> CpuBackend<'a, E> {
+    /// A backend whose recurrences run on `scan`, allocating its buffers afresh.
+    pub fn new(scan: &'a dyn LinearScan<E>) -> Self {
+        Self { scan, pool: None }
+    }
+
+    /// The scan backend the recurrences run on.
+    fn linear_scan(&self) -> &dyn LinearScan<E> {
+        self.scan
+    }
+
+    /// A backend that takes its buffers from (and gives them back to) `pool`.
+    pub(crate) fn pooled(scan: &'a dyn LinearScan<E>, pool: &'a Workspace<E>) -> Self {
+        Self {
+            scan,
+            pool: Some(pool),
+        }
+    }
+}
+
+/// A `(1, n)` bias as a `(rows, n)` matrix of equal rows (stride 0, no copy).
+fn rows_of<'a, E>(
+    operation: &'static str,
+    bias: &'a ArrayView2<'_, E>,
+    dims: (usize, usize),
+) -> Result<ArrayView2<'a, E>, ModelError> {
+    host::bias_row(operation, bias, dims.1)?;
+    bias.broadcast(dims)
+        .ok_or_else(|| ModelError::ShapeMismatch {
+            operation,
+            argument: "bias",
+            expected: vec![1, dims.1],
+            actual: bias.shape().to_vec(),
+        })
+}
+
+/// Checks that every operand has the shape `dims`.
+fn all_same(
+    operation: &'static str,
+    dims: (usize, usize),
+    operands: &[(&'static str, (usize, usize))],
+) -> Result<(), ModelError> {
+    operands
+        .iter()
+        .try_for_each(|&(argument, actual)| host::same(operation, argument, dims, actual))
+}
+
+impl<E: Real> Backend<E> for CpuBackend<'_, E> {
+    host_storage!();
+
+    fn zeros(&self, rows: usize, cols: usize) -> Result<Self::Matrix, ModelError> {
+        match self.pool {
+            Some(pool) => pool.zeros(rows, cols),
+            None => host::try_zeros(rows, cols),
+        }
+    }
+
+    fn scratch(&self, rows: usize, cols: usize) -> Result<Self::Matrix, ModelError> {
+        match self.pool {
+            Some(pool) => pool.scratch(rows, cols),
+            None => host::try_zeros(rows, cols),
+        }
+    }
+
+    fn recycle(&self, matrix: Self::Matrix) {
+        if let Some(pool) = self.pool {
+            pool.give_back(matrix);
+        }
+    }
+
+    fn matmul(
+        &self,
+        a: ArrayView2<'_, E>,
+        transpose_a: Transpose,
+        b: ArrayView2<'_, E>,
+        transpose_b: Transpose,
+        mut c: ArrayViewMut2<'_, E>,
+        accumulate: bool,
+    ) -> Result<(), ModelError> {
+        host::matmul_dims(a.dim(), transpose_a, b.dim(), transpose_b, c.dim())?;
+        let a = if transpose_a == Transpose::Yes {
+            a.t()
+        } else {
+            a.view()
+        };
+        let b = if transpose_b == Transpose::Yes {
+            b.t()
+        } else {
+            b.view()
+        };
+        let beta = if accumulate { E::one() } else { E::zero() };
+        general_mat_mul(E::one(), &a, &b, beta, &mut c);
+        Ok(())
+    }
+
+    fn add_column_sums(
+        &self,
+        src: ArrayView2<'_, E>,
+        mut dst: ArrayViewMut2<'_, E>,
+    ) -> Result<(), ModelError> {
+        host::bias_row("Backend::add_column_sums", &dst.view(), src.ncols())?;
+        let sums = src.sum_axis(Axis(0));
+        dst.row_mut(0).zip_mut_with(&sums, |g, &s| *g = *g + s);
+        Ok(())
+    }
+
+    fn embed(
+        &self,
+        table: ArrayView2<'_, E>,
+        index: &[u32],
+        scale: ArrayView2<'_, E>,
+        mut out: ArrayViewMut2<'_, E>,
+    ) -> Result<(), ModelError> {
+        host::embed_dims(table.dim(), index, &scale, out.dim())?;
+        for ((mut row, &i), &v) in out.rows_mut().into_iter().zip(index).zip(scale.iter()) {
+            row.zip_mut_with(&table.row(i as usize), |y, &w| *y = v * w);
+        }
+        Ok(())
+    }
+
+    fn embed_backward(
+        &self,
+        grad_out: ArrayView2<'_, E>,
+        index: &[u32],
+        scale: ArrayView2<'_, E>,
+        mut grad_table: ArrayViewMut2<'_, E>,
+    ) -> Result<(), ModelError> {
+        host::embed_dims(grad_table.dim(), index, &scale, grad_out.dim())?;
+        for ((row, &i), &v) in grad_out.rows().into_iter().zip(index).zip(scale.iter()) {
+            let mut target = grad_table.row_mut(i as usize);
+            target.zip_mut_with(&row, |g, &d| *g = *g + v * d);
+        }
+        Ok(())
+    }
+
+    fn decay_gates(
+        &self,
+        decay: ArrayViewMut2<'_, E>,
+        decay_bias: ArrayView2<'_, E>,
+        candidate: ArrayViewMut2<'_, E>,
+        candidate_bias: ArrayView2<'_, E>,
+        activation: Candidate,
+        mut impulse: ArrayViewMut2<'_, E>,
+    ) -> Result<(), ModelError> {
+        const OP: &str = "Backend::decay_gates";
+        let dims = decay.dim();
+        all_same(
+            OP,
+            dims,
+            &[("candidate", candidate.dim()), ("impulse", impulse.dim())],
+        )?;
+        let (b_f, b_v) = (
+            rows_of(OP, &decay_bias, dims)?,
+            rows_of(OP, &candidate_bias, dims)?,
+        );
+        let tanh = activation == Candidate::Tanh;
+        par_zip!(
+            (decay, candidate, &mut impulse, b_f, b_v),
+            |f, v, x, &b_f, &b_v| {
+                let fv = sigmoid(*f + b_f);
+                let vv = if tanh { (*v + b_v).tanh() } else { *v + b_v };
+                *f = fv;
+                *v = vv;
+                *x = (E::one() - fv) * vv;
+            }
+        );
+        Ok(())
+    }
+
+    fn decay_gates_backward(
+        &self,
+        decay: ArrayViewMut2<'_, E>,
+        candidate: ArrayViewMut2<'_, E>,
+        activation: Candidate,
+        grad_decay: ArrayView2<'_, E>,
+        grad_impulse: ArrayView2<'_, E>,
+    ) -> Result<(), ModelError> {
+        let dims = decay.dim();
+        all_same(
+            "Backend::decay_gates_backward",
+            dims,
+            &[
+                ("candidate", candidate.dim()),
+                ("grad_decay", grad_decay.dim()),
+                ("grad_impulse", grad_impulse.dim()),
+            ],
+        )?;
+        let tanh = activation == Candidate::Tanh;
+        par_zip!(
+            (decay, candidate, grad_decay, grad_impulse),
+            |f, v, &da, &dx| {
+                let (fv, vv) = (*f, *v);
+                *f = (da - dx * vv) * fv * (E::one() - fv);
+                *v = if tanh {
+                    dx * (E::one() - fv) * (E::one() - vv * vv)
+                } else {
+                    dx * (E::one() - fv)
+                };
+            }
+        );
+        Ok(())
+    }
+
+    fn input_gates(
+        &self,
+        forget: ArrayViewMut2<'_, E>,
+        forget_bias: ArrayView2<'_, E>,
+        input: ArrayViewMut2<'_, E>,
+        input_bias: ArrayView2<'_, E>,
+        candidate: ArrayViewMut2<'_, E>,
+        candidate_bias: ArrayView2<'_, E>,
+        mut impulse: ArrayViewMut2<'_, E>,
+    ) -> Result<(), ModelError> {
+        const OP: &str = "Backend::input_gates";
+        let dims = forget.dim();
+        all_same(
+            OP,
+            dims,
+            &[
+                ("input", input.dim()),
+                ("candidate", candidate.dim()),
+                ("impulse", impulse.dim()),
+            ],
+        )?;
+        let b_f = rows_of(OP, &forget_bias, dims)?;
+        let b_i = rows_of(OP, &input_bias, dims)?;
+        let b_z = rows_of(OP, &candidate_bias, dims)?;
+        par_zip!((forget, b_f), |f, &b_f| *f = sigmoid(*f + b_f));
+        par_zip!(
+            (input, candidate, &mut impulse, b_i, b_z),
+            |i, z, x, &b_i, &b_z| {
+                let (iv, zv) = (sigmoid(*i + b_i), (*z + b_z).tanh());
+                *i = iv;
+                *z = zv;
+                *x = iv * zv;
+            }
+        );
+        Ok(())
+    }
+
+    fn input_gates_backward(
+        &self,
+        forget: ArrayViewMut2<'_, E>,
+        input: ArrayViewMut2<'_, E>,
+        candidate: ArrayViewMut2<'_, E>,
+        grad_decay: ArrayView2<'_, E>,
+        grad_impulse: ArrayView2<'_, E>,
+    ) -> Result<(), ModelError> {
+        let dims = forget.dim();
+        all_same(
+            "Backend::input_gates_backward",
+            dims,
+            &[
+                ("input", input.dim()),
+                ("candidate", candidate.dim()),
+                ("grad_decay", grad_decay.dim()),
+                ("grad_impulse", grad_impulse.dim()),
+            ],
+        )?;
+        par_zip!(
+            (forget, input, candidate, grad_decay, grad_impulse),
+            |f, i, z, &da, &dx| {
+                let (fv, iv, zv) = (*f, *i, *z);
+                *f = da * fv * (E::one() - fv);
+                *i = dx * zv * iv * (E::one() - iv);
+                *z = dx * iv * (E::one() - zv * zv);
+            }
+        );
+        Ok(())
+    }
+
+    fn output_gate(
+        &self,
+        gate: ArrayViewMut2<'_, E>,
+        bias: ArrayView2<'_, E>,
+        cell: ArrayView2<'_, E>,
+        skip: Option<ArrayView2<'_, E>>,
+        mut out: ArrayViewMut2<'_, E>,
+    ) -> Result<(), ModelError> {
+        const OP: &str = "Backend::output_gate";
+        let dims = gate.dim();
+        all_same(OP, dims, &[("cell", cell.dim()), ("out", out.dim())])?;
+        let b_o = rows_of(OP, &bias, dims)?;
+        match skip {
+            None => par_zip!((&mut out, gate, b_o, cell), |h, o, &b_o, &c| {
+                let ov = sigmoid(*o + b_o);
+                *o = ov;
+                *h = ov * c;
+            }),
+            Some(x) => {
+                host::same(OP, "skip", dims, x.dim())?;
+                par_zip!((&mut out, gate, b_o, cell, x), |h, r, &b_r, &c, &x| {
+                    let rv = sigmoid(*r + b_r);
+                    *r = rv;
+                    *h = rv * c + (E::one() - rv) * x;
+                })
+            }
+        }
+        Ok(())
+    }
+
+    fn output_gate_backward(
+        &self,
+        gate: ArrayViewMut2<'_, E>,
+        cell: ArrayView2<'_, E>,
+        skip: Option<ArrayView2<'_, E>>,
+        grad_out: ArrayView2<'_, E>,
+        mut grad_cell: ArrayViewMut2<'_, E>,
+        grad_skip: Option<ArrayViewMut2<'_, E>>,
+    ) -> Result<(), ModelError> {
+        const OP: &str = "Backend::output_gate_backward";
+        let dims = gate.dim();
+        all_same(
+            OP,
+            dims,
+            &[
+                ("cell", cell.dim()),
+                ("grad_out", grad_out.dim()),
+                ("grad_cell", grad_cell.dim()),
+            ],
+        )?;
+        match (skip, grad_skip) {
+            (None, None) => par_zip!((&mut grad_cell, gate, grad_out, cell), |dc, o, &dh, &c| {
+                let ov = *o;
+                *dc = dh * ov;
+                *o = dh * c * ov * (E::one() - ov);
+            }),
+            (Some(x), Some(mut dx)) => {
+                all_same(OP, dims, &[("skip", x.dim()), ("grad_skip", dx.dim())])?;
+                par_zip!(
+                    (&mut grad_cell, &mut dx, gate, grad_out, cell, x),
+                    |dc, dx, r, &dh, &c, &x| {
+                        let rv = *r;
+                        *dc = dh * rv;
+                        *dx = dh * (E::one() - rv);
+                        *r = dh * (c - x) * rv * (E::one() - rv);
+                    }
+                )
+            }
+            _ => return Err(skip_mismatch(OP)),
+        }
+        Ok(())
+    }
+
+    fn lstm_cell(
+        &self,
+        mut gates: ArrayViewMut2<'_, E>,
+        cell_prev: Option<ArrayView2<'_, E>>,
+        mut cell: ArrayViewMut2<'_, E>,
+        mut out: ArrayViewMut2<'_, E>,
+    ) -> Result<(), ModelError> {
+        let (n_batch, n) = lstm_dims(
+            "Backend::lstm_cell",
+            gates.dim(),
+            cell_prev.map(|c| c.dim()),
+            &[cell.dim(), out.dim()],
+        )?;
+        for b in 0..n_batch {
+            for j in 0..n {
+                let f = sigmoid(gates[[b, j]]);
+                let i = sigmoid(gates[[b, n + j]]);
+                let o = sigmoid(gates[[b, 2 * n + j]]);
+                let z = gates[[b, 3 * n + j]].tanh();
+                gates[[b, j]] = f;
+                gates[[b, n + j]] = i;
+                gates[[b, 2 * n + j]] = o;
+                gates[[b, 3 * n + j]] = z;
+                let previous = cell_prev.map_or(E::zero(), |c| c[[b, j]]);
+                let c = f * previous + i * z;
+                cell[[b, j]] = c;
+                out[[b, j]] = o * c.tanh();
+            }
+        }
+        Ok(())
+    }
+
+    fn lstm_cell_backward(
+        &self,
+        mut gates: ArrayViewMut2<'_, E>,
+        cell: ArrayView2<'_, E>,
+        cell_prev: Option<ArrayView2<'_, E>>,
+        grad_out: ArrayView2<'_, E>,
+        grad_recurrent: ArrayView2<'_, E>,
+        mut grad_cell: ArrayViewMut2<'_, E>,
+    ) -> Result<(), ModelError> {
+        let (n_batch, n) = lstm_dims(
+            "Backend::lstm_cell_backward",
+            gates.dim(),
+            cell_prev.map(|c| c.dim()),
+            &[
+                cell.dim(),
+                grad_out.dim(),
+                grad_recurrent.dim(),
+                grad_cell.dim(),
+            ],
+        )?;
+        for b in 0..n_batch {
+            for j in 0..n {
+                let dh = grad_out[[b, j]] + grad_recurrent[[b, j]];
+                let (f, i) = (gates[[b, j]], gates[[b, n + j]]);
+                let (o, z) = (gates[[b, 2 * n + j]], gates[[b, 3 * n + j]]);
+                let c = cell[[b, j]];
+                let c_prev = cell_prev.map_or(E::zero(), |p| p[[b, j]]);
+                let tc = c.tanh();
+                let dc = dh * o * (E::one() - tc * tc) + grad_cell[[b, j]];
+                grad_cell[[b, j]] = dc * f;
+                gates[[b, j]] = dc * c_prev * f * (E::one() - f);
+                gates[[b, n + j]] = dc * z * i * (E::one() - i);
+                gates[[b, 2 * n + j]] = dh * tc * o * (E::one() - o);
+                gates[[b, 3 * n + j]] = dc * i * (E::one() - z * z);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The error for a skip input without its gradient (or the reverse).
+pub(super) fn skip_mismatch(operation: &'static str) -> ModelError {
+    ModelError::InvalidInput {
+        operation,
+        reason: "`skip` and `grad_skip` must both be given or both be absent".into(),
+    }
+}
+
+/// Checks the operands of an LSTM step: gates `(B, 4n)`, every other `(B, n)`.
+pub(super) fn lstm_dims(
+    operation: &'static str,
+    gates: (usize, usize),
+    cell_prev: Option<(usize, usize)>,
+    others: &[(usize, usize)],
+) -> Result<(usize, usize), ModelError> {
+    let (n_batch, n) = (gates.0, gates.1 / 4);
+    crate::error::check_shape(operation, "gates", &[n_batch, 4 * n], &[gates.0, gates.1])?;
+    for &dims in others.iter().chain(cell_prev.as_ref()) {
+        host::same(operation, "state", (n_batch, n), dims)?;
+    }
+    Ok((n_batch, n))
+}

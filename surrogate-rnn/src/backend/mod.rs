@@ -1,0 +1,306 @@
+//! The compute backend the layers run on.
+//!
+//! A layer asks one [`Backend`] value for everything it computes: matrices from a
+//! reusable pool, matrix products with transposes and accumulation, the fused elementwise
+//! gate passes (each forward with its backward), bias-gradient reductions, and the linear
+//! recurrence (through [`scan_core::LinearScan`]). Layers never touch ndarray's arithmetic
+//! themselves, so a faster GEMM, a GPU or another storage type is one new implementation
+//! of this trait, not an edit of every layer.
+//!
+//! Two implementations ship:
+//!
+//! * [`CpuBackend`]: ndarray/matrixmultiply products, rayon-parallel fused passes, buffers
+//!   from a pool that is kept from one training step to the next. What the models use.
+//! * [`ReferenceBackend`]: plain serial loops that compute in `f64` whatever `E` is. The
+//!   oracle of the conformance suite ([`conformance`]) that every backend must pass.
+//!
+//! # Data
+//!
+//! Activations are `(rows, cols)` matrices (`rows = T·B`, time-major: the `B` rows of step
+//! `t` are rows `t·B..(t+1)·B`). A backend names its own storage through associated
+//! types — [`Backend::Matrix`] (owned), [`Backend::View`] and [`Backend::ViewMut`]
+//! (borrowed, possibly strided sub-blocks) — so a device implementation keeps activations
+//! on the device from the first layer to the head; the CPU backends use ndarray's
+//! `Array2`/`ArrayView2`/`ArrayViewMut2`. Parameters live in host memory (the optimizer and
+//! checkpoints read them there) and reach a backend as host views through
+//! [`Backend::host`] / [`Backend::host_mut`]: a device backend stages those (they are
+//! small next to the activations) or keeps cached device copies.
+//!
+//! Every operation checks the shapes it is given and answers a mismatch with
+//! [`ModelError::ShapeMismatch`]: no call panics.
+
+mod cpu;
+pub(crate) mod host;
+mod reference;
+
+pub mod conformance;
+
+pub use cpu::CpuBackend;
+pub use reference::ReferenceBackend;
+
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+
+use crate::{ModelError, Real};
+
+/// Whether a matrix operand of [`Backend::matmul`] is used as is or transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transpose {
+    /// `A`.
+    No,
+    /// `Aᵀ`.
+    Yes,
+}
+
+/// The activation of a gate's candidate value in a decay-gated pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Candidate {
+    /// `tanh` (GILR, GILR-LSTM's `j`, QRNN's `z`).
+    Tanh,
+    /// No activation (SRU's `x̃`).
+    Identity,
+}
+
+/// Which state a layer's scan starts from and which gradient its last state receives.
+#[derive(Clone, Copy, Debug)]
+pub struct ScanEnds<V> {
+    /// The state before the first step, `(B, n)`; `None` means zeros.
+    pub initial: Option<V>,
+    /// An extra gradient on the last step's state, `(B, n)`; `None` means zeros.
+    pub grad_last: Option<V>,
+}
+
+/// What a layer computes with: buffers, products, fused gate passes, reductions, scans.
+///
+/// Shapes are `(rows, cols)`. Gate passes work elementwise on equally shaped matrices;
+/// a bias is a `(1, n)` row added to every row. Every method returns
+/// [`ModelError::ShapeMismatch`] for operands that do not fit together.
+pub trait Backend<E: Real> {
+    /// An owned `(rows, cols)` matrix in this backend's memory.
+    type Matrix;
+    /// A read-only view of a matrix or of a block of one.
+    type View<'a>: Copy;
+    /// A mutable view of a matrix or of a block of one.
+    type ViewMut<'a>;
+
+    // --- Buffers and views -------------------------------------------------------------
+
+    /// A matrix of zeros (from the pool where there is one).
+    fn zeros(&self, rows: usize, cols: usize) -> Result<Self::Matrix, ModelError>;
+    /// A matrix whose contents are unspecified: the caller writes every element first.
+    fn scratch(&self, rows: usize, cols: usize) -> Result<Self::Matrix, ModelError>;
+    /// Gives a matrix back to the pool (or frees it).
+    fn recycle(&self, matrix: Self::Matrix);
+    /// A view of a whole matrix.
+    fn view<'a>(&self, matrix: &'a Self::Matrix) -> Self::View<'a>;
+    /// A mutable view of a whole matrix.
+    fn view_mut<'a>(&self, matrix: &'a mut Self::Matrix) -> Self::ViewMut<'a>;
+    /// A shorter-lived mutable view of the same block (to pass it on and keep it).
+    fn reborrow<'b>(&self, view: &'b mut Self::ViewMut<'_>) -> Self::ViewMut<'b>;
+    /// A shorter-lived copy of a view (views are invariant in their lifetime).
+    fn shorten<'b>(&self, view: &'b Self::View<'_>) -> Self::View<'b>;
+    /// `(rows, cols)` of a view.
+    fn dims(&self, view: Self::View<'_>) -> (usize, usize);
+    /// `(rows, cols)` of an owned matrix.
+    fn matrix_dims(&self, matrix: &Self::Matrix) -> (usize, usize);
+    /// Rows `start..start + len` of a view.
+    fn rows<'a>(
+        &self,
+        view: Self::View<'a>,
+        start: usize,
+        len: usize,
+    ) -> Result<Self::View<'a>, ModelError>;
+    /// Rows `start..start + len` of a mutable view.
+    fn rows_mut<'a>(
+        &self,
+        view: Self::ViewMut<'a>,
+        start: usize,
+        len: usize,
+    ) -> Result<Self::ViewMut<'a>, ModelError>;
+    /// Columns `start..start + len` of a view (a gate block of a weight matrix).
+    fn columns<'a>(
+        &self,
+        view: Self::View<'a>,
+        start: usize,
+        len: usize,
+    ) -> Result<Self::View<'a>, ModelError>;
+    /// Columns `start..start + len` of a mutable view.
+    fn columns_mut<'a>(
+        &self,
+        view: Self::ViewMut<'a>,
+        start: usize,
+        len: usize,
+    ) -> Result<Self::ViewMut<'a>, ModelError>;
+    // --- Host memory -------------------------------------------------------------------
+
+    /// A host array (a parameter, a dense input) as an operand.
+    fn host<'a>(&self, array: ArrayView2<'a, E>) -> Self::View<'a>;
+    /// A host array (a parameter gradient) as a destination.
+    fn host_mut<'a>(&self, array: ArrayViewMut2<'a, E>) -> Self::ViewMut<'a>;
+    /// Moves a host array into this backend's memory (free for host backends).
+    fn upload(&self, array: Array2<E>) -> Self::Matrix;
+    /// Copies a view to a new host array.
+    fn download(&self, view: Self::View<'_>) -> Array2<E>;
+
+    // --- Copies, sums, products --------------------------------------------------------
+
+    /// `dst = src`.
+    fn copy(&self, src: Self::View<'_>, dst: Self::ViewMut<'_>) -> Result<(), ModelError>;
+    /// `dst += src`.
+    fn add_assign(&self, src: Self::View<'_>, dst: Self::ViewMut<'_>) -> Result<(), ModelError>;
+    /// Every row of `dst` set to the `(1, n)` row `row`.
+    fn fill_rows(&self, row: Self::View<'_>, dst: Self::ViewMut<'_>) -> Result<(), ModelError>;
+    /// `c = op(a)·op(b)`, or `c += op(a)·op(b)` when `accumulate`.
+    fn matmul(
+        &self,
+        a: Self::View<'_>,
+        transpose_a: Transpose,
+        b: Self::View<'_>,
+        transpose_b: Transpose,
+        c: Self::ViewMut<'_>,
+        accumulate: bool,
+    ) -> Result<(), ModelError>;
+    /// `dst += Σ_rows src` into a `(1, n)` row: the gradient of a bias.
+    fn add_column_sums(
+        &self,
+        src: Self::View<'_>,
+        dst: Self::ViewMut<'_>,
+    ) -> Result<(), ModelError>;
+    /// Embedding lookup: row `r` of `out` is `scale[r]·table[index[r]]` (`scale` is
+    /// `(rows, 1)`, every index `< table rows`).
+    fn embed(
+        &self,
+        table: Self::View<'_>,
+        index: &[u32],
+        scale: Self::View<'_>,
+        out: Self::ViewMut<'_>,
+    ) -> Result<(), ModelError>;
+    /// Backward of [`Backend::embed`]: `grad_table[index[r]] += scale[r]·grad_out[r]`, in
+    /// row order (deterministic).
+    fn embed_backward(
+        &self,
+        grad_out: Self::View<'_>,
+        index: &[u32],
+        scale: Self::View<'_>,
+        grad_table: Self::ViewMut<'_>,
+    ) -> Result<(), ModelError>;
+
+    // --- Fused gate passes -------------------------------------------------------------
+
+    /// The gates of a decay-gated scan, in place: `f = σ(f + b_f)`, `v = act(v + b_v)`,
+    /// and `impulse = (1 − f) ⊙ v`.
+    #[allow(clippy::too_many_arguments)]
+    fn decay_gates(
+        &self,
+        decay: Self::ViewMut<'_>,
+        decay_bias: Self::View<'_>,
+        candidate: Self::ViewMut<'_>,
+        candidate_bias: Self::View<'_>,
+        activation: Candidate,
+        impulse: Self::ViewMut<'_>,
+    ) -> Result<(), ModelError>;
+    /// Backward of [`Backend::decay_gates`]: given the activated `f`, `v` and the scan's
+    /// `∂decay`, `∂impulse`, overwrites `f`, `v` with the gradients of their
+    /// pre-activations: `∂P_f = (∂decay − ∂impulse ⊙ v)⊙σ'`, `∂P_v = ∂impulse ⊙ (1 − f)⊙act'`.
+    fn decay_gates_backward(
+        &self,
+        decay: Self::ViewMut<'_>,
+        candidate: Self::ViewMut<'_>,
+        activation: Candidate,
+        grad_decay: Self::View<'_>,
+        grad_impulse: Self::View<'_>,
+    ) -> Result<(), ModelError>;
+    /// The gates of an input-gated scan, in place: `f = σ(f + b_f)`, `i = σ(i + b_i)`,
+    /// `z = tanh(z + b_z)`, and `impulse = i ⊙ z`.
+    #[allow(clippy::too_many_arguments)]
+    fn input_gates(
+        &self,
+        forget: Self::ViewMut<'_>,
+        forget_bias: Self::View<'_>,
+        input: Self::ViewMut<'_>,
+        input_bias: Self::View<'_>,
+        candidate: Self::ViewMut<'_>,
+        candidate_bias: Self::View<'_>,
+        impulse: Self::ViewMut<'_>,
+    ) -> Result<(), ModelError>;
+    /// Backward of [`Backend::input_gates`]: overwrites `f, i, z` with `∂P_f = ∂decay⊙σ'`,
+    /// `∂P_i = ∂impulse ⊙ z ⊙ σ'`, `∂P_z = ∂impulse ⊙ i ⊙ tanh'`.
+    fn input_gates_backward(
+        &self,
+        forget: Self::ViewMut<'_>,
+        input: Self::ViewMut<'_>,
+        candidate: Self::ViewMut<'_>,
+        grad_decay: Self::View<'_>,
+        grad_impulse: Self::View<'_>,
+    ) -> Result<(), ModelError>;
+    /// An output gate, in place: `o = σ(o + b_o)`, `out = o ⊙ c`, or with a highway
+    /// `skip` input `x`: `out = o ⊙ c + (1 − o) ⊙ x`.
+    fn output_gate(
+        &self,
+        gate: Self::ViewMut<'_>,
+        bias: Self::View<'_>,
+        cell: Self::View<'_>,
+        skip: Option<Self::View<'_>>,
+        out: Self::ViewMut<'_>,
+    ) -> Result<(), ModelError>;
+    /// Backward of [`Backend::output_gate`]: writes `∂c = ∂out ⊙ o`, `∂x = ∂out ⊙ (1 − o)`
+    /// (with a skip) and overwrites `o` with `∂P_o = ∂out ⊙ (c − x) ⊙ σ'`.
+    #[allow(clippy::too_many_arguments)]
+    fn output_gate_backward(
+        &self,
+        gate: Self::ViewMut<'_>,
+        cell: Self::View<'_>,
+        skip: Option<Self::View<'_>>,
+        grad_out: Self::View<'_>,
+        grad_cell: Self::ViewMut<'_>,
+        grad_skip: Option<Self::ViewMut<'_>>,
+    ) -> Result<(), ModelError>;
+    /// One LSTM step for `(B, 4n)` pre-activations `[f i o z]`, in place: the gates are
+    /// activated, `c = f ⊙ c_prev + i ⊙ z` (`c_prev = 0` when `None`), `h = o ⊙ tanh c`.
+    fn lstm_cell(
+        &self,
+        gates: Self::ViewMut<'_>,
+        cell_prev: Option<Self::View<'_>>,
+        cell: Self::ViewMut<'_>,
+        out: Self::ViewMut<'_>,
+    ) -> Result<(), ModelError>;
+    /// Backward of one LSTM step: `∂h = grad_out + grad_recurrent`; `grad_cell` holds
+    /// `∂c_{t+1}⊙f_{t+1}` on entry and `∂c_t⊙f_t` on return; the gates are overwritten with
+    /// the gradients of their pre-activations.
+    #[allow(clippy::too_many_arguments)]
+    fn lstm_cell_backward(
+        &self,
+        gates: Self::ViewMut<'_>,
+        cell: Self::View<'_>,
+        cell_prev: Option<Self::View<'_>>,
+        grad_out: Self::View<'_>,
+        grad_recurrent: Self::View<'_>,
+        grad_cell: Self::ViewMut<'_>,
+    ) -> Result<(), ModelError>;
+
+    // --- The linear recurrence ---------------------------------------------------------
+
+    /// `state_t = decay_t ⊙ state_{t−1} + impulse_t` over `n_steps` blocks of rows, from
+    /// `ends.initial` (the `grad_last` of `ends` is ignored).
+    fn scan(
+        &self,
+        n_steps: usize,
+        decay: Self::View<'_>,
+        impulse: Self::View<'_>,
+        ends: ScanEnds<Self::View<'_>>,
+        state: Self::ViewMut<'_>,
+    ) -> Result<(), ModelError>;
+    /// Backward of [`Backend::scan`]: writes `∂decay`, `∂impulse` and, if asked for,
+    /// `∂initial`.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_backward(
+        &self,
+        n_steps: usize,
+        decay: Self::View<'_>,
+        state: Self::View<'_>,
+        ends: ScanEnds<Self::View<'_>>,
+        grad_state: Self::View<'_>,
+        grad_decay: Self::ViewMut<'_>,
+        grad_impulse: Self::ViewMut<'_>,
+        grad_initial: Option<Self::ViewMut<'_>>,
+    ) -> Result<(), ModelError>;
+}

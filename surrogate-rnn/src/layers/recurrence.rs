@@ -1,0 +1,295 @@
+//! The part every recurrent layer shares: checking a call, taking the incoming state and
+//! the cache apart, and putting the results together; each layer supplies only its
+//! equations ([`Recurrence::run`], [`Recurrence::run_backward`]).
+
+use super::primitives::ScanGrad;
+use super::{
+    check_backward, check_forward, copy_state, LayerCache, LayerGrads, LayerOutput, LayerState,
+};
+use crate::backend::{Backend, ScanEnds};
+use crate::{ModelError, Parameters, Real};
+
+/// What every layer file uses: the primitives, the recurrence contract, the backend and
+/// the parameter types.
+pub(crate) mod prelude {
+    pub(crate) use super::super::primitives::*;
+    pub(crate) use super::super::{
+        copy_matrix, last_step, recycle, rows_of_each, rows_of_each_ref,
+    };
+    pub(crate) use super::{ran, Back, BackRun, Forward, Grads, Recurrence, Run};
+    pub(crate) use crate::backend::{Backend, Candidate, Transpose};
+    pub(crate) use crate::init::Initializer;
+    pub(crate) use crate::param::{ParamVisitor, ParamVisitorMut};
+    pub(crate) use crate::{ModelError, Param, Parameters, Real};
+}
+
+/// The result of [`Recurrence::run`].
+pub(crate) type Forward<E, B> = Result<Ran<<B as Backend<E>>::Matrix>, ModelError>;
+
+/// The result of [`Recurrence::run_backward`].
+pub(crate) type Back<E, B> = Result<Grads<<B as Backend<E>>::Matrix>, ModelError>;
+
+/// A checked forward call: the input `(T·B, m)` and the incoming state's parts.
+pub(crate) struct Run<'a, E: Real, B: Backend<E>> {
+    pub(crate) x: B::View<'a>,
+    pub(crate) n_steps: usize,
+    pub(crate) n_batch: usize,
+    initial: Option<Vec<B::View<'a>>>,
+}
+
+/// A checked backward call: the forward call's input and output, ∂L/∂output, the cached
+/// buffers, the incoming state and ∂L/∂(final state).
+pub(crate) struct BackRun<'a, E: Real, B: Backend<E>> {
+    pub(crate) x: B::View<'a>,
+    pub(crate) h: B::View<'a>,
+    pub(crate) grad_h: B::View<'a>,
+    pub(crate) n_steps: usize,
+    pub(crate) n_batch: usize,
+    pub(crate) buffers: Vec<B::Matrix>,
+    initial: Option<Vec<B::View<'a>>>,
+    grad_final: Option<Vec<B::View<'a>>>,
+}
+
+/// Part `k` of an optional list of state views.
+fn part<V: Copy>(parts: &Option<Vec<V>>, k: usize) -> Option<V> {
+    parts.as_ref().and_then(|p| p.get(k).copied())
+}
+
+impl<'a, E: Real, B: Backend<E>> Run<'a, E, B> {
+    /// `T·B`.
+    pub(crate) fn rows(&self) -> usize {
+        self.n_steps * self.n_batch
+    }
+
+    /// Part `k` of the incoming state (`None`: zeros).
+    pub(crate) fn initial(&self, k: usize) -> Option<B::View<'a>> {
+        part(&self.initial, k)
+    }
+}
+
+impl<'a, E: Real, B: Backend<E>> BackRun<'a, E, B> {
+    /// `T·B`.
+    pub(crate) fn rows(&self) -> usize {
+        self.n_steps * self.n_batch
+    }
+
+    /// Part `k` of the incoming state of the forward pass.
+    pub(crate) fn initial(&self, k: usize) -> Option<B::View<'a>> {
+        part(&self.initial, k)
+    }
+
+    /// Part `k` of ∂L/∂(final state).
+    pub(crate) fn grad_final(&self, k: usize) -> Option<B::View<'a>> {
+        part(&self.grad_final, k)
+    }
+
+    /// The backward input of a scan primitive whose states are `state`, with part `k` of
+    /// the incoming state and of ∂L/∂(final state) as its ends.
+    pub(crate) fn scan_grad<'s>(
+        &'s self,
+        b: &B,
+        state: B::View<'s>,
+        grad_state: B::View<'s>,
+        k: usize,
+    ) -> ScanGrad<B::View<'s>> {
+        let short = |parts: &'s Option<Vec<B::View<'a>>>| {
+            parts.as_ref().and_then(|p| p.get(k)).map(|v| b.shorten(v))
+        };
+        let ends = ScanEnds {
+            initial: short(&self.initial),
+            grad_last: short(&self.grad_final),
+        };
+        ScanGrad {
+            state,
+            ends,
+            grad_state,
+            want_initial: self.initial.is_some(),
+        }
+    }
+
+    /// Whether the forward pass started from a given state (so its gradient is wanted).
+    pub(crate) fn has_initial(&self) -> bool {
+        self.initial.is_some()
+    }
+
+    /// The cached buffers, checked to be `N`.
+    pub(crate) fn take_buffers<const N: usize>(&mut self) -> Result<[B::Matrix; N], ModelError> {
+        std::mem::take(&mut self.buffers)
+            .try_into()
+            .map_err(|_| ModelError::InvalidInput {
+                operation: "Layer::backward",
+                reason: "the cache holds another number of buffers".into(),
+            })
+    }
+}
+
+/// What a layer's forward computation returns.
+pub(crate) struct Ran<M> {
+    pub(crate) output: M,
+    pub(crate) buffers: Vec<M>,
+    pub(crate) state: Vec<M>,
+}
+
+/// `Ok(Ran { output, buffers, state })`.
+pub(crate) fn ran<M>(output: M, buffers: Vec<M>, state: Vec<M>) -> Result<Ran<M>, ModelError> {
+    Ok(Ran {
+        output,
+        buffers,
+        state,
+    })
+}
+
+/// What a layer's backward computation returns: ∂L/∂input and, when the forward pass
+/// had an incoming state, its gradient.
+pub(crate) struct Grads<M> {
+    pub(crate) input: M,
+    pub(crate) initial: Option<Vec<M>>,
+}
+
+/// A recurrent layer as its equations: the [`Layer`] implementation around them is shared.
+pub(crate) trait Recurrence<E: Real>: Parameters<E> {
+    /// `(m, n)`.
+    fn sizes(&self) -> (usize, usize);
+
+    /// The `(rows, cols)` of each state part.
+    fn parts(&self, n_batch: usize) -> Vec<(usize, usize)>;
+
+    /// The forward equations.
+    fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Forward<E, B>;
+
+    /// The backward equations.
+    fn run_backward<B: Backend<E>>(&mut self, b: &B, run: BackRun<'_, E, B>) -> Back<E, B>;
+}
+
+fn views<'a, E: Real, B: Backend<E>>(
+    b: &B,
+    state: Option<&'a LayerState<B::Matrix>>,
+) -> Option<Vec<B::View<'a>>> {
+    state.map(|s| s.parts.iter().map(|p| b.view(p)).collect())
+}
+
+/// The [`Layer`] methods of a [`Recurrence`], written once.
+macro_rules! layer_from_recurrence {
+    ($layer:ident: $($field:ident),+) => {
+        params_from_fields!($layer: $($field),+);
+
+        impl<E: Real> $crate::layers::Layer<E> for $layer<E> {
+            fn input_size(&self) -> usize {
+                $crate::layers::recurrence::Recurrence::sizes(self).0
+            }
+
+            fn output_size(&self) -> usize {
+                $crate::layers::recurrence::Recurrence::sizes(self).1
+            }
+
+            fn state_dims(&self, n_batch: usize) -> Vec<(usize, usize)> {
+                $crate::layers::recurrence::Recurrence::parts(self, n_batch)
+            }
+
+            fn forward<'a, B: $crate::backend::Backend<E>>(
+                &self,
+                b: &B,
+                x: B::View<'a>,
+                n_batch: usize,
+                initial: Option<&'a $crate::layers::LayerState<B::Matrix>>,
+            ) -> Result<$crate::layers::LayerOutput<B::Matrix>, ModelError> {
+                $crate::layers::recurrence::forward(self, stringify!($layer), b, x, n_batch, initial)
+            }
+
+            fn backward<'a, B: $crate::backend::Backend<E>>(
+                &mut self,
+                b: &B,
+                x: B::View<'a>,
+                h: B::View<'a>,
+                cache: $crate::layers::LayerCache<B::Matrix>,
+                grad_h: B::View<'a>,
+                grad_final: Option<&'a $crate::layers::LayerState<B::Matrix>>,
+            ) -> Result<$crate::layers::LayerGrads<B::Matrix>, ModelError> {
+                $crate::layers::recurrence::backward(self, stringify!($layer), (b, x, h), cache, grad_h, grad_final)
+            }
+        }
+    };
+}
+
+/// [`Layer::forward`] of a [`Recurrence`]: checks, the layer's equations, the cache.
+pub(crate) fn forward<'a, E: Real, L: Recurrence<E>, B: Backend<E>>(
+    layer: &L,
+    name: &'static str,
+    b: &B,
+    x: B::View<'a>,
+    n_batch: usize,
+    initial: Option<&'a LayerState<B::Matrix>>,
+) -> Result<LayerOutput<B::Matrix>, ModelError> {
+    let (m, _) = layer.sizes();
+    let state = initial.map(|s| (s, layer.parts(n_batch)));
+    let n_steps = check_forward(b, name, x, n_batch, m, state)?;
+    let run = Run {
+        x,
+        n_steps,
+        n_batch,
+        initial: views(b, initial),
+    };
+    let Ran {
+        output,
+        buffers,
+        state,
+    } = layer.run(b, run)?;
+    let initial = initial.map(|s| copy_state(b, s)).transpose()?;
+    let cache = LayerCache {
+        layer: name,
+        n_steps,
+        n_batch,
+        buffers,
+        initial,
+    };
+    Ok(LayerOutput {
+        output,
+        cache,
+        state: LayerState::new(state),
+    })
+}
+
+/// [`Layer::backward`] of a [`Recurrence`]: checks, the cache taken apart, the layer's
+/// backward equations.
+pub(crate) fn backward<'a, E: Real, L: Recurrence<E>, B: Backend<E>>(
+    layer: &mut L,
+    name: &'static str,
+    (b, x, h): (&B, B::View<'a>, B::View<'a>),
+    cache: LayerCache<B::Matrix>,
+    grad_h: B::View<'a>,
+    grad_final: Option<&'a LayerState<B::Matrix>>,
+) -> Result<LayerGrads<B::Matrix>, ModelError> {
+    let (m, n) = layer.sizes();
+    let finals = grad_final.map(|s| (s, layer.parts(cache.n_batch)));
+    let dims = check_backward(b, name, &cache, x, m, h, grad_h, n, finals)?;
+    if cache.layer != name {
+        return Err(ModelError::InvalidInput {
+            operation: "Layer::backward",
+            reason: format!(
+                "the cache comes from a {} layer, not a {}",
+                cache.layer, name
+            ),
+        });
+    }
+    let LayerCache {
+        buffers, initial, ..
+    } = cache;
+    let run = BackRun {
+        x: b.shorten(&x),
+        h: b.shorten(&h),
+        grad_h: b.shorten(&grad_h),
+        n_steps: dims.0,
+        n_batch: dims.1,
+        buffers,
+        initial: views(b, initial.as_ref()),
+        grad_final: grad_final.map(|s| s.parts.iter().map(|p| b.view(p)).collect()),
+    };
+    let grads = layer.run_backward(b, run)?;
+    if let Some(initial) = initial {
+        super::recycle(b, initial.parts);
+    }
+    Ok(LayerGrads {
+        input: grads.input,
+        initial: grads.initial.map(LayerState::new),
+    })
+}
