@@ -534,7 +534,7 @@ impl RnnBenchArgs {
         if let Some(t) = self
             .steps
             .iter()
-            .find(|&&t| self.events % t != 0 || t > self.events)
+            .find(|&&t| !self.events.is_multiple_of(t) || t > self.events)
         {
             bail!(
                 "T = {t} does not divide --events {}: the minibatch B = events / T must be whole",

@@ -241,7 +241,7 @@ fn not_scannable(dims: (usize, usize), n_steps: usize) -> ModelError {
 }
 
 fn check_steps(rows: usize, n_steps: usize) -> Result<(), ModelError> {
-    if n_steps == 0 || rows % n_steps != 0 {
+    if n_steps == 0 || !rows.is_multiple_of(n_steps) {
         return Err(ModelError::InvalidInput {
             operation: "Backend::scan",
             reason: format!("{rows} rows do not split into {n_steps} steps"),
