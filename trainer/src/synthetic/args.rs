@@ -363,9 +363,6 @@ impl SyntheticArgs {
             );
         }
         limits::check_threads(self.threads)?;
-        self.model_config()
-            .validate()
-            .context("the model configuration is impossible")?;
         let needed = self
             .training_memory_bytes()
             .context("the configuration is impossible")?;
@@ -383,6 +380,10 @@ impl SyntheticArgs {
             needed,
             "reduce --batch, --hidden, --dim or --seq-len",
         )?;
+        // After the memory check, whose message says what to reduce.
+        self.model_config()
+            .validate()
+            .context("the model configuration is impossible")?;
         SyntheticTask::new(self.seq_len, self.dim).context("--dim or --seq-len")?;
         Ok(())
     }

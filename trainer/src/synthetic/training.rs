@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use scan_core::LinearScan;
-use surrogate_rnn::{save_checkpoint, Adam, Classifier, ModelError, ModelInput, SyntheticTask};
+use surrogate_rnn::{
+    save_checkpoint, softmax_cross_entropy, Adam, Classifier, ModelError, ModelInput, SyntheticTask,
+};
 
 use super::{Outcome, SyntheticArgs, CURVE_STEM};
 use crate::backend::BackendChoice;
@@ -17,7 +19,7 @@ use crate::plot;
 use crate::resume::{RunSettings, Session, CHECKPOINT_FILE, SUMMARY_FILE};
 use crate::schedule::{Action, Rules, Schedule, StepOutcome};
 use crate::summary::{learning_curve, print_summary, StageSummary, StopReason, Summary};
-use crate::{atomic, interrupt, system};
+use crate::{atomic, interrupt, limits, system};
 
 /// One session of a run: the model, its optimizer and schedule, and the run folder.
 pub struct Trainer<'a> {
@@ -240,7 +242,7 @@ impl<'a> Trainer<'a> {
             return Ok(stop);
         }
         let every = self.args().checkpoint_every();
-        if every > 0 && self.adam.steps() % every == 0 {
+        if every > 0 && self.adam.steps().is_multiple_of(every) {
             self.save()?;
         }
         Ok(None)
@@ -252,9 +254,6 @@ impl<'a> Trainer<'a> {
     fn evaluate(&mut self, console: &Console) -> Result<Option<f64>> {
         let args = self.args();
         let task = SyntheticTask::new(args.seq_len, args.dim)?;
-        let per_sequence = args.training_memory_bytes()? as f64 / args.batch as f64;
-        let budget = system::available_memory_bytes().map_or(1e9, |b| b as f64 / 4.0);
-        let chunk = ((budget / per_sequence) as usize).clamp(1, 256);
         let eval_seed = args.seed ^ 0x005E_ED0F_E7A1;
         let round = self.schedule.eval_round();
         console.line(format!(
@@ -266,17 +265,28 @@ impl<'a> Trainer<'a> {
         let start = Instant::now();
         let (mut correct, mut seen, mut part) = (0, 0, 0u64);
         while seen < args.eval_sequences {
-            if interrupt::interrupted() {
-                console.line("  evaluation interrupted; it runs again when the run resumes");
-                return Ok(None);
+            let size = EVAL_BATCH.min(args.eval_sequences - seen);
+            let chunk_len = eval_chunk_len(args, size)?;
+            let (labels, chunks) =
+                task.chunks_for_step::<f32>(eval_seed, (round << 32) | part, size, chunk_len);
+            // Streaming: only one chunk of activations and the carried state are held, so
+            // memory does not grow with the sequence length.
+            let mut stream = self.model.stream();
+            for chunk in chunks {
+                if interrupt::interrupted() {
+                    console.line("  evaluation interrupted; it runs again when the run resumes");
+                    return Ok(None);
+                }
+                stream
+                    .feed(self.scan, ModelInput::OneHot(&chunk))
+                    .context("evaluation")?;
             }
-            let size = chunk.min(args.eval_sequences - seen);
-            let batch = task.batch_for_step::<f32>(eval_seed, (round << 32) | part, size);
-            let stats = self
-                .model
-                .evaluate(self.scan, ModelInput::OneHot(&batch.input), &batch.labels)
-                .context("evaluation")?;
-            correct += stats.n_correct;
+            let logits = stream
+                .logits()
+                .context("evaluation: the sequences have no steps")?;
+            correct += softmax_cross_entropy(logits, &labels)
+                .context("evaluation")?
+                .n_correct;
             seen += size;
             part += 1;
         }
@@ -377,4 +387,22 @@ impl<'a> Trainer<'a> {
         }
         Ok(Outcome { summary })
     }
+}
+
+/// Sequences evaluated together. Fixed, so that the sequences an evaluation draws do not
+/// depend on the machine's memory.
+const EVAL_BATCH: usize = 256;
+
+/// Activation memory one chunk of a streaming evaluation may use.
+const EVAL_CHUNK_BYTES: u128 = 256 << 20;
+
+/// Steps per chunk of a streaming evaluation of `batch` sequences: as many as fit in
+/// [`EVAL_CHUNK_BYTES`] by the training-memory estimate (an upper bound for inference).
+fn eval_chunk_len(args: &SyntheticArgs, batch: usize) -> Result<usize> {
+    let config = args.model_config();
+    let per_step = limits::training_bytes(&config, 2, batch)?
+        .saturating_sub(limits::training_bytes(&config, 1, batch)?)
+        .max(1);
+    let fitting = usize::try_from(EVAL_CHUNK_BYTES / per_step).unwrap_or(usize::MAX);
+    Ok(fitting.clamp(1, args.seq_len.max(1)))
 }
