@@ -161,7 +161,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     let mut summary = Vec::new();
     for &n_steps in &options.steps {
-        if n_steps == 0 || EVENTS % n_steps != 0 {
+        if n_steps == 0 || !EVENTS.is_multiple_of(n_steps) {
             eprintln!("skipping T = {n_steps}: it must divide {EVENTS}");
             continue;
         }

@@ -165,7 +165,7 @@ impl Inputs {
     }
 
     fn get(&self, k: usize) -> ModelInput<'_, f64> {
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             ModelInput::Dense(self.dense[(k / 2) % self.dense.len()].view())
         } else {
             ModelInput::OneHot(&self.one_hot[(k / 2) % self.one_hot.len()])
