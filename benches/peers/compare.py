@@ -61,10 +61,14 @@ def main():
     parser.add_argument("--ours", required=True, help="path of the peer_timing example")
     parser.add_argument("--python", required=True, help="python with jax installed")
     parser.add_argument("--quick", action="store_true", help="three small configurations")
+    parser.add_argument("--set", choices=["all", "issue", "table2"], default="all",
+                        help="the issue's configurations, Table 2's, or both (default)")
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
-    configs = QUICK_CONFIGS if args.quick else ISSUE_CONFIGS + TABLE2_CONFIGS
+    sets = {"all": ISSUE_CONFIGS + TABLE2_CONFIGS, "issue": ISSUE_CONFIGS,
+            "table2": TABLE2_CONFIGS}
+    configs = QUICK_CONFIGS if args.quick else sets[args.set]
     jax_script = os.path.join(HERE, "jax_models.py")
     rows = []
     print(f"# Training step, seconds (median of {args.iterations}); {cpu_name()}, "
