@@ -60,20 +60,28 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ours", required=True, help="path of the peer_timing example")
     parser.add_argument("--python", required=True, help="python with jax installed")
+    parser.add_argument("--before", help="another build of peer_timing (e.g. before a change), "
+                        "timed in the same run and shown in its own column")
     parser.add_argument("--quick", action="store_true", help="three small configurations")
+    parser.add_argument("--set", choices=["all", "issue", "table2"], default="all",
+                        help="the issue's configurations, Table 2's, or both (default)")
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
-    configs = QUICK_CONFIGS if args.quick else ISSUE_CONFIGS + TABLE2_CONFIGS
+    sets = {"all": ISSUE_CONFIGS + TABLE2_CONFIGS, "issue": ISSUE_CONFIGS,
+            "table2": TABLE2_CONFIGS}
+    configs = QUICK_CONFIGS if args.quick else sets[args.set]
     jax_script = os.path.join(HERE, "jax_models.py")
     rows = []
     print(f"# Training step, seconds (median of {args.iterations}); {cpu_name()}, "
           f"{os.cpu_count()} logical CPUs")
-    print("| model | T | n | batch | input | ours | JAX serial scan | JAX associative scan "
-          "| ours / JAX best |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    before_head = ("| before | ", "---:|") if args.before else ("| ", "")
+    print(f"| model | T | n | batch | input {before_head[0]}ours | JAX serial scan "
+          "| JAX associative scan | ours / JAX best |")
+    print(f"|---|---:|---:|---:|---:|{before_head[1]}---:|---:|---:|---:|")
     for config in configs:
         common = config_args(*config, args.iterations)
+        before = run_json([args.before] + common)["median_s"] if args.before else None
         ours = run_json([args.ours] + common)["median_s"]
         serial = run_json([args.python, jax_script] + common + ["--scan", "serial"])
         peers = {"serial": serial["median_s"]}
@@ -83,12 +91,13 @@ def main():
         best = min(peers.values())
         model, steps, hidden, batch, n_input, _ = config
         associative = peers.get("associative")
-        print(f"| {model} | {steps} | {hidden} | {batch} | {n_input} | {ours:.4f} | "
+        before_cell = "" if before is None else f"{before:.4f} | "
+        print(f"| {model} | {steps} | {hidden} | {batch} | {n_input} | {before_cell}{ours:.4f} | "
               f"{peers['serial']:.4f} | "
               f"{'—' if associative is None else f'{associative:.4f}'} | {ours / best:.2f} |",
               flush=True)
         rows.append({"model": model, "steps": steps, "hidden": hidden, "batch": batch,
-                     "input": n_input, "ours_s": ours, "jax_serial_s": peers["serial"],
+                     "input": n_input, "before_s": before, "ours_s": ours, "jax_serial_s": peers["serial"],
                      "jax_associative_s": associative, "ratio_to_best": ours / best,
                      "jax": serial["jax"]})
     if args.json:

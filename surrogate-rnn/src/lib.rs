@@ -70,7 +70,7 @@ mod workspace;
 
 pub use adam::{Adam, AdamConfig, StepReport};
 
-pub use backend::{Backend, CpuBackend, ReferenceBackend};
+pub use backend::{Backend, CpuBackend, ReferenceBackend, Subnormals};
 pub use checkpoint::{
     load_checkpoint, load_checkpoint_into, read_checkpoint_meta, save_checkpoint, CheckpointMeta,
 };

@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use scan_cpu::{Parallel, Serial};
 use surrogate_rnn::backend::conformance::{check_backend, Case};
-use surrogate_rnn::CpuBackend;
+use surrogate_rnn::{CpuBackend, Subnormals};
 
 fn cases() -> impl Strategy<Value = Case> {
     (
@@ -106,5 +106,18 @@ fn a_classifier_runs_on_the_reference_backend() {
                 "{layer:?}: {e} vs {a}"
             );
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// IEEE gradual underflow, the non-default mode, conforms too.
+    #[test]
+    fn cpu_backend_with_gradual_underflow_conforms_in_f32(case in cases()) {
+        let scan = Parallel::default();
+        let backend = CpuBackend::new(&scan).with_subnormals(Subnormals::Preserve);
+        let result = check_backend::<f32, _>(&backend, &case, 1e-4);
+        prop_assert!(result.is_ok(), "{case:?}: {result:?}");
     }
 }

@@ -18,6 +18,8 @@ pub(super) trait Wide: Lane {
     unsafe fn load512(p: *const Self) -> __m512;
     unsafe fn store512(p: *mut Self, v: __m512);
     unsafe fn mul512(a: __m512, b: __m512) -> __m512;
+    /// `v` with every element below the smallest normal number in magnitude set to zero.
+    unsafe fn flush512(v: __m512) -> __m512;
     /// `a·b + c` with one rounding.
     unsafe fn fma512(a: __m512, b: __m512, c: __m512) -> __m512;
     unsafe fn splat512(v: Self) -> __m512;
@@ -38,6 +40,15 @@ impl Wide for f32 {
     unsafe fn mul512(a: __m512, b: __m512) -> __m512 {
         // SAFETY: AVX-512 F is enabled by the calling kernel.
         unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn flush512(v: __m512) -> __m512 {
+        // SAFETY: AVX-512 F is enabled by the calling kernel.
+        unsafe {
+            let min = _mm512_set1_ps(f32::MIN_POSITIVE);
+            let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(v), min);
+            _mm512_mask_mov_ps(v, tiny, _mm512_setzero_ps())
+        }
     }
     #[inline(always)]
     unsafe fn fma512(a: __m512, b: __m512, c: __m512) -> __m512 {
@@ -66,6 +77,16 @@ impl Wide for f64 {
     unsafe fn mul512(a: __m512, b: __m512) -> __m512 {
         // SAFETY: AVX-512 F is enabled by the calling kernel.
         unsafe { _mm512_castpd_ps(_mm512_mul_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))) }
+    }
+    #[inline(always)]
+    unsafe fn flush512(v: __m512) -> __m512 {
+        // SAFETY: AVX-512 F is enabled by the calling kernel.
+        unsafe {
+            let v = _mm512_castps_pd(v);
+            let min = _mm512_set1_pd(f64::MIN_POSITIVE);
+            let tiny = _mm512_cmp_pd_mask::<_CMP_LT_OQ>(_mm512_abs_pd(v), min);
+            _mm512_castpd_ps(_mm512_mask_mov_pd(v, tiny, _mm512_setzero_pd()))
+        }
     }
     #[inline(always)]
     unsafe fn fma512(a: __m512, b: __m512, c: __m512) -> __m512 {
@@ -178,7 +199,7 @@ pub(super) unsafe fn kernel<L: Wide, const REV: bool, const MODE: u8, const GROU
             }
             let h = L::fma512(a, state, x);
             if MODE == REDUCE {
-                prod = L::mul512(prod, _mm512_permutexvar_ps(last, a));
+                prod = L::flush512(L::mul512(prod, _mm512_permutexvar_ps(last, a)));
             } else {
                 // A non-finite output may be an underflowed product times ∞ (see
                 // `flat_x86`): continue with the serial loop from this register.

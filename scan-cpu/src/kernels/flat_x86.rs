@@ -25,6 +25,9 @@ pub(super) trait Lane: Copy + 'static {
     unsafe fn load(p: *const Self) -> __m256;
     unsafe fn store(p: *mut Self, v: __m256);
     unsafe fn mul(a: __m256, b: __m256) -> __m256;
+    /// `v` with every element below the smallest normal number in magnitude set to zero
+    /// (NaN and infinities kept).
+    unsafe fn flush(v: __m256) -> __m256;
     /// `a·b + c` with one rounding.
     unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256;
     unsafe fn splat(v: Self) -> __m256;
@@ -32,6 +35,8 @@ pub(super) trait Lane: Copy + 'static {
     fn zero() -> Self;
     fn madd(a: Self, b: Self, c: Self) -> Self;
     fn mul1(a: Self, b: Self) -> Self;
+    /// `a`, or zero when it is below the smallest normal number in magnitude.
+    fn flush1(a: Self) -> Self;
 }
 
 impl Lane for f32 {
@@ -50,6 +55,15 @@ impl Lane for f32 {
     unsafe fn mul(a: __m256, b: __m256) -> __m256 {
         // SAFETY: AVX is enabled by the calling kernel's target features.
         unsafe { _mm256_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn flush(v: __m256) -> __m256 {
+        // SAFETY: AVX is enabled by the calling kernel's target features.
+        unsafe {
+            let magnitude = _mm256_andnot_ps(_mm256_set1_ps(-0.0), v);
+            let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(magnitude, _mm256_set1_ps(f32::MIN_POSITIVE));
+            _mm256_andnot_ps(tiny, v)
+        }
     }
     #[inline(always)]
     unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
@@ -75,6 +89,9 @@ impl Lane for f32 {
     fn mul1(a: Self, b: Self) -> Self {
         a * b
     }
+    fn flush1(a: Self) -> Self {
+        super::flush_subnormal(a)
+    }
 }
 
 impl Lane for f64 {
@@ -93,6 +110,16 @@ impl Lane for f64 {
     unsafe fn mul(a: __m256, b: __m256) -> __m256 {
         // SAFETY: AVX is enabled by the calling kernel's target features.
         unsafe { _mm256_castpd_ps(_mm256_mul_pd(_mm256_castps_pd(a), _mm256_castps_pd(b))) }
+    }
+    #[inline(always)]
+    unsafe fn flush(v: __m256) -> __m256 {
+        // SAFETY: AVX is enabled by the calling kernel's target features.
+        unsafe {
+            let v = _mm256_castps_pd(v);
+            let magnitude = _mm256_andnot_pd(_mm256_set1_pd(-0.0), v);
+            let tiny = _mm256_cmp_pd::<_CMP_LT_OQ>(magnitude, _mm256_set1_pd(f64::MIN_POSITIVE));
+            _mm256_castpd_ps(_mm256_andnot_pd(tiny, v))
+        }
     }
     #[inline(always)]
     unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
@@ -123,6 +150,9 @@ impl Lane for f64 {
     #[inline(always)]
     fn mul1(a: Self, b: Self) -> Self {
         a * b
+    }
+    fn flush1(a: Self) -> Self {
+        super::flush_subnormal(a)
     }
 }
 
@@ -502,7 +532,7 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
         state = _mm256_permutevar8x32_ps(h[3], last);
         if MODE == REDUCE {
             // SAFETY: AVX is enabled for this function.
-            prod = unsafe { L::mul(prod, _mm256_permutevar8x32_ps(a[3], last)) };
+            prod = unsafe { L::flush(L::mul(prod, _mm256_permutevar8x32_ps(a[3], last))) };
         }
         k += 4;
     }
@@ -522,7 +552,7 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
         state = _mm256_permutevar8x32_ps(h, last);
         if MODE == REDUCE {
             // SAFETY: AVX is enabled for this function.
-            prod = unsafe { L::mul(prod, _mm256_permutevar8x32_ps(a, last)) };
+            prod = unsafe { L::flush(L::mul(prod, _mm256_permutevar8x32_ps(a, last))) };
         }
         k += 1;
     }
@@ -579,7 +609,7 @@ pub(super) unsafe fn serial_elements<L: Lane, const MODE: u8>(
             let h = L::madd(a, carry[f], *bases.impulse.add(e));
             carry[f] = h;
             if MODE == REDUCE {
-                product[f] = L::mul1(product[f], a);
+                product[f] = L::flush1(L::mul1(product[f], a));
             } else {
                 *bases.out.add(e) = h;
             }

@@ -327,8 +327,29 @@ pub(crate) unsafe fn scan<E: Element>(job: &Job<E>, carry: &mut [E], isa: Isa, k
     unsafe { vertical::scan(job, carry, isa) }
 }
 
+/// `value`, or zero when its magnitude is below the smallest normal number (NaN and
+/// infinities are kept). A running product of decays near 1 that sinks into the subnormal
+/// range can stay there (a subnormal times 0.999 may round back to itself), and without
+/// the CPU's flush-to-zero mode every multiplication with a subnormal costs about a
+/// hundred times a normal one, so the reductions flush their products.
+#[inline(always)]
+pub(crate) fn flush_subnormal<E: Element>(value: E) -> E {
+    if value.abs() < E::min_positive_value() {
+        E::zero()
+    } else {
+        value
+    }
+}
+
 /// Composes the steps of `job` into one affine map per feature: on return `product[f]`
 /// is the product of the decays and `acc[f]` the state reached from zero.
+///
+/// The running product is flushed to zero whenever it falls below the smallest normal
+/// number ([`flush_subnormal`]), as `scan_core`'s chunk maps do: the map then drops
+/// contributions of the entering state below `MIN_POSITIVE · |h_in|` from the state that
+/// the engine's phase 2 passes to the next chunk (within the tolerances of
+/// `scan_core::tolerance`; a product flushed to zero that meets an infinite state gives
+/// NaN there, which phase 4 already answers with the serial loop).
 ///
 /// # Safety
 /// As for [`scan`], except that nothing is written.

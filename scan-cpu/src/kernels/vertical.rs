@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use scan_core::Element;
 
-use super::{InstructionSet, Isa, Job};
+use super::{flush_subnormal, InstructionSet, Isa, Job};
 
 /// Widths above this walk whole rows with the state in memory.
 const WIDE: usize = 64;
@@ -268,7 +268,7 @@ unsafe fn block<E: Element, M: MulAdd, const PASS: u8, const B: usize>(
             }
             if PASS == REDUCE {
                 for f in 0..B {
-                    prod[f] = prod[f] * a[f];
+                    prod[f] = flush_subnormal(prod[f] * a[f]);
                 }
             } else {
                 write(job.out.at(i, col), state);
@@ -313,7 +313,7 @@ unsafe fn rows_wide<E: Element, M: MulAdd, const PASS: u8>(
             }
             if PASS == REDUCE {
                 for (p, &a) in product.iter_mut().zip(a) {
-                    *p = *p * a;
+                    *p = flush_subnormal(*p * a);
                 }
             } else {
                 store_row(job.out.at(i, 0), carry, job.stream);
@@ -351,7 +351,7 @@ unsafe fn strided<E: Element, M: MulAdd>(
                 let h = M::madd(a, carry[f], *job.impulse.at(i, f));
                 carry[f] = h;
                 match pass {
-                    Pass::Reduce => product[f] = product[f] * a,
+                    Pass::Reduce => product[f] = flush_subnormal(product[f] * a),
                     Pass::Scan => *job.out.at(i, f) = h,
                     Pass::ScanFused => {
                         *job.out.at(i, f) = h;

@@ -408,7 +408,7 @@ macro_rules! host_storage {
             mut dst: Self::ViewMut<'_>,
         ) -> Result<(), ModelError> {
             super::host::same("Backend::add_assign", "src", dst.dim(), src.dim())?;
-            dst.zip_mut_with(&src, |d, &s| *d = *d + s);
+            self.serial(|| dst.zip_mut_with(&src, |d, &s| *d = *d + s));
             Ok(())
         }
 
@@ -420,7 +420,9 @@ macro_rules! host_storage {
             ends: super::ScanEnds<Self::View<'_>>,
             state: Self::ViewMut<'_>,
         ) -> Result<(), ModelError> {
-            super::host::scan_forward(self.linear_scan(), n_steps, decay, impulse, ends, state)
+            self.on_pool(|| {
+                super::host::scan_forward(self.linear_scan(), n_steps, decay, impulse, ends, state)
+            })
         }
 
         fn scan_backward(
@@ -434,17 +436,19 @@ macro_rules! host_storage {
             grad_impulse: Self::ViewMut<'_>,
             grad_initial: Option<Self::ViewMut<'_>>,
         ) -> Result<(), ModelError> {
-            super::host::scan_backward(
-                self.linear_scan(),
-                n_steps,
-                decay,
-                state,
-                ends,
-                grad_state,
-                grad_decay,
-                grad_impulse,
-                grad_initial,
-            )
+            self.on_pool(|| {
+                super::host::scan_backward(
+                    self.linear_scan(),
+                    n_steps,
+                    decay,
+                    state,
+                    ends,
+                    grad_state,
+                    grad_decay,
+                    grad_impulse,
+                    grad_initial,
+                )
+            })
         }
 
         fn fill_rows(

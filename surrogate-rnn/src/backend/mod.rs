@@ -10,7 +10,8 @@
 //! Two implementations ship:
 //!
 //! * [`CpuBackend`]: ndarray/matrixmultiply products, rayon-parallel fused passes, buffers
-//!   from a pool that is kept from one training step to the next. What the models use.
+//!   from a pool that is kept from one training step to the next, values below the
+//!   smallest normal number flushed to zero ([`Subnormals`]). What the models use.
 //! * [`ReferenceBackend`]: plain serial loops that compute in `f64` whatever `E` is. The
 //!   oracle of the conformance suite ([`conformance`]) that every backend must pass.
 //!
@@ -32,11 +33,13 @@
 mod cpu;
 pub(crate) mod host;
 mod reference;
+mod subnormal;
 
 pub mod conformance;
 
 pub use cpu::CpuBackend;
 pub use reference::ReferenceBackend;
+pub use subnormal::Subnormals;
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 

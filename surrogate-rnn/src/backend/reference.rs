@@ -19,6 +19,17 @@ impl ReferenceBackend {
     fn linear_scan<E: Real>(&self) -> &dyn scan_core::LinearScan<E> {
         &scan_core::Reference
     }
+
+    /// Runs `work` as is (the shared host code asks every host backend to run its
+    /// arithmetic this way; the oracle keeps IEEE arithmetic on the calling thread).
+    fn serial<R>(&self, work: impl FnOnce() -> R) -> R {
+        work()
+    }
+
+    /// Runs `work` as is, like [`ReferenceBackend::serial`].
+    fn on_pool<R>(&self, work: impl FnOnce() -> R) -> R {
+        work()
+    }
 }
 
 fn f<E: Real>(x: E) -> f64 {
