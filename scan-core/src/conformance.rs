@@ -6,6 +6,9 @@
 //! without h0, both directions, and decays that include exactly 0, exactly 1 and
 //! "hard mode" values in [0.999, 1]. Tolerances are those of [`crate::tolerance`].
 //!
+//! [`check_maps`] and [`check_ieee_maps`] hold the chunk maps (`forward_map`,
+//! `backward_map`) to the same standards.
+//!
 //! The [`check_ieee_forward`] family holds every backend to the serial recurrence's IEEE
 //! result on inputs with ±∞ and NaN (module `ieee`), and [`check_no_panic`] feeds any value
 //! and wrong shapes to the public API.
@@ -23,11 +26,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 mod ieee;
+mod maps;
 
 pub use ieee::{
     check_ieee_backward, check_ieee_backward_data, check_ieee_cases, check_ieee_forward,
     check_ieee_forward_data, check_no_panic, ieee_data, tiny_decay,
 };
+pub use maps::{check_ieee_maps, check_ieee_maps_data, check_map_shape_errors, check_maps};
 
 use crate::tolerance::{
     check_close_1d, check_close_2d, reference_backward_f64, reference_forward_f64,
@@ -1239,6 +1244,16 @@ macro_rules! conformance_suite {
                 check_ieee_backward
             );
             each_dtype!(
+                maps_match_reference_f32,
+                maps_match_reference_f64,
+                check_maps
+            );
+            each_dtype!(
+                ieee_maps_are_the_serial_result_f32,
+                ieee_maps_are_the_serial_result_f64,
+                check_ieee_maps
+            );
+            each_dtype!(
                 no_panic_on_any_input_f32,
                 no_panic_on_any_input_f64,
                 check_no_panic
@@ -1256,6 +1271,8 @@ macro_rules! conformance_suite {
                 let backend = $backend;
                 c::check_shape_errors::<f32, _>(&backend);
                 c::check_shape_errors::<f64, _>(&backend);
+                c::check_map_shape_errors::<f32, _>(&backend);
+                c::check_map_shape_errors::<f64, _>(&backend);
             }
 
             #[test]

@@ -164,6 +164,113 @@ impl Engine {
         }
     }
 
+    /// Composes `job` into the map in `product` and `acc` (see [`kernels::reduce_from`]):
+    /// a chunk reduced to its affine map. Unlike a scan, a reduction split over time costs
+    /// no second pass (each thread reduces its part, the parts are composed in order), so
+    /// narrow problems are split over time from two threads on; wide ones are split over
+    /// features, and small ones run on the calling thread.
+    ///
+    /// # Safety
+    /// As for [`kernels::reduce`].
+    pub unsafe fn reduce<E: Element>(
+        &self,
+        job: &Job<E>,
+        product: &mut [E],
+        acc: &mut [E],
+        scratch: &mut ChunkScratch<E>,
+    ) {
+        let (n, w) = (job.n_rows, job.width);
+        if n == 0 || w == 0 {
+            return;
+        }
+        let threads = self.plan.threads;
+        let small = n * w < self.plan.min_parallel_elems || threads == 1;
+        let columns_contiguous = w > 1 && !job.rows_contiguous() && column_major(job);
+        let (isa, kernels) = (self.isa, self.kernels());
+        let by_features = self.split == Split::FeaturesOnly
+            || if columns_contiguous {
+                w >= 2 * threads
+            } else {
+                w >= threads * self.plan.min_features_per_thread
+            };
+        let block = if columns_contiguous {
+            1
+        } else if small {
+            w
+        } else {
+            w.div_ceil(threads).next_multiple_of(8).min(w)
+        };
+        // SAFETY: for all calls, the caller's contract; blocks are disjoint columns of the job
+        // and reducing writes nothing but `product` and `acc`.
+        let run_block = |(i, (product, acc)): (usize, (&mut [E], &mut [E]))| unsafe {
+            kernels::reduce_from(&job.cols(i * block, acc.len()), product, acc, isa, kernels)
+        };
+        if small || (by_features && w <= block) {
+            let blocks = product.chunks_mut(block).zip(acc.chunks_mut(block));
+            blocks.enumerate().for_each(run_block);
+        } else if by_features {
+            let blocks = product
+                .par_chunks_mut(block)
+                .zip(acc.par_chunks_mut(block))
+                .enumerate();
+            blocks.for_each(run_block);
+        } else if columns_contiguous {
+            for f in 0..w {
+                // SAFETY: column f is inside the job.
+                unsafe {
+                    self.reduce_over_time(
+                        &job.cols(f, 1),
+                        &mut product[f..f + 1],
+                        &mut acc[f..f + 1],
+                        scratch,
+                    )
+                };
+            }
+        } else {
+            // SAFETY: the caller's contract.
+            unsafe { self.reduce_over_time(job, product, acc, scratch) };
+        }
+    }
+
+    /// Reduces `threads` consecutive time chunks of `job` in parallel, then composes their
+    /// maps after `product` and `acc` in order. Where the state entering a chunk is not
+    /// finite, composing could give `0·∞ = NaN` where the serial loop keeps ∞, so the rest
+    /// is reduced serially from that state instead (the serial IEEE result).
+    unsafe fn reduce_over_time<E: Element>(
+        &self,
+        job: &Job<E>,
+        product: &mut [E],
+        acc: &mut [E],
+        scratch: &mut ChunkScratch<E>,
+    ) {
+        let (isa, kernels) = (self.isa, self.kernels());
+        let n = job.n_rows;
+        let n_chunks = self.plan.threads;
+        scratch.prepare(n_chunks, job.width);
+        let begin = |i: usize| n * i / n_chunks;
+        let chunk = |i: usize| job.rows(begin(i), begin(i + 1) - begin(i));
+        scratch
+            .chunks
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(i, c)| {
+                // SAFETY: chunk i is inside the job; reducing writes nothing.
+                unsafe { kernels::reduce(&chunk(i), &mut c.product, &mut c.acc, isa, kernels) }
+            });
+        for (i, c) in scratch.chunks.iter().enumerate() {
+            if !acc.iter().all(|v| v.is_finite()) {
+                // SAFETY: rows begin(i)..n are inside the job.
+                let rest = job.rows(begin(i), n - begin(i));
+                unsafe { kernels::reduce_from(&rest, product, acc, isa, kernels) };
+                return;
+            }
+            for f in 0..acc.len() {
+                acc[f] = c.product[f].mul_add(acc[f], c.acc[f]);
+                product[f] = kernels::flush_subnormal(product[f] * c.product[f]);
+            }
+        }
+    }
+
     /// Feature blocks of `block` columns, in parallel, each one loop over time.
     unsafe fn feature_blocks<E: Element>(&self, job: &Job<E>, carry: &mut [E], block: usize) {
         let kernels = self.kernels();

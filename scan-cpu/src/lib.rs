@@ -62,10 +62,13 @@
 mod engine;
 mod kernels;
 mod machine;
+mod maps;
 mod scratch;
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
-use scan_core::{BackwardProblem, Direction, Element, ForwardProblem, LinearScan, ScanError};
+use scan_core::{
+    BackwardProblem, ChunkMap, Direction, Element, ForwardProblem, LinearScan, ScanError,
+};
 
 use engine::{Engine, Split};
 use kernels::{Fused, Isa, Job, Seq};
@@ -164,6 +167,24 @@ impl<E: Element> LinearScan<E> for Serial {
         backward(self.engine::<E>()?, problem);
         Ok(())
     }
+
+    fn forward_map(
+        &self,
+        decay: ArrayView2<'_, E>,
+        impulse: ArrayView2<'_, E>,
+        direction: Direction,
+    ) -> Result<ChunkMap<E>, ScanError> {
+        maps::forward_map(self.engine::<E>()?, decay, impulse, direction)
+    }
+
+    fn backward_map(
+        &self,
+        decay: ArrayView2<'_, E>,
+        grad_state: ArrayView2<'_, E>,
+        direction: Direction,
+    ) -> Result<ChunkMap<E>, ScanError> {
+        maps::backward_map(self.engine::<E>()?, decay, grad_state, direction)
+    }
 }
 
 impl Serial {
@@ -198,6 +219,24 @@ impl<E: Element> LinearScan<E> for Parallel {
     fn backward_checked(&self, problem: BackwardProblem<'_, '_, E>) -> Result<(), ScanError> {
         backward(self.engine::<E>()?, problem);
         Ok(())
+    }
+
+    fn forward_map(
+        &self,
+        decay: ArrayView2<'_, E>,
+        impulse: ArrayView2<'_, E>,
+        direction: Direction,
+    ) -> Result<ChunkMap<E>, ScanError> {
+        maps::forward_map(self.engine::<E>()?, decay, impulse, direction)
+    }
+
+    fn backward_map(
+        &self,
+        decay: ArrayView2<'_, E>,
+        grad_state: ArrayView2<'_, E>,
+        direction: Direction,
+    ) -> Result<ChunkMap<E>, ScanError> {
+        maps::backward_map(self.engine::<E>()?, decay, grad_state, direction)
     }
 }
 

@@ -141,7 +141,7 @@ fn check_classes_2d<E: Element>(
     Ok(())
 }
 
-fn check_classes_1d<E: Element>(
+pub(super) fn check_classes_1d<E: Element>(
     what: &str,
     case: &Case,
     actual: ArrayView1<'_, E>,
@@ -332,6 +332,7 @@ pub fn check_ieee_cases<E: Element, B: LinearScan<E> + ?Sized>(backend: &B) {
             };
             if let Err(error) = check_ieee_forward_data(backend, &case, &data)
                 .and_then(|()| check_ieee_backward_data(backend, &case, &data))
+                .and_then(|()| super::check_ieee_maps_data(backend, &case, &data))
             {
                 panic!(
                     "{} {}: decays {:e}, impulse {:?}, initial {:?}: {error}",

@@ -198,16 +198,16 @@ pub(super) unsafe fn kernel<L: Wide, const REV: bool, const MODE: u8, const GROU
                 lanes *= 2;
             }
             let h = L::fma512(a, state, x);
+            // A non-finite state may be an underflowed product times ∞ (see `flat_x86`):
+            // continue with the serial loop from this register.
+            let check = L::mul512(h, zero);
+            if _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(check, check) != 0 {
+                serial_from = Some(k);
+                break;
+            }
             if MODE == REDUCE {
                 prod = L::flush512(L::mul512(prod, _mm512_permutexvar_ps(last, a)));
             } else {
-                // A non-finite output may be an underflowed product times ∞ (see
-                // `flat_x86`): continue with the serial loop from this register.
-                let check = L::mul512(h, zero);
-                if _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(check, check) != 0 {
-                    serial_from = Some(k);
-                    break;
-                }
                 L::store512(bases.out.add(o), h);
                 if MODE == SCAN_FUSED {
                     let prev = L::load512(bases.prev_state.add(o));

@@ -499,10 +499,11 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
         }
         (a, x)
     };
-    // Non-finite outputs: the compositions above multiply decays together, and a product
+    // Non-finite states: the compositions above multiply decays together, and a product
     // that underflows to 0 turns an infinite state into NaN where the serial loop keeps the
-    // infinity (see `scan_core`'s contract). So the first register group with a non-finite
-    // output is not written; the job continues from the state before it with the serial
+    // infinity (see `scan_core`'s contract; a reduction owes its state the same classes, as
+    // it is a chunk map's impulse). So the first register group with a non-finite state is
+    // neither written nor composed into the product; the job continues from the state before it with the serial
     // loop, which gives the serial IEEE result by construction. Finite data never pays more
     // than a multiply and an OR per register.
     // SAFETY: AVX is enabled for this function.
@@ -522,7 +523,7 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
             // SAFETY: AVX2 + FMA are enabled for this function.
             h[j] = unsafe { L::fma(a[j], state, x[j]) };
         }
-        if MODE != REDUCE && not_finite(&h) {
+        if not_finite(&h) {
             serial_from = Some(k);
             break;
         }
@@ -544,7 +545,7 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
         });
         // SAFETY: AVX2 + FMA are enabled for this function.
         let h = unsafe { L::fma(a, state, x) };
-        if MODE != REDUCE && not_finite(&[h]) {
+        if not_finite(&[h]) {
             serial_from = Some(k);
             break;
         }

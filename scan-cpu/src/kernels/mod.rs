@@ -362,6 +362,24 @@ pub(crate) unsafe fn reduce<E: Element>(
 ) {
     product.fill(E::one());
     acc.fill(E::zero());
+    // SAFETY: the caller's contract.
+    unsafe { reduce_from(job, product, acc, isa, kernels) }
+}
+
+/// Composes the steps of `job` after the map already in `product` and `acc`: on return
+/// `product` is multiplied by the job's decays (flushed as in [`reduce`]) and `acc` holds
+/// the state reached from its value. Like the serial loop, a state that becomes infinite
+/// or NaN gets the serial loop's IEEE result (the in-register kernels check their states).
+///
+/// # Safety
+/// As for [`reduce`].
+pub(crate) unsafe fn reduce_from<E: Element>(
+    job: &Job<E>,
+    product: &mut [E],
+    acc: &mut [E],
+    isa: Isa,
+    kernels: KernelSet,
+) {
     if job.n_rows == 0 || job.width == 0 {
         return;
     }
