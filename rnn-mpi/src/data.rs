@@ -138,7 +138,7 @@ impl DataParallel {
         } else {
             model.loss_and_grad(scan, input, labels).map(Some)
         };
-        let agreed = self.agree(local, labels.len(), model.n_params())?;
+        let agreed = self.agree_step(local, labels.len(), model.n_params())?;
         let weight = labels.len() as f64 / agreed.n_batch as f64;
         self.reduce_gradients(model, weight, agreed.n_params)?;
         let report = optimizer.step(model)?;
@@ -220,7 +220,7 @@ impl DataParallel {
     }
 
     /// Step 1 of the module doc for a training step.
-    fn agree(
+    fn agree_step(
         &self,
         local: Result<Option<BatchStats>, surrogate_rnn::ModelError>,
         n_local: usize,
@@ -292,6 +292,32 @@ impl DataParallel {
                 n_sequences: n_batch,
             },
             n_params,
+        })
+    }
+
+    /// Every rank learns whether any rank's `status` is an error, before going on to an
+    /// exchange that a failed rank would skip: all return the lowest failing rank's message
+    /// as [`DataParallelError::RankFailed`], or all return `Ok`. Collective.
+    pub fn agree(&self, status: Result<(), String>) -> Result<(), DataParallelError> {
+        let size = self.communicator.size();
+        let local = if status.is_err() {
+            self.communicator.rank()
+        } else {
+            size
+        };
+        let mut lowest = size;
+        self.communicator.all_reduce_into(
+            &local,
+            &mut lowest,
+            mpi::collective::SystemOperation::min(),
+        );
+        if lowest == size {
+            return Ok(());
+        }
+        let message = self.broadcast_message(lowest, status.err());
+        Err(DataParallelError::RankFailed {
+            rank: lowest,
+            message,
         })
     }
 

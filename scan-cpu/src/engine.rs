@@ -236,6 +236,9 @@ impl Engine {
     /// maps after `product` and `acc` in order. Where the state entering a chunk is not
     /// finite, composing could give `0·∞ = NaN` where the serial loop keeps ∞, so the rest
     /// is reduced serially from that state instead (the serial IEEE result).
+    ///
+    /// # Safety
+    /// As for [`kernels::reduce`].
     unsafe fn reduce_over_time<E: Element>(
         &self,
         job: &Job<E>,
@@ -259,8 +262,8 @@ impl Engine {
             });
         for (i, c) in scratch.chunks.iter().enumerate() {
             if !acc.iter().all(|v| v.is_finite()) {
-                // SAFETY: rows begin(i)..n are inside the job.
                 let rest = job.rows(begin(i), n - begin(i));
+                // SAFETY: rows begin(i)..n are inside the job; reducing writes nothing.
                 unsafe { kernels::reduce_from(&rest, product, acc, isa, kernels) };
                 return;
             }

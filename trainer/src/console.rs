@@ -14,13 +14,16 @@ const STATUS_EVERY: Duration = Duration::from_secs(10);
 pub struct Console {
     bar: ProgressBar,
     last_status: Instant,
+    /// Prints nothing at all (the processes of a distributed run other than rank 0).
+    silent: bool,
 }
 
 impl Console {
     /// A bar at `position` of `total` iterations; hidden with `quiet` (and by indicatif
     /// when stderr is not a terminal).
     pub fn progress(total: u64, position: u64, quiet: bool) -> Self {
-        let bar = if quiet {
+        let silent = !crate::distributed::writes_files();
+        let bar = if quiet || silent {
             ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
         } else {
             ProgressBar::new(total)
@@ -37,11 +40,15 @@ impl Console {
         Self {
             bar,
             last_status: Instant::now(),
+            silent,
         }
     }
 
     /// Prints a log line above the bar (or plainly when the bar is hidden).
     pub fn line(&self, text: impl AsRef<str>) {
+        if self.silent {
+            return;
+        }
         if self.bar.is_hidden() {
             eprintln!("{}", text.as_ref());
         } else {
@@ -53,7 +60,7 @@ impl Console {
     /// `step <position> (<wall> s): <message>` at most every ten seconds.
     pub fn update(&mut self, position: u64, wall_seconds: f64, message: String) {
         self.bar.set_position(position);
-        if self.bar.is_hidden() && self.last_status.elapsed() >= STATUS_EVERY {
+        if !self.silent && self.bar.is_hidden() && self.last_status.elapsed() >= STATUS_EVERY {
             self.last_status = Instant::now();
             eprintln!("  step {position} ({wall_seconds:.0} s): {message}");
         }

@@ -26,6 +26,7 @@ mod atomic;
 mod backend;
 mod bench;
 mod console;
+mod distributed;
 mod fault;
 mod interrupt;
 mod limits;
@@ -77,7 +78,9 @@ fn main() -> ExitCode {
         .command
         .unwrap_or_else(|| Command::Synthetic(Box::default()));
     let result = match command {
-        Command::Synthetic(args) => synthetic::run(&args).map(|outcome| outcome.exit_code()),
+        Command::Synthetic(args) => {
+            distributed::run_synthetic(&args).map(|outcome| outcome.exit_code())
+        }
         Command::KernelBench(args) => bench::kernel_bench(&args).map(|_| ExitCode::SUCCESS),
         Command::RnnBench(args) => bench::rnn_bench(&args).map(|_| ExitCode::SUCCESS),
         Command::Reproduce(args) => reproduce::run(&args).map(|_| ExitCode::SUCCESS),

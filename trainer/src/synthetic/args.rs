@@ -138,6 +138,15 @@ pub struct SyntheticArgs {
     /// No progress bar; a status line every few seconds instead.
     #[arg(long)]
     pub quiet: bool,
+    /// Train over the MPI processes of `mpirun -n N` (a build with `--features mpi`); see
+    /// `crate::distributed`.
+    #[arg(conflicts_with = "resume", long, value_enum)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distributed: Option<crate::distributed::Mode>,
+    /// The number of processes a distributed run trains on (recorded in run.json).
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<usize>,
 }
 
 impl Default for SyntheticArgs {

@@ -60,14 +60,19 @@ pub fn run(cli_args: &SyntheticArgs) -> Result<Outcome> {
     let started = Instant::now();
     // From here on, Ctrl-C stops the run at the next step with a checkpoint.
     interrupt::install_handler();
-    let session = match &cli_args.resume {
-        Some(dir) => resume::load(cli_args, dir)?,
-        None => resume::start_new(cli_args)?,
-    };
+    let session = crate::distributed::agree_session(match &cli_args.resume {
+        Some(dir) => resume::load(cli_args, dir),
+        None => crate::distributed::start_new(cli_args),
+    })?;
     let backend = session.settings.args.backend();
     let scan = backend.build()?;
     let threads = configure_threads(session.settings.args.threads)?;
-    for path in atomic::remove_stale_temporaries(&session.dir, OWNED_FILES)? {
+    let owned = if crate::distributed::writes_files() {
+        OWNED_FILES
+    } else {
+        &[]
+    };
+    for path in atomic::remove_stale_temporaries(&session.dir, owned)? {
         eprintln!(
             "note: removed `{}`, left by a run that was killed while writing",
             path.display()

@@ -19,7 +19,7 @@ use crate::plot;
 use crate::resume::{RunSettings, Session, CHECKPOINT_FILE, SUMMARY_FILE};
 use crate::schedule::{Action, Rules, Schedule, StepOutcome};
 use crate::summary::{learning_curve, print_summary, StageSummary, StopReason, Summary};
-use crate::{atomic, interrupt, limits, system};
+use crate::{atomic, distributed, interrupt, limits, system};
 
 /// One session of a run: the model, its optimizer and schedule, and the run folder.
 pub struct Trainer<'a> {
@@ -80,6 +80,9 @@ impl<'a> Trainer<'a> {
     /// Saves a checkpoint after the metrics it covers are on disk, so that a kill at
     /// any moment leaves metrics for every step up to the checkpoint.
     fn save(&mut self) -> Result<()> {
+        if !distributed::writes_files() {
+            return Ok(());
+        }
         self.metrics()?.flush()?;
         self.schedule.set_wall_seconds(self.wall_seconds());
         let extra = self.settings.checkpoint_extra(self.schedule.state())?;
@@ -137,11 +140,9 @@ impl<'a> Trainer<'a> {
             let now = Instant::now();
             self.schedule.add_stage_seconds((now - mark).as_secs_f64());
             mark = now;
-            let action = self.schedule.next(
-                self.adam.steps(),
-                self.wall_seconds(),
-                interrupt::interrupted(),
-            );
+            let (wall, stop) =
+                crate::distributed::agree_clock(self.wall_seconds(), interrupt::interrupted());
+            let action = self.schedule.next(self.adam.steps(), wall, stop);
             match action {
                 Action::Stop(reason) => break reason,
                 Action::Evaluate => {
@@ -174,14 +175,9 @@ impl<'a> Trainer<'a> {
     fn step(&mut self, seq_len: usize, console: &mut Console) -> Result<Option<StopReason>> {
         let (seed, dim, batch_size) = (self.args().seed, self.args().dim, self.args().batch);
         let task = SyntheticTask::new(seq_len, dim)?;
-        let batch = task.batch_for_step::<f32>(seed, self.adam.steps(), batch_size);
         let step_start = Instant::now();
-        let stats = match self.model.train_step(
-            &mut self.adam,
-            self.scan,
-            ModelInput::OneHot(&batch.input),
-            &batch.labels,
-        ) {
+        let (model, adam) = (&mut self.model, &mut self.adam);
+        let stats = match distributed::train_step(model, adam, self.scan, &task, seed, batch_size) {
             Ok(stats) => stats,
             Err(ModelError::NonFiniteGradient { step }) => bail!(
                 "training diverged at step {step}: the gradient is not finite; \
@@ -225,7 +221,9 @@ impl<'a> Trainer<'a> {
                 None => stop = Some(StopReason::Interrupted),
             },
         }
-        self.metrics()?.append(&record)?;
+        if distributed::writes_files() {
+            self.metrics()?.append(&record)?;
+        }
         let message = format!(
             "n {} loss {:.4} acc {:5.1}% streak {}/{}  {:.2} it/s  {:.3e} events/s",
             seq_len,
@@ -273,7 +271,7 @@ impl<'a> Trainer<'a> {
             // memory does not grow with the sequence length.
             let mut stream = self.model.stream();
             for chunk in chunks {
-                if interrupt::interrupted() {
+                if distributed::any_interrupted(interrupt::interrupted()) {
                     console.line("  evaluation interrupted; it runs again when the run resumes");
                     return Ok(None);
                 }
@@ -327,11 +325,6 @@ impl<'a> Trainer<'a> {
     ) -> Result<Outcome> {
         self.save()?;
         let args = self.args();
-        let (png, _) = plot::save(
-            &self.dir.join(CURVE_STEM),
-            &learning_curve(&self.history, args),
-        )
-        .context("plotting the learning curve")?;
         let state = self.schedule.state();
         let summary = Summary {
             model: self.model.config().layer.label(),
@@ -367,6 +360,14 @@ impl<'a> Trainer<'a> {
                 .collect(),
             run_dir: self.dir.clone(),
         };
+        if !distributed::writes_files() {
+            return Ok(Outcome { summary });
+        }
+        let (png, _) = plot::save(
+            &self.dir.join(CURVE_STEM),
+            &learning_curve(&self.history, args),
+        )
+        .context("plotting the learning curve")?;
         let summary_path = self.dir.join(SUMMARY_FILE);
         atomic::write(
             &summary_path,
