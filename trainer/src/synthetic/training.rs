@@ -141,7 +141,7 @@ impl<'a> Trainer<'a> {
             self.schedule.add_stage_seconds((now - mark).as_secs_f64());
             mark = now;
             let (wall, stop) =
-                crate::distributed::agree_clock(self.wall_seconds(), interrupt::interrupted());
+                distributed::agree_clock(self.wall_seconds(), interrupt::interrupted());
             let action = self.schedule.next(self.adam.steps(), wall, stop);
             match action {
                 Action::Stop(reason) => break reason,
