@@ -1,0 +1,34 @@
+//! # rnn-mpi
+//!
+//! Training [`surrogate_rnn::Classifier`]s across MPI processes.
+//!
+//! **Sequence parallelism** ([`SequenceParallel`]): one batch whose sequence is split over
+//! time, rank `r` holding the `r`-th consecutive run of steps. Every rank runs the model
+//! layer by layer on its steps; each layer's linear recurrences run as
+//! [`scan_mpi::DistributedScan`]s, and what else crosses a boundary between ranks (the
+//! GILR-LSTM's look-back, the QRNN's input window and their gradients) passes between
+//! neighbouring ranks. The loss is taken on the last rank, and the parameter gradients
+//! are summed over the ranks. Same loss and gradients as one process, to rounding.
+//!
+//! Design decision: the layers are the same code as in one process. A split run is a
+//! compute backend ([`surrogate_rnn::Backend`]) that delegates to the CPU backend except
+//! where a part of the sequence meets the parts before and after it (`scan_part`,
+//! `carry`, `carry_backward`), so no layer has a distributed twin to keep in step.
+//!
+//! MPI is opt-in: without the feature `mpi` this crate holds only its error types, and the
+//! workspace builds and tests without MPI.
+//!
+//! ```ignore
+//! // Under `mpirun -n 4`: every rank passes its own steps of the batch and the labels.
+//! let world = mpi::initialize().unwrap().world();
+//! let split = rnn_mpi::SequenceParallel::new(&world, scan_cpu::Parallel::default());
+//! let stats = split.train_step(&mut model, &mut adam, ModelInput::OneHot(&my_steps), &labels)?;
+//! ```
+
+#![deny(missing_docs)]
+
+mod sequence;
+
+pub use sequence::SequenceError;
+#[cfg(feature = "mpi")]
+pub use sequence::SequenceParallel;
