@@ -95,7 +95,7 @@ proptest! {
         let (w, w_last) = (random(&mut rng, (rows, n)), random(&mut rng, (n_batch, n)));
         let run = |x: &[Array2<f64>]| {
             let (mut f, mut v) = (x[0].clone(), x[2].clone());
-            let c = gated_scan(&B, n_steps, &mut f, x[1].view(), &mut v, x[3].view(), activation, Some(x[4].view())).unwrap();
+            let (c, _) = gated_scan(&B, n_steps, &mut f, x[1].view(), &mut v, x[3].view(), activation, Some(x[4].view())).unwrap();
             (f, v, c)
         };
         let loss = |x: &[Array2<f64>]| {
@@ -121,7 +121,7 @@ proptest! {
         let run = |x: &[Array2<f64>]| {
             let (mut f, mut i, mut z) = (x[0].clone(), x[1].clone(), x[2].clone());
             let views = [biases[0].view(), biases[1].view(), biases[2].view()];
-            let c = input_gated_scan(&B, n_steps, [&mut f, &mut i, &mut z], views, Some(x[3].view())).unwrap();
+            let (c, _) = input_gated_scan(&B, n_steps, [&mut f, &mut i, &mut z], views, Some(x[3].view())).unwrap();
             (f, i, z, c)
         };
         let loss = |x: &[Array2<f64>]| {

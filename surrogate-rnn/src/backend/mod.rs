@@ -306,4 +306,67 @@ pub trait Backend<E: Real> {
         grad_impulse: Self::ViewMut<'_>,
         grad_initial: Option<Self::ViewMut<'_>>,
     ) -> Result<(), ModelError>;
+
+    // --- A sequence split over time ----------------------------------------------------
+    //
+    // A backend may hold one part of a sequence split over time (a process of a
+    // sequence-parallel run) rather than the whole sequence. What enters a part from the
+    // part before it, and the gradients that flow back, then come from elsewhere; these
+    // three methods are where a layer asks for them. Their defaults are a backend that
+    // holds the whole sequence: the entering state is the one the caller passed.
+
+    /// [`Backend::scan`] over this backend's part of the sequence, returning the state that
+    /// entered the part if it came from an earlier part instead of from `ends.initial`
+    /// (the default: `None`, the entering state is `ends.initial`). Layers that read the
+    /// entering state elsewhere (a look-back at the first step) or keep it for their
+    /// backward pass use this.
+    fn scan_part(
+        &self,
+        n_steps: usize,
+        decay: Self::View<'_>,
+        impulse: Self::View<'_>,
+        ends: ScanEnds<Self::View<'_>>,
+        state: Self::ViewMut<'_>,
+    ) -> Result<Option<Self::Matrix>, ModelError> {
+        self.scan(n_steps, decay, impulse, ends, state)
+            .map(|()| None)
+    }
+
+    /// A `dims`-shaped state that passes from one part of the sequence to the next outside
+    /// the scan (QRNN's window of its last inputs): `leaving` computes the state leaving
+    /// this part from the one entering it. Returns the entering state if it came from an
+    /// earlier part instead of `given`, and the leaving state. Default: `given` enters,
+    /// `(None, leaving(given))`.
+    #[allow(clippy::type_complexity)]
+    fn carry<F>(
+        &self,
+        given: Option<Self::View<'_>>,
+        dims: (usize, usize),
+        leaving: F,
+    ) -> Result<(Option<Self::Matrix>, Self::Matrix), ModelError>
+    where
+        F: for<'v> FnOnce(Option<Self::View<'v>>) -> Result<Self::Matrix, ModelError>,
+    {
+        let _ = dims;
+        Ok((None, leaving(given)?))
+    }
+
+    /// The backward counterpart of [`Backend::carry`], also for gradients that a part's
+    /// use of its entering state produced outside the scan (GILR-LSTM's look-back):
+    /// `grad_entering` receives ∂L/∂(the `dims`-shaped state leaving this part) — `given`
+    /// where this part ends the sequence (the default, which also holds the whole
+    /// sequence), else what the next part computed — and returns ∂L/∂(the state entering
+    /// this part), which a split backend passes on to the earlier part. Returns it.
+    fn carry_backward<F>(
+        &self,
+        given: Option<Self::View<'_>>,
+        dims: (usize, usize),
+        grad_entering: F,
+    ) -> Result<Option<Self::Matrix>, ModelError>
+    where
+        F: for<'v> FnOnce(Option<Self::View<'v>>) -> Result<Option<Self::Matrix>, ModelError>,
+    {
+        let _ = dims;
+        grad_entering(given)
+    }
 }

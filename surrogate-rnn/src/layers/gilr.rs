@@ -48,7 +48,7 @@ impl<E: Real> Recurrence<E> for Gilr<E> {
         let [mut g, mut i] = project_input(b, run.x, &self.input_weight)?;
         let bias = |k| bias_block(b, self.bias.value.view(), k, n);
         let (b_g, b_i) = (bias(0)?, bias(1)?);
-        let h = gated_scan(
+        let (h, h_0) = gated_scan(
             b,
             run.n_steps,
             &mut g,
@@ -59,7 +59,7 @@ impl<E: Real> Recurrence<E> for Gilr<E> {
             run.initial(0),
         )?;
         let state = vec![last_step(b, &h, run.n_batch)?];
-        ran(h, vec![g, i], state)
+        ran(h, vec![g, i], state).map(|r| r.entered(vec![h_0]))
     }
 
     fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {

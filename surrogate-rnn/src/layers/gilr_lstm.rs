@@ -79,8 +79,7 @@ impl<E: Real> Recurrence<E> for GilrLstm<E> {
         let mut gates = project_input::<E, B, 6>(b, run.x, &self.input_weight)?;
         let bias = |k| bias_block(b, self.bias.value.view(), k, n);
         let [g, j, f, i, o, z] = &mut gates;
-        let surrogate_0 = run.initial(0);
-        let surrogate = gated_scan(
+        let (surrogate, entered) = gated_scan(
             b,
             run.n_steps,
             g,
@@ -88,8 +87,10 @@ impl<E: Real> Recurrence<E> for GilrLstm<E> {
             j,
             bias(J)?,
             Candidate::Tanh,
-            surrogate_0,
+            run.initial(0),
         )?;
+        // h̃ before the first step: the incoming h̃_0, or the previous part's last h̃.
+        let surrogate_0 = run.entering(b, &entered, 0);
         // P_{f,i,o,z} at step t += h̃_{t−1}·U: rows B.. from h̃ rows ..(T−1)B, rows ..B
         // from the incoming h̃_0.
         let u = b.host(self.recurrent_weight.value.view());
@@ -102,14 +103,15 @@ impl<E: Real> Recurrence<E> for GilrLstm<E> {
             project(b, h_0, u, &mut { first }, true)?;
         }
         let biases = [bias(F)?, bias(I)?, bias(Z)?];
-        let cell = input_gated_scan(b, run.n_steps, [f, i, z], biases, run.initial(1))?;
+        let (cell, cell_0) = input_gated_scan(b, run.n_steps, [f, i, z], biases, run.initial(1))?;
         let h = output_gate(b, o, bias(O)?, b.view(&cell), None)?;
         let state = vec![
             last_step(b, &surrogate, n_batch)?,
             last_step(b, &cell, n_batch)?,
         ];
         let [g, j, f, i, o, z] = gates;
-        ran(h, vec![g, j, f, i, o, z, surrogate, cell], state)
+        let buffers = vec![g, j, f, i, o, z, surrogate, cell];
+        ran(h, buffers, state).map(|r| r.entered(vec![entered, cell_0]))
     }
 
     fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
@@ -133,6 +135,15 @@ impl<E: Real> Recurrence<E> for GilrLstm<E> {
             self.recurrent_backward(b, h_0, &first, b.view_mut(&mut grad_h_0))?;
             grad_surrogate_0 = Some(grad_h_0);
         }
+        // The look-back's ∂h̃_0 goes to the part before (where the sequence is split);
+        // the next part's lands on the last step's h̃ here.
+        let mut grad_surrogate_0 = b.carry_backward(None, (n_batch, n), |from_next| {
+            if let Some(from_next) = from_next {
+                let last = b.rows_mut(b.view_mut(&mut grad_surrogate), shifted, n_batch)?;
+                b.add_assign(from_next, last)?;
+            }
+            Ok(grad_surrogate_0)
+        })?;
         let grad = run.scan_grad(b, b.view(&surrogate), b.view(&grad_surrogate), 0);
         let from_scan = gated_scan_backward(b, n_steps, [&mut g, &mut j], Candidate::Tanh, grad)?;
         if let (Some(total), Some(from_scan)) = (grad_surrogate_0.as_mut(), from_scan) {

@@ -108,6 +108,11 @@ pub fn project_backward<E: Real, B: Backend<E>>(
     Ok(())
 }
 
+/// The states of a scan, and the state that entered the backend's part of the sequence
+/// if it came from an earlier part rather than from the given initial state
+/// ([`Backend::scan_part`]).
+pub type Scanned<M> = (M, Option<M>);
+
 /// Runs `gates` (which activates the gates in place and writes the impulse), then the
 /// scan `state_t = decay_t ⊙ state_{t−1} + impulse_t` from `initial`.
 fn scan_with<E: Real, B: Backend<E>>(
@@ -116,7 +121,7 @@ fn scan_with<E: Real, B: Backend<E>>(
     decay: &mut B::Matrix,
     initial: Option<B::View<'_>>,
     gates: impl FnOnce(&mut B::Matrix, B::ViewMut<'_>) -> Result<(), ModelError>,
-) -> Result<B::Matrix, ModelError> {
+) -> Result<Scanned<B::Matrix>, ModelError> {
     let (rows, n) = backend.matrix_dims(decay);
     let mut impulse = backend.scratch(rows, n)?;
     gates(decay, backend.view_mut(&mut impulse))?;
@@ -125,7 +130,7 @@ fn scan_with<E: Real, B: Backend<E>>(
         initial,
         grad_last: None,
     };
-    let result = backend.scan(
+    let result = backend.scan_part(
         n_steps,
         backend.view(decay),
         backend.view(&impulse),
@@ -133,7 +138,7 @@ fn scan_with<E: Real, B: Backend<E>>(
         backend.view_mut(&mut state),
     );
     backend.recycle(impulse);
-    result.map(|()| state)
+    result.map(|entered| (state, entered))
 }
 
 /// The backward scan (giving `∂decay`, `∂impulse` and, when wanted, the gradient of the
@@ -172,7 +177,8 @@ fn scan_backward_with<E: Real, B: Backend<E>>(
 }
 
 /// The gated scan `c_t = f_t ⊙ c_{t−1} + (1 − f_t) ⊙ v_t` with `f = σ(P_f + b_f)`,
-/// `v = act(P_v + b_v)`: activates `decay` and `candidate` in place and returns `c`.
+/// `v = act(P_v + b_v)`: activates `decay` and `candidate` in place and returns `c` (and
+/// the state that entered from an earlier part, see [`Scanned`]).
 #[allow(clippy::too_many_arguments)]
 pub fn gated_scan<E: Real, B: Backend<E>>(
     backend: &B,
@@ -183,7 +189,7 @@ pub fn gated_scan<E: Real, B: Backend<E>>(
     candidate_bias: B::View<'_>,
     activation: Candidate,
     initial: Option<B::View<'_>>,
-) -> Result<B::Matrix, ModelError> {
+) -> Result<Scanned<B::Matrix>, ModelError> {
     scan_with(backend, n_steps, decay, initial, |decay, impulse| {
         let (f, v) = (backend.view_mut(decay), backend.view_mut(candidate));
         backend.decay_gates(f, decay_bias, v, candidate_bias, activation, impulse)
@@ -228,15 +234,16 @@ pub fn gated_scan_backward<E: Real, B: Backend<E>>(
 }
 
 /// The input-gated scan `c_t = f_t ⊙ c_{t−1} + i_t ⊙ z_t` with `f, i = σ(P + b)`,
-/// `z = tanh(P_z + b_z)`: activates the three gates in place and returns `c`.
-/// `gates` are `[f, i, z]`, `biases` their `(1, n)` biases.
+/// `z = tanh(P_z + b_z)`: activates the three gates in place and returns `c` (and the
+/// state that entered from an earlier part, see [`Scanned`]). `gates` are `[f, i, z]`,
+/// `biases` their `(1, n)` biases.
 pub fn input_gated_scan<E: Real, B: Backend<E>>(
     backend: &B,
     n_steps: usize,
     [forget, input, candidate]: [&mut B::Matrix; 3],
     [b_f, b_i, b_z]: [B::View<'_>; 3],
     initial: Option<B::View<'_>>,
-) -> Result<B::Matrix, ModelError> {
+) -> Result<Scanned<B::Matrix>, ModelError> {
     scan_with(backend, n_steps, forget, initial, |forget, impulse| {
         let f = backend.view_mut(forget);
         let (i, z) = (backend.view_mut(input), backend.view_mut(candidate));

@@ -76,8 +76,13 @@ impl<E: Real> Recurrence<E> for Qrnn<E> {
     }
 
     fn run<B: Backend<E>>(&self, b: &B, run: Run<'_, E, B>) -> Forward<E, B> {
-        let (n, n_steps, n_batch) = (self.sizes().1, run.n_steps, run.n_batch);
-        let window = run.initial(1);
+        let ((m, n), n_steps, n_batch) = (self.sizes(), run.n_steps, run.n_batch);
+        // The window enters from the previous part of a split sequence, or is the given one.
+        let window_dims = ((self.width() - 1) * n_batch, m);
+        let (entered_window, next_window) = b.carry(run.initial(1), window_dims, |window| {
+            self.last_inputs(b, run.x, window, n_steps, n_batch)
+        })?;
+        let window = run.entering(b, &entered_window, 1);
         let mut gates = matrices::<E, B, 3>(b, run.rows(), n, true)?;
         for tap in 0..self.width() {
             let w = b.host(self.filter.value.index_axis(Axis(0), tap));
@@ -95,7 +100,7 @@ impl<E: Real> Recurrence<E> for Qrnn<E> {
         }
         let bias = |k| bias_block(b, self.bias.value.view(), k, n);
         let [z, f, o] = &mut gates;
-        let c = gated_scan(
+        let (c, c_0) = gated_scan(
             b,
             n_steps,
             f,
@@ -106,10 +111,9 @@ impl<E: Real> Recurrence<E> for Qrnn<E> {
             run.initial(0),
         )?;
         let h = output_gate(b, o, bias(2)?, b.view(&c), None)?;
-        let next_window = self.last_inputs(b, run.x, window, n_steps, n_batch)?;
         let state = vec![last_step(b, &c, n_batch)?, next_window];
         let [z, f, o] = gates;
-        ran(h, vec![z, f, o, c], state)
+        ran(h, vec![z, f, o, c], state).map(|r| r.entered(vec![c_0, entered_window]))
     }
 
     fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
@@ -148,16 +152,21 @@ impl<E: Real> Recurrence<E> for Qrnn<E> {
             b.add_column_sums(b.view(g), gb)?;
         }
         recycle(b, [z, f, o]);
-        if let Some(grad_next) = run.grad_final(1) {
-            self.last_inputs_backward(
-                b,
-                grad_next,
-                &mut grad_x,
-                grad_window.as_mut(),
-                n_steps,
-                n_batch,
-            )?;
-        }
+        // ∂(next window) comes from the next chunk or part; ∂window goes to the one before.
+        let window_dims = ((self.width() - 1) * n_batch, m);
+        let grad_window = b.carry_backward(run.grad_final(1), window_dims, |grad_next| {
+            if let Some(grad_next) = grad_next {
+                self.last_inputs_backward(
+                    b,
+                    grad_next,
+                    &mut grad_x,
+                    grad_window.as_mut(),
+                    n_steps,
+                    n_batch,
+                )?;
+            }
+            Ok(grad_window)
+        })?;
         let initial = grad_c0.zip(grad_window).map(|(dc, dw)| vec![dc, dw]);
         Ok(Grads {
             input: grad_x,

@@ -65,6 +65,25 @@ impl<'a, E: Real, B: Backend<E>> Run<'a, E, B> {
     pub(crate) fn initial(&self, k: usize) -> Option<B::View<'a>> {
         part(&self.initial, k)
     }
+
+    /// Part `k` of the state that entered this part of the sequence: `entered` where it
+    /// came from an earlier part ([`Backend::scan_part`], [`Backend::carry`]), else the
+    /// incoming state.
+    pub(crate) fn entering<'s>(
+        &'s self,
+        b: &B,
+        entered: &'s Option<B::Matrix>,
+        k: usize,
+    ) -> Option<B::View<'s>> {
+        match entered {
+            Some(matrix) => Some(b.view(matrix)),
+            None => self
+                .initial
+                .as_ref()
+                .and_then(|p| p.get(k))
+                .map(|v| b.shorten(v)),
+        }
+    }
 }
 
 impl<'a, E: Real, B: Backend<E>> BackRun<'a, E, B> {
@@ -128,6 +147,9 @@ pub(crate) struct Ran<M> {
     pub(crate) output: M,
     pub(crate) buffers: Vec<M>,
     pub(crate) state: Vec<M>,
+    /// Per state part, the state that entered from an earlier part of a split sequence
+    /// (all `None`, or empty, when the incoming state is what entered).
+    pub(crate) entered: Vec<Option<M>>,
 }
 
 /// `Ok(Ran { output, buffers, state })`.
@@ -136,7 +158,30 @@ pub(crate) fn ran<M>(output: M, buffers: Vec<M>, state: Vec<M>) -> Result<Ran<M>
         output,
         buffers,
         state,
+        entered: Vec::new(),
     })
+}
+
+impl<M> Ran<M> {
+    /// The same result with the states that entered from an earlier part, per state part.
+    pub(crate) fn entered(self, entered: Vec<Option<M>>) -> Self {
+        Self { entered, ..self }
+    }
+}
+
+/// The state that entered from an earlier part: `None` when no part did, all parts when
+/// every one did.
+fn entered_state<M>(entered: Vec<Option<M>>) -> Result<Option<LayerState<M>>, ModelError> {
+    if entered.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let parts = entered.into_iter().collect::<Option<Vec<M>>>();
+    parts
+        .map(|parts| Some(LayerState::new(parts)))
+        .ok_or_else(|| ModelError::InvalidInput {
+            operation: "Layer::forward",
+            reason: "only some state parts entered from an earlier part of the sequence".into(),
+        })
 }
 
 /// What a layer's backward computation returns: ∂L/∂input and, when the forward pass
@@ -233,8 +278,12 @@ pub(crate) fn forward<'a, E: Real, L: Recurrence<E>, B: Backend<E>>(
         output,
         buffers,
         state,
+        entered,
     } = layer.run(b, run)?;
-    let initial = initial.map(|s| copy_state(b, s)).transpose()?;
+    let initial = match entered_state(entered)? {
+        Some(entered) => Some(entered),
+        None => initial.map(|s| copy_state(b, s)).transpose()?,
+    };
     let cache = LayerCache {
         layer: name,
         n_steps,

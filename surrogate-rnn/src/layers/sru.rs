@@ -52,7 +52,7 @@ impl<E: Real> Recurrence<E> for Sru<E> {
         let bias = |k| bias_block(b, self.bias.value.view(), k, n);
         let [xt, f, r] = &mut gates;
         let initial = run.initial(0);
-        let c = gated_scan(
+        let (c, c_0) = gated_scan(
             b,
             run.n_steps,
             f,
@@ -65,7 +65,7 @@ impl<E: Real> Recurrence<E> for Sru<E> {
         let h = output_gate(b, r, bias(2)?, b.view(&c), Some(run.x))?;
         let state = vec![last_step(b, &c, run.n_batch)?];
         let [xt, f, r] = gates;
-        ran(h, vec![xt, f, r, c], state)
+        ran(h, vec![xt, f, r, c], state).map(|r| r.entered(vec![c_0]))
     }
 
     fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
