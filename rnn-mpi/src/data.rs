@@ -1,6 +1,7 @@
 //! Data-parallel training: the batch split over ranks, gradients reduced in a fixed order.
 //!
-//! Every rank holds the whole model and optimizer state. A step runs in three exchanges:
+//! Every rank holds the whole model and optimizer state. A step, after the local forward
+//! and backward pass:
 //!
 //! 1. **Agreement** (one all-gather of five numbers per rank): whether each rank's forward
 //!    and backward pass succeeded, its number of sequences, its mean loss and correct count,
@@ -8,17 +9,20 @@
 //!    rank's message before any rank enters the gradient exchange, so none waits forever.
 //!    Every rank then sums the losses in rank order itself, so all report the same loss.
 //! 2. **Reduction in rank order**: each rank scales its gradients (means over its own
-//!    `B_r` sequences) by `B_r / B`, and the scaled gradients are summed up a fixed binary
-//!    tree — at round `k`, rank `r` with `r mod 2^{k+1} = 2^k` sends its partial sum to rank
-//!    `r − 2^k`, which adds it on its right — so the bracketing depends only on the rank
-//!    count: results are deterministic for a given rank count, whatever algorithm the MPI
-//!    library would pick for an `MPI_Allreduce` of floats (which the standard lets vary).
-//! 3. **Broadcast** of rank 0's sum, so every rank holds bitwise the same gradients, takes
-//!    the same Adam step (same norm, same clipping) and keeps the same parameters.
+//!    `B_r` sequences) by `B_r / B`, and the scaled gradients are summed element by element
+//!    in rank order, `((g₀ + g₁) + g₂) + …` (the sum the sequence-parallel models use: a
+//!    reduce-scatter through an all-to-all, each rank adding one block of every rank's
+//!    values in rank order, then an all-gather of the summed blocks). `MPI_Allreduce` is not
+//!    used because the standard lets the library pick its reduction algorithm (and so the
+//!    rounding) by message size and rank count, and does not promise every rank the same
+//!    bits; this way the result depends only on the rank count, and every rank holds
+//!    bitwise the same gradients.
+//! 3. **The same Adam step** on every rank (same norm, same clipping), so every rank keeps
+//!    the same parameters and optimizer state.
 //!
-//! Communication per step: `N·s` bytes sent by every rank but 0 in the reduction, rank 0
-//! receiving `⌈log₂ P⌉` such messages, the same in reverse for the broadcast, plus
-//! `40·P` bytes of agreement, where `N` is the parameter count and `s` the element size.
+//! Communication per step: `2·(P − 1)/P · N·s` bytes sent and as many received per rank
+//! (as for a ring all-reduce), plus `40·P` bytes of agreement, where `N` is the parameter
+//! count and `s` the element size.
 
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
@@ -27,10 +31,8 @@ use scan_core::LinearScan;
 use scan_mpi::MpiElement;
 use surrogate_rnn::{Adam, BatchStats, Classifier, ModelInput, Parameters, Real, TrainStats};
 
+use crate::sequence::sum::sum_in_rank_order;
 use crate::DataParallelError;
-
-/// Tag of the reduction's point-to-point messages (on the trainer's own communicator).
-const REDUCE_TAG: i32 = 7;
 
 /// Data-parallel training over the ranks of a communicator (see the module doc).
 ///
@@ -149,8 +151,8 @@ impl DataParallel {
         })
     }
 
-    /// Replaces every rank's gradients by `Σ_r weight_r · grad_r`, summed in the fixed tree
-    /// of the module doc and broadcast from rank 0, so every rank ends with the same bits.
+    /// Replaces every rank's gradients by `Σ_r weight_r · grad_r`, summed in rank order (see
+    /// the module doc), so every rank ends with the same bits.
     /// Collective; `model` must have the same parameter shapes on every rank.
     pub fn all_reduce_gradients<E: MpiElement + Real, P: Parameters<E> + ?Sized>(
         &self,
@@ -179,7 +181,13 @@ impl DataParallel {
         let weight = E::from_f64(weight);
         let mut sum = Vec::with_capacity(n_params);
         model.visit_params(&mut |_, _, grad| sum.extend(grad.iter().map(|&g| weight * g)));
-        self.tree_sum(&mut sum);
+        sum_in_rank_order(&self.communicator, &mut sum).map_err(|_| {
+            DataParallelError::TooLarge {
+                what: "the parameter count",
+                value: n_params,
+                max: i64::from(Count::MAX),
+            }
+        })?;
         let mut values = sum.into_iter();
         model.visit_params_mut(&mut |_, mut param| {
             param
@@ -189,34 +197,6 @@ impl DataParallel {
                 .for_each(|(g, v)| *g = v);
         });
         Ok(())
-    }
-
-    /// Sums `values` over ranks up the fixed binary tree in rank order; every rank ends with
-    /// rank 0's sum.
-    fn tree_sum<E: MpiElement + Real>(&self, values: &mut [E]) {
-        let (rank, size) = (self.communicator.rank(), self.communicator.size());
-        let mut incoming = vec![E::zero(); if size > 1 { values.len() } else { 0 }];
-        let mut step = 1;
-        while step < size {
-            if rank % (2 * step) == step {
-                self.communicator
-                    .process_at_rank(rank - step)
-                    .send_with_tag(&values[..], REDUCE_TAG);
-                break;
-            }
-            if rank % (2 * step) == 0 && rank + step < size {
-                self.communicator
-                    .process_at_rank(rank + step)
-                    .receive_into_with_tag(&mut incoming[..], REDUCE_TAG);
-                for (sum, &later) in values.iter_mut().zip(&incoming) {
-                    *sum = *sum + later;
-                }
-            }
-            step *= 2;
-        }
-        self.communicator
-            .process_at_rank(0)
-            .broadcast_into(&mut values[..]);
     }
 
     /// Step 1 of the module doc for a training step.

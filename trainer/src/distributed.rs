@@ -1,13 +1,16 @@
-//! `trainer synthetic --distributed data`: training over the MPI processes that
-//! `mpirun -n N` starts (a build with `--features mpi`; `rnn_mpi::DataParallel`).
+//! `trainer synthetic --distributed data|sequence`: training over the MPI processes that
+//! `mpirun -n N` starts (a build with `--features mpi`): the batch split over processes
+//! (`rnn_mpi::DataParallel`) or every sequence split over time (`rnn_mpi::SequenceParallel`).
 //!
 //! Every process runs the same training loop on the same model. The loop's decisions are
 //! made identically everywhere: the batch statistics come out of the gradient exchange
 //! already agreed, the clock is rank 0's and a stop request (Ctrl-C, SIGTERM) anywhere
 //! stops every process at the same step ([`agree_clock`]). Only rank 0 prints and writes
-//! files ([`writes_files`]). Rank `r` draws its share of every batch from its own stream
-//! (seed `seed` on rank 0, a mix of `seed` and `r` elsewhere), so a run depends on its
-//! process count: `run.json` records it and `--resume` asks for the same count.
+//! files ([`writes_files`]). Data parallel, rank `r` draws its share of every batch from
+//! its own stream (seed `seed` on rank 0, a mix of `seed` and `r` elsewhere), so a run
+//! depends on its process count: `run.json` records it and `--resume` asks for the same
+//! count (in both modes, for one rule). Sequence parallel, every rank draws the run's batch
+//! and keeps its share of the steps, so training equals a one-process run to rounding.
 //!
 //! Failures: an error that every process meets together (a rank's failed step, a bad
 //! setting, a diverged gradient) is printed once, by rank 0, and every process exits with
@@ -33,8 +36,8 @@ use crate::synthetic::SyntheticArgs;
 pub enum Mode {
     /// Data parallel: every process holds the model and trains on its share of each batch.
     Data,
-    /// Sequence parallel: every sequence split over time across the processes (not
-    /// available yet).
+    /// Sequence parallel: every sequence split over time across the processes, each
+    /// holding its share of the steps (`rnn_mpi::SequenceParallel`).
     Sequence,
 }
 

@@ -4,7 +4,7 @@
 mod backend;
 mod error;
 #[cfg(feature = "mpi")]
-mod sum;
+pub(crate) mod sum;
 
 pub use error::SequenceError;
 

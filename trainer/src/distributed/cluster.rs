@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use mpi::collective::SystemOperation;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
-use rnn_mpi::{share_of_batch, DataParallel, DataParallelError};
+use rnn_mpi::{share_of_batch, DataParallel, DataParallelError, SequenceError, SequenceParallel};
 use scan_core::LinearScan;
 use surrogate_rnn::{Adam, Classifier, ModelError, ModelInput, SyntheticTask, TrainStats};
 
@@ -109,18 +109,19 @@ pub fn start_new(args: &SyntheticArgs) -> Result<Session> {
                 "mpirun started {size} processes, but the run is not distributed: pass \
                  --distributed data (or run the trainer without mpirun)"
             ),
-            Some(Mode::Sequence) => bail!(
-                "--distributed sequence is not available yet (sequence-parallel models are in \
-                 progress); use --distributed data"
+            Some(Mode::Sequence) => anyhow::ensure!(
+                args.seq_len >= size,
+                "--seq-len {} is shorter than the {size} processes: every process needs at \
+                 least one step of each sequence",
+                args.seq_len
             ),
-            Some(Mode::Data) => {}
+            Some(Mode::Data) => anyhow::ensure!(
+                args.batch >= size,
+                "--batch {} is smaller than the {size} processes: every process needs at \
+                 least one sequence of each batch",
+                args.batch
+            ),
         }
-        anyhow::ensure!(
-            args.batch >= size,
-            "--batch {} is smaller than the {size} processes: every process needs at least \
-             one sequence of each batch",
-            args.batch
-        );
         let args = SyntheticArgs {
             ranks: Some(size),
             ..args.clone()
@@ -187,12 +188,21 @@ pub fn agree_session(session: Result<Session>) -> Result<Session> {
             return Err(describe(error));
         }
         cluster.mode.set(session.settings.args.distributed);
+        let args = &session.settings.args;
         if cluster.world.rank() == 0 && size > 1 {
-            eprintln!(
-                "data parallel over {size} processes: each trains on its share of every batch \
-                 of {}; rank 0 prints and writes the run folder",
-                session.settings.args.batch
-            );
+            match args.distributed {
+                Some(Mode::Data) => eprintln!(
+                    "data parallel over {size} processes: each trains on its share of every \
+                     batch of {}; rank 0 prints and writes the run folder",
+                    args.batch
+                ),
+                Some(Mode::Sequence) => eprintln!(
+                    "sequence parallel over {size} processes: each holds its share of the \
+                     {} steps of every sequence; rank 0 prints and writes the run folder",
+                    args.seq_len
+                ),
+                None => {}
+            }
         }
         Ok(session)
     })
@@ -259,8 +269,9 @@ fn any(cluster: &Cluster, flag: bool) -> bool {
     global != 0
 }
 
-/// One training step: local in a plain run; in a data-parallel run, this rank's share of
-/// the batch from its own stream, with gradients reduced over all ranks.
+/// One training step: local in a plain run. Data parallel: this rank's share of the batch
+/// from its own stream, gradients summed over all ranks. Sequence parallel: the batch of
+/// the run's stream (the same on every rank), this rank's share of its steps.
 pub fn train_step(
     model: &mut Classifier<f32>,
     adam: &mut Adam<f32>,
@@ -270,26 +281,46 @@ pub fn train_step(
     n_batch: usize,
 ) -> Result<TrainStats, ModelError> {
     with_cluster(|cluster| {
-        let Some(cluster) = cluster.filter(|c| c.mode.get() == Some(Mode::Data)) else {
+        let Some((cluster, mode)) = cluster.and_then(|c| Some((c, c.mode.get()?))) else {
             return local_step(model, adam, scan, task, seed, n_batch);
         };
         let (rank, size) = (cluster.data.rank(), cluster.data.size());
-        let share = share_of_batch(n_batch, rank, size).len();
-        let batch = task.batch_for_step::<f32>(rank_seed(seed, rank), adam.steps(), share);
-        let input = ModelInput::OneHot(&batch.input);
-        cluster
-            .data
-            .train_step(model, adam, scan, input, &batch.labels)
-            .map_err(|error| {
-                // Every rank meets these errors at the same step.
-                cluster.agreed_failure.set(true);
-                match error {
+        let result = match mode {
+            Mode::Data => {
+                let share = share_of_batch(n_batch, rank, size).len();
+                let batch = task.batch_for_step::<f32>(rank_seed(seed, rank), adam.steps(), share);
+                let input = ModelInput::OneHot(&batch.input);
+                (cluster
+                    .data
+                    .train_step(model, adam, scan, input, &batch.labels))
+                .map_err(|error| match error {
                     DataParallelError::Optimizer(error) => error,
-                    other => ModelError::InvalidInput {
-                        operation: "data-parallel training step",
-                        reason: describe(other).to_string(),
+                    other => failed_step(describe(other)),
+                })
+            }
+            Mode::Sequence => {
+                let batch = task.batch_for_step::<f32>(seed, adam.steps(), n_batch);
+                let steps = share_of_batch(task.seq_len(), rank, size);
+                let mine = batch.input.steps(steps.start, steps.len())?;
+                let split = SequenceParallel::new(&cluster.world, scan);
+                (split.train_step(model, adam, ModelInput::OneHot(&mine), &batch.labels)).map_err(
+                    |error| match error {
+                        SequenceError::Model(error) => error,
+                        other => failed_step(other.into()),
                     },
-                }
-            })
+                )
+            }
+        };
+        // Every rank meets these errors at the same step (a failure after the ranks agreed
+        // to run a pass aborts the job inside rnn-mpi instead).
+        cluster.agreed_failure.set(result.is_err());
+        result
     })
+}
+
+fn failed_step(error: anyhow::Error) -> ModelError {
+    ModelError::InvalidInput {
+        operation: "distributed training step",
+        reason: format!("{error:#}"),
+    }
 }
