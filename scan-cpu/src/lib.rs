@@ -45,6 +45,12 @@
 //! # Ok::<(), scan_core::ScanError>(())
 //! ```
 //!
+//! Chunk maps (`LinearScan::forward_map`/`backward_map`, what `scan-mpi` exchanges between
+//! ranks) run on the reduction kernels of Algorithm 1's first phase rather than on
+//! `scan_core`'s scalar loop: in registers for narrow contiguous rows, vectorized across
+//! features otherwise; [`Parallel`] splits a large reduction over threads (time chunks
+//! composed in order for narrow problems, feature blocks for wide ones).
+//!
 //! Non-finite values: both backends return the serial loop's IEEE result (the contract of
 //! `scan_core`). [`Parallel`] composes decays (in registers and across chunks), and a
 //! product that underflows to 0 would turn an infinite state into NaN; so its in-register
