@@ -31,6 +31,18 @@ impl<E: Element> ChunkMap<E> {
             impulse: Array1::zeros(n_features),
         }
     }
+
+    /// Checks that a chunk's decays and its other input (`argument`: impulses or
+    /// gradients) have the same shape, with the error every backend's `forward_map` and
+    /// `backward_map` return otherwise.
+    pub fn check_inputs(
+        operation: &'static str,
+        argument: &'static str,
+        decay: &ArrayView2<'_, E>,
+        other: &ArrayView2<'_, E>,
+    ) -> Result<(), ScanError> {
+        check_same_shape(operation, argument, decay, other)
+    }
 }
 
 fn check_same_shape<E>(

@@ -11,23 +11,6 @@ use crate::kernels::{flush_subnormal, Job};
 use crate::scratch::with_scratch;
 use crate::{downwards, seq};
 
-fn check_same_shape<E>(
-    operation: &'static str,
-    argument: &'static str,
-    decay: &ArrayView2<'_, E>,
-    other: &ArrayView2<'_, E>,
-) -> Result<(), ScanError> {
-    if decay.dim() == other.dim() {
-        return Ok(());
-    }
-    Err(ScanError::ShapeMismatch {
-        operation,
-        argument,
-        expected: vec![decay.nrows(), decay.ncols()],
-        actual: vec![other.nrows(), other.ncols()],
-    })
-}
-
 /// Reduces `job` after the map `(product, acc)` and returns the map.
 fn reduce<E: Element>(
     engine: Engine,
@@ -57,7 +40,7 @@ pub(crate) fn forward_map<E: Element>(
     mut impulse: ArrayView2<'_, E>,
     direction: Direction,
 ) -> Result<ChunkMap<E>, ScanError> {
-    check_same_shape("forward_map", "impulse", &decay, &impulse)?;
+    ChunkMap::check_inputs("forward_map", "impulse", &decay, &impulse)?;
     let (n, width) = decay.dim();
     if direction == Direction::Reverse {
         decay.invert_axis(Axis(0));
@@ -91,7 +74,7 @@ pub(crate) fn backward_map<E: Element>(
     mut grad_state: ArrayView2<'_, E>,
     direction: Direction,
 ) -> Result<ChunkMap<E>, ScanError> {
-    check_same_shape("backward_map", "grad_state", &decay, &grad_state)?;
+    ChunkMap::check_inputs("backward_map", "grad_state", &decay, &grad_state)?;
     let (n, width) = decay.dim();
     if n == 0 {
         return Ok(ChunkMap::identity(width));

@@ -65,6 +65,9 @@ fn eager_parallel_on_three_and_four_threads() {
                 &backend,
                 c::check_ieee_backward::<f64, _>,
             );
+            // Chunk maps split over 3 or 4 time chunks, composed in order.
+            c::property::<f32, _>("maps f32", &backend, c::check_maps::<f32, _>);
+            c::property::<f64, _>("IEEE maps f64", &backend, c::check_ieee_maps::<f64, _>);
             c::check_ieee_cases::<f32, _>(&backend);
             c::check_ieee_cases::<f64, _>(&Parallel::default());
         });

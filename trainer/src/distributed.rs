@@ -28,7 +28,7 @@ use scan_core::LinearScan;
 use serde::{Deserialize, Serialize};
 use surrogate_rnn::{Adam, Classifier, ModelError, ModelInput, SyntheticTask, TrainStats};
 
-use crate::synthetic::SyntheticArgs;
+use crate::resume::Session;
 
 /// How a run is split over processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -53,7 +53,7 @@ pub fn rank_seed(seed: u64, rank: usize) -> u64 {
 }
 
 /// One local training step on the batch of step `adam.steps()`.
-fn local_step(
+pub fn local_step(
     model: &mut Classifier<f32>,
     adam: &mut Adam<f32>,
     scan: &dyn LinearScan<f32>,
@@ -65,18 +65,29 @@ fn local_step(
     model.train_step(adam, scan, ModelInput::OneHot(&batch.input), &batch.labels)
 }
 
-fn not_distributed_resume(args: &SyntheticArgs) -> anyhow::Error {
-    let ranks = args.ranks.unwrap_or(1);
-    anyhow::anyhow!(
-        "this run was trained with --distributed on {ranks} process(es); resume it with \
-         `mpirun -n {ranks} trainer synthetic --resume DIR` from a build with `--features mpi`"
-    )
+/// The session of a single process, unless it belongs to a distributed run.
+pub fn agree_local(session: Result<Session>) -> Result<Session> {
+    let session = session?;
+    if let Some(ranks) = session
+        .settings
+        .args
+        .distributed
+        .and(session.settings.args.ranks)
+    {
+        anyhow::bail!(
+            "this run was trained with --distributed on {ranks} processes; resume it with \
+             `mpirun -n {ranks} trainer synthetic --resume DIR` from a build with \
+             `--features mpi`"
+        );
+    }
+    Ok(session)
 }
 
 #[cfg(not(feature = "mpi"))]
 mod imp {
     use super::*;
-    use crate::resume::{self, Session};
+    use crate::resume;
+    use crate::synthetic::SyntheticArgs;
     use crate::synthetic::{self, Outcome};
 
     /// Runs `trainer synthetic`; `--distributed` needs the `mpi` feature.
@@ -94,14 +105,7 @@ mod imp {
         resume::start_new(args)
     }
 
-    /// The session, unless it belongs to a distributed run.
-    pub fn agree_session(session: Result<Session>) -> Result<Session> {
-        let session = session?;
-        if session.settings.args.distributed.is_some() {
-            return Err(not_distributed_resume(&session.settings.args));
-        }
-        Ok(session)
-    }
+    pub use super::agree_local as agree_session;
 
     /// Always: a single process owns its run folder.
     pub fn writes_files() -> bool {
@@ -118,17 +122,7 @@ mod imp {
         interrupted
     }
 
-    /// A local training step.
-    pub fn train_step(
-        model: &mut Classifier<f32>,
-        adam: &mut Adam<f32>,
-        scan: &dyn LinearScan<f32>,
-        task: &SyntheticTask,
-        seed: u64,
-        n_batch: usize,
-    ) -> Result<TrainStats, ModelError> {
-        local_step(model, adam, scan, task, seed, n_batch)
-    }
+    pub use super::local_step as train_step;
 }
 
 #[cfg(feature = "mpi")]

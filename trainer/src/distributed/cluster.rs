@@ -12,7 +12,7 @@ use rnn_mpi::{share_of_batch, DataParallel, DataParallelError, SequenceError, Se
 use scan_core::LinearScan;
 use surrogate_rnn::{Adam, Classifier, ModelError, ModelInput, SyntheticTask, TrainStats};
 
-use super::{local_step, not_distributed_resume, rank_seed, Mode};
+use super::{agree_local, local_step, rank_seed, Mode};
 use crate::resume::{self, RunSettings, Session};
 use crate::state::LoopState;
 use crate::synthetic::{self, Outcome, SyntheticArgs};
@@ -206,14 +206,6 @@ pub fn agree_session(session: Result<Session>) -> Result<Session> {
         }
         Ok(session)
     })
-}
-
-fn agree_local(session: Result<Session>) -> Result<Session> {
-    let session = session?;
-    if session.settings.args.distributed.is_some() {
-        return Err(not_distributed_resume(&session.settings.args));
-    }
-    Ok(session)
 }
 
 fn describe(error: DataParallelError) -> anyhow::Error {
