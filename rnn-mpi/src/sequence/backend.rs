@@ -19,13 +19,14 @@ pub(crate) struct SplitBackend<'a, E: Real, S> {
 }
 
 impl<'a, E: Real + MpiElement, S: LinearScan<E>> SplitBackend<'a, E, S> {
-    /// The backend of this rank's part; `scan` must be built on `chain`.
-    pub(crate) fn new(scan: &'a DistributedScan<S>, chain: &'a SimpleCommunicator) -> Self {
-        Self {
-            cpu: CpuBackend::new(scan.local()),
-            scan,
-            chain,
-        }
+    /// The backend of this rank's part: `cpu` for its own rows, `scan` (built on `chain`)
+    /// for the recurrences.
+    pub(crate) fn new(
+        cpu: CpuBackend<'a, E>,
+        scan: &'a DistributedScan<S>,
+        chain: &'a SimpleCommunicator,
+    ) -> Self {
+        Self { cpu, scan, chain }
     }
 
     fn position(&self) -> (usize, usize) {

@@ -43,7 +43,7 @@ mod parallel {
     /// bits on every rank, deterministic for a given rank count).
     ///
     /// The local recurrences run on `S` (e.g. `scan_cpu::Parallel`), everything else on
-    /// [`surrogate_rnn::CpuBackend`] (which allocates its buffers afresh on every pass).
+    /// [`surrogate_rnn::CpuBackend`] with the model's buffer pool.
     ///
     /// # Failures
     ///
@@ -172,15 +172,17 @@ mod parallel {
             S: LinearScan<E>,
         {
             let scan = DistributedScan::new(chain, &self.local);
-            let backend = SplitBackend::new(&scan, chain);
-            let (pass, _final_state) = model.forward_on(&backend, input, None)?;
-            let loss = match is_last {
-                true => Some(softmax_cross_entropy(pass.logits(), labels)?),
-                false => None,
-            };
-            let grad_logits = loss.as_ref().map(|l| l.grad_logits.view());
-            model.backward_on(&backend, input, pass, grad_logits, None)?;
-            Ok(loss.map(|l| (l.loss, l.n_correct)))
+            model.with_pooled_cpu(scan.local(), |model, cpu| {
+                let backend = SplitBackend::new(cpu, &scan, chain);
+                let (pass, _final_state) = model.forward_on(&backend, input, None)?;
+                let loss = match is_last {
+                    true => Some(softmax_cross_entropy(pass.logits(), labels)?),
+                    false => None,
+                };
+                let grad_logits = loss.as_ref().map(|l| l.grad_logits.view());
+                model.backward_on(&backend, input, pass, grad_logits, None)?;
+                Ok(loss.map(|l| (l.loss, l.n_correct)))
+            })
         }
 
         /// Checks this rank's arguments and agrees with the other ranks on the outcome,
