@@ -263,7 +263,8 @@ fn gradients_match(world: &SimpleCommunicator, report: &mut Report) {
     }
 }
 
-/// One Adam step on the split sequence moves the parameters as one process does.
+/// Three Adam steps on the split sequence move the parameters as one process does, and
+/// evaluation gives the one-process loss.
 fn train_step_matches(world: &SimpleCommunicator, report: &mut Report) {
     let (rank, n_ranks) = (world.rank(), world.size() as usize);
     let n_steps = 10;
@@ -297,6 +298,21 @@ fn train_step_matches(world: &SimpleCommunicator, report: &mut Report) {
     let (error, at) = worst_error(&values(&split), &values(&single));
     report.check(rank, error <= TOLERANCE, || {
         format!("three Adam steps: parameter {at} off by {error:e}")
+    });
+    // Evaluation after training: the same loss, and the gradients left as they were.
+    let expected = single.evaluate(&Reference, batch.input(), &labels).unwrap();
+    let grads_before = gradients(&split);
+    let stats = parallel
+        .evaluate(&mut split, mine.input(), &labels)
+        .unwrap();
+    let loss_error = (stats.loss - expected.loss).abs();
+    report.check(
+        rank,
+        loss_error <= TOLERANCE * expected.loss.abs().max(1.0),
+        || format!("evaluate: loss {} vs {}", stats.loss, expected.loss),
+    );
+    report.check(rank, gradients(&split) == grads_before, || {
+        "evaluate changed the gradients".into()
     });
 }
 
