@@ -18,7 +18,7 @@
 //! MPI is opt-in: without the feature `mpi` this crate holds only its error types, and the
 //! workspace builds and tests without MPI.
 //!
-//! ```ignore
+//! ```text
 //! // Under `mpirun -n 4`: every rank passes its own steps of the batch and the labels.
 //! let world = mpi::initialize().unwrap().world();
 //! let split = rnn_mpi::SequenceParallel::new(&world, scan_cpu::Parallel::default());
