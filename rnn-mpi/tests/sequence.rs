@@ -365,6 +365,21 @@ fn errors_are_agreed(world: &SimpleCommunicator, report: &mut Report) {
         || matches!(result, Err(SequenceError::Disagreement { .. }));
     report.check(rank, expected, || format!("batch sizes differ: {result:?}"));
 
+    // Other parameter values on rank 0.
+    let mut other = Classifier::<f64>::new(
+        config(LayerKind::Gilr, dense, None),
+        InitConfig::default(),
+        1 + u64::from(rank == 0),
+    )
+    .unwrap();
+    let result = parallel.loss_and_grad(&mut other, batch.input(), &[0, 1]);
+    let expected = world.size() == 1 && result.is_ok()
+        || matches!(
+            result,
+            Err(SequenceError::Disagreement { what: "the model" })
+        );
+    report.check(rank, expected, || format!("models differ: {result:?}"));
+
     // No steps anywhere.
     let empty = Batch::Dense(Array3::zeros((0, 2, 3)));
     let result = parallel.loss_and_grad(&mut model, empty.input(), &[0, 1]);
