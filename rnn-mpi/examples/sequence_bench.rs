@@ -1,6 +1,7 @@
 //! Timing of one sequence-parallel GILR-LSTM training step against the same step in one
-//! process, in one run: rank 0 alone over the whole sequence (the other ranks sleep, so
-//! they take no core from it), then every rank over its share, alternating, medians.
+//! process, in one run: rank 0 alone over the whole sequence (`Classifier::train_step`,
+//! then `SequenceParallel` on a one-rank communicator; the other ranks sleep, so they take
+//! no core from it), then every rank over its share, alternating, medians.
 //!
 //! ```sh
 //! cargo build --release -p rnn-mpi --features mpi --example sequence_bench
@@ -78,15 +79,29 @@ fn sleeping_barrier(world: &SimpleCommunicator) {
     }
 }
 
-/// Seconds of `work` on every rank of `group`, until the slowest finishes.
-fn timed(group: &SimpleCommunicator, work: impl FnOnce()) -> f64 {
+/// CPU time of this process so far (user + system, all threads), in clock ticks, from
+/// `/proc/self/stat`; 0 where that file cannot be read.
+fn cpu_ticks() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (in parentheses): utime and stime are 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok());
+    field(14).zip(field(15)).map_or(0.0, |(u, s)| u + s)
+}
+
+/// Wall seconds of `work` on every rank of `group` until the slowest finishes, and the
+/// largest CPU time (ticks) a rank spent on it (waiting in MPI included: an upper bound).
+fn timed(group: &SimpleCommunicator, work: impl FnOnce()) -> (f64, f64) {
     group.barrier();
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_ticks());
     work();
-    let local = start.elapsed().as_secs_f64();
-    let mut slowest = 0.0_f64;
-    group.all_reduce_into(&local, &mut slowest, SystemOperation::max());
-    slowest
+    let local = [start.elapsed().as_secs_f64(), cpu_ticks() - cpu_start];
+    let mut slowest = [0.0_f64; 2];
+    group.all_reduce_into(&local[..], &mut slowest[..], SystemOperation::max());
+    (slowest[0], slowest[1])
 }
 
 fn main() {
@@ -142,13 +157,26 @@ fn main() {
         .as_ref()
         .map(|group| SequenceParallel::new(group, local));
 
-    let (mut model_alone, mut model_split) = (model.clone(), model);
+    let (mut model_plain, mut model_alone, mut model_split) = (model.clone(), model.clone(), model);
+    let mut adam_plain = Adam::new(AdamConfig::default(), &model_plain);
     let mut adam_alone = Adam::new(AdamConfig::default(), &model_alone);
     let mut adam_split = Adam::new(AdamConfig::default(), &model_split);
-    let (mut alone_times, mut split_times) = (Vec::new(), Vec::new());
-    let (mut loss_alone, mut loss_split) = (0.0, 0.0);
+    let (mut plain_times, mut alone_times, mut split_times) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut loss_plain, mut loss_alone, mut loss_split) = (0.0, 0.0, 0.0);
     for _ in 0..repeats {
         if let (Some(group), Some(alone)) = (&alone_group, &alone) {
+            // The one-process baseline: `Classifier::train_step` (pooled buffers).
+            plain_times.push(timed(group, || {
+                let stats = model_plain
+                    .train_step(
+                        &mut adam_plain,
+                        &local,
+                        ModelInput::Dense(input.view()),
+                        &labels,
+                    )
+                    .unwrap_or_else(|e| panic!("rank 0 alone: {e}"));
+                loss_plain = stats.batch.loss;
+            }));
             alone_times.push(timed(group, || {
                 let stats = alone
                     .train_step(
@@ -176,7 +204,10 @@ fn main() {
     }
 
     if rank == 0 {
-        let (t_alone, t_split) = (median(alone_times), median(split_times));
+        let wall = |times: &[(f64, f64)]| median(times.iter().map(|t| t.0).collect());
+        let cpu = |times: &[(f64, f64)]| median(times.iter().map(|t| t.1).collect());
+        let (t_plain, t_alone, t_split) =
+            (wall(&plain_times), wall(&alone_times), wall(&split_times));
         let n_params = model_split.n_params();
         let element = 4;
         let rounds = (usize::BITS - (n_ranks - 1).leading_zeros()) as usize;
@@ -192,10 +223,20 @@ fn main() {
         );
         println!("| measurement | value |");
         println!("|---|---:|");
-        println!("| rank 0 alone, whole sequence (s) | {t_alone:.3} |");
+        println!("| one process, `Classifier::train_step` (s) | {t_plain:.3} |");
+        println!("| rank 0 alone, `SequenceParallel` on 1 rank (s) | {t_alone:.3} |");
         println!("| {n_ranks} ranks, T/{n_ranks} steps each (s) | {t_split:.3} |");
-        println!("| speedup | {:.2} |", t_alone / t_split);
-        println!("| loss after the last step: alone, split | {loss_alone:.6}, {loss_split:.6} |");
+        println!("| speedup over `train_step` | {:.2} |", t_plain / t_split);
+        println!("| speedup over 1 rank | {:.2} |", t_alone / t_split);
+        println!(
+            "| CPU time: train_step / busiest split rank (its waits in MPI included) \
+             | {:.2} |",
+            cpu(&plain_times) / cpu(&split_times)
+        );
+        println!(
+            "| loss after the last step: train_step, 1 rank, {n_ranks} ranks | {loss_plain:.6}, \
+             {loss_alone:.6}, {loss_split:.6} |"
+        );
         println!(
             "| bytes sent per rank per step: scans + look-back + gradient sum | {scans} + \
              {look_back} + {gradients} |"

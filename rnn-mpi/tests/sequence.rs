@@ -263,7 +263,8 @@ fn gradients_match(world: &SimpleCommunicator, report: &mut Report) {
     }
 }
 
-/// One Adam step on the split sequence moves the parameters as one process does.
+/// Three Adam steps on the split sequence move the parameters as one process does, and
+/// evaluation gives the one-process loss.
 fn train_step_matches(world: &SimpleCommunicator, report: &mut Report) {
     let (rank, n_ranks) = (world.rank(), world.size() as usize);
     let n_steps = 10;
@@ -297,6 +298,21 @@ fn train_step_matches(world: &SimpleCommunicator, report: &mut Report) {
     let (error, at) = worst_error(&values(&split), &values(&single));
     report.check(rank, error <= TOLERANCE, || {
         format!("three Adam steps: parameter {at} off by {error:e}")
+    });
+    // Evaluation after training: the same loss, and the gradients left as they were.
+    let expected = single.evaluate(&Reference, batch.input(), &labels).unwrap();
+    let grads_before = gradients(&split);
+    let stats = parallel
+        .evaluate(&mut split, mine.input(), &labels)
+        .unwrap();
+    let loss_error = (stats.loss - expected.loss).abs();
+    report.check(
+        rank,
+        loss_error <= TOLERANCE * expected.loss.abs().max(1.0),
+        || format!("evaluate: loss {} vs {}", stats.loss, expected.loss),
+    );
+    report.check(rank, gradients(&split) == grads_before, || {
+        "evaluate changed the gradients".into()
     });
 }
 
@@ -348,6 +364,21 @@ fn errors_are_agreed(world: &SimpleCommunicator, report: &mut Report) {
     let expected = world.size() == 1 && result.is_ok()
         || matches!(result, Err(SequenceError::Disagreement { .. }));
     report.check(rank, expected, || format!("batch sizes differ: {result:?}"));
+
+    // Other parameter values on rank 0.
+    let mut other = Classifier::<f64>::new(
+        config(LayerKind::Gilr, dense, None),
+        InitConfig::default(),
+        1 + u64::from(rank == 0),
+    )
+    .unwrap();
+    let result = parallel.loss_and_grad(&mut other, batch.input(), &[0, 1]);
+    let expected = world.size() == 1 && result.is_ok()
+        || matches!(
+            result,
+            Err(SequenceError::Disagreement { what: "the model" })
+        );
+    report.check(rank, expected, || format!("models differ: {result:?}"));
 
     // No steps anywhere.
     let empty = Batch::Dense(Array3::zeros((0, 2, 3)));

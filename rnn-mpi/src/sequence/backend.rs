@@ -3,10 +3,13 @@
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
-use scan_core::{BackwardInputs, BackwardOutputs, Direction, ForwardInputs, LinearScan};
+use scan_core::{
+    BackwardInputs, BackwardOutputs, BackwardProblem, ChunkMap, Direction, Element, ForwardInputs,
+    ForwardProblem, LinearScan, ScanError,
+};
 use scan_mpi::{DistributedScan, MpiElement};
 use surrogate_rnn::backend::{Candidate, ScanEnds, Transpose};
-use surrogate_rnn::{Backend, CpuBackend, ModelError, Real};
+use surrogate_rnn::{Backend, CpuBackend, ModelError, Real, Subnormals};
 
 /// [`CpuBackend`] for everything a layer computes on its own rows; the scans run as
 /// [`DistributedScan`]s over the ranks that hold steps (`chain`, in time order), and the
@@ -19,13 +22,14 @@ pub(crate) struct SplitBackend<'a, E: Real, S> {
 }
 
 impl<'a, E: Real + MpiElement, S: LinearScan<E>> SplitBackend<'a, E, S> {
-    /// The backend of this rank's part; `scan` must be built on `chain`.
-    pub(crate) fn new(scan: &'a DistributedScan<S>, chain: &'a SimpleCommunicator) -> Self {
-        Self {
-            cpu: CpuBackend::new(scan.local()),
-            scan,
-            chain,
-        }
+    /// The backend of this rank's part: `cpu` for its own rows, `scan` (built on `chain`)
+    /// for the recurrences.
+    pub(crate) fn new(
+        cpu: CpuBackend<'a, E>,
+        scan: &'a DistributedScan<S>,
+        chain: &'a SimpleCommunicator,
+    ) -> Self {
+        Self { cpu, scan, chain }
     }
 
     fn position(&self) -> (usize, usize) {
@@ -497,5 +501,47 @@ fn misplaced(what: &str) -> ModelError {
         reason: format!(
             "{what} was passed to a part of a split sequence that receives it from a neighbour"
         ),
+    }
+}
+
+/// A local scan whose every call runs in the subnormal mode of `CpuBackend` (on its
+/// flushing pool), so that a split pass computes as a one-process pass does. The chunk
+/// passes hold no MPI call, so moving them to a pool thread is safe.
+pub(crate) struct Flushed<S> {
+    pub(crate) local: S,
+    pub(crate) mode: Subnormals,
+}
+
+impl<E: Element, S: LinearScan<E>> LinearScan<E> for Flushed<S> {
+    fn name(&self) -> &'static str {
+        self.local.name()
+    }
+
+    fn forward_checked(&self, problem: ForwardProblem<'_, '_, E>) -> Result<(), ScanError> {
+        self.mode.install(|| self.local.forward_checked(problem))
+    }
+
+    fn backward_checked(&self, problem: BackwardProblem<'_, '_, E>) -> Result<(), ScanError> {
+        self.mode.install(|| self.local.backward_checked(problem))
+    }
+
+    fn forward_map(
+        &self,
+        decay: ArrayView2<'_, E>,
+        impulse: ArrayView2<'_, E>,
+        direction: Direction,
+    ) -> Result<ChunkMap<E>, ScanError> {
+        self.mode
+            .install(|| self.local.forward_map(decay, impulse, direction))
+    }
+
+    fn backward_map(
+        &self,
+        decay: ArrayView2<'_, E>,
+        grad_state: ArrayView2<'_, E>,
+        direction: Direction,
+    ) -> Result<ChunkMap<E>, ScanError> {
+        self.mode
+            .install(|| self.local.backward_map(decay, grad_state, direction))
     }
 }

@@ -21,10 +21,10 @@ mod parallel {
     use scan_mpi::{DistributedScan, MpiElement};
     use surrogate_rnn::{
         softmax_cross_entropy, Adam, BatchStats, Classifier, InputKind, LayerKind, ModelError,
-        ModelInput, Parameters, Real, TrainStats,
+        ModelInput, Parameters, Real, Subnormals, TrainStats,
     };
 
-    use super::backend::SplitBackend;
+    use super::backend::{Flushed, SplitBackend};
     use super::sum::sum_in_rank_order;
     use super::SequenceError;
 
@@ -43,7 +43,8 @@ mod parallel {
     /// bits on every rank, deterministic for a given rank count).
     ///
     /// The local recurrences run on `S` (e.g. `scan_cpu::Parallel`), everything else on
-    /// [`surrogate_rnn::CpuBackend`] (which allocates its buffers afresh on every pass).
+    /// [`surrogate_rnn::CpuBackend`] with the model's buffer pool; all of it with
+    /// subnormals flushed to zero, as `CpuBackend` computes by default.
     ///
     /// # Failures
     ///
@@ -93,29 +94,7 @@ mod parallel {
             E: Real + MpiElement,
             S: LinearScan<E>,
         {
-            let layout = self.agree(model, &input, labels)?;
-            let last = layout.last_holder().ok_or(SequenceError::NoSteps)?;
-            model.zero_grad();
-            let rank = self.world.rank() as usize;
-            let holds_steps = layout.steps[rank] > 0;
-            let color = match holds_steps {
-                true => Color::with_value(0),
-                false => Color::undefined(),
-            };
-            // The ranks holding steps, in rank (= time) order.
-            let chain = self.world.split_by_color(color);
-            let mut summary = [0.0_f64; 2];
-            if let Some(chain) = chain {
-                let is_last = rank == last;
-                match self.run(&chain, model, input, labels, is_last) {
-                    Ok(Some((loss, n_correct))) => summary = [loss, n_correct as f64],
-                    Ok(None) => {}
-                    Err(error) => self.abort(&error),
-                }
-            }
-            self.world
-                .process_at_rank(last as i32)
-                .broadcast_into(&mut summary[..]);
+            let stats = self.pass(model, input, labels, true)?;
             let mut grads = Vec::with_capacity(model.n_params());
             model.visit_params(&mut |_, _, grad| grads.extend(grad.iter().copied()));
             sum_in_rank_order(&self.world, &mut grads)?;
@@ -126,6 +105,63 @@ mod parallel {
                 }
                 offset += param.grad.len();
             });
+            Ok(stats)
+        }
+
+        /// Loss and accuracy of the batch whose steps are split over the ranks (arguments as
+        /// for [`SequenceParallel::loss_and_grad`]), without gradients; on every rank.
+        /// Collective. (`&mut` for the model's buffer pool; parameters and gradients are
+        /// left as they are.)
+        pub fn evaluate<E>(
+            &self,
+            model: &mut Classifier<E>,
+            input: ModelInput<'_, E>,
+            labels: &[usize],
+        ) -> Result<BatchStats, SequenceError>
+        where
+            E: Real + MpiElement,
+            S: LinearScan<E>,
+        {
+            self.pass(model, input, labels, false)
+        }
+
+        /// The agreement, then forward (and, with `backward`, backward from zeroed
+        /// gradients) on the ranks that hold steps, and the loss from the last of them.
+        fn pass<E>(
+            &self,
+            model: &mut Classifier<E>,
+            input: ModelInput<'_, E>,
+            labels: &[usize],
+            backward: bool,
+        ) -> Result<BatchStats, SequenceError>
+        where
+            E: Real + MpiElement,
+            S: LinearScan<E>,
+        {
+            let layout = self.agree(model, &input, labels)?;
+            let last = layout.last_holder().ok_or(SequenceError::NoSteps)?;
+            if backward {
+                model.zero_grad();
+            }
+            let rank = self.world.rank() as usize;
+            let color = match layout.steps[rank] > 0 {
+                true => Color::with_value(0),
+                false => Color::undefined(),
+            };
+            // The ranks holding steps, in rank (= time) order.
+            let chain = self.world.split_by_color(color);
+            let mut summary = [0.0_f64; 2];
+            if let Some(chain) = chain {
+                let is_last = rank == last;
+                match self.run(&chain, model, input, labels, (is_last, backward)) {
+                    Ok(Some((loss, n_correct))) => summary = [loss, n_correct as f64],
+                    Ok(None) => {}
+                    Err(error) => self.abort(&error),
+                }
+            }
+            self.world
+                .process_at_rank(last as i32)
+                .broadcast_into(&mut summary[..]);
             let n_correct = summary[1] as usize;
             Ok(BatchStats {
                 loss: summary[0],
@@ -157,7 +193,7 @@ mod parallel {
             })
         }
 
-        /// Forward and backward on this rank's steps; the loss and the number of correct
+        /// Forward (and backward) on this rank's steps; the loss and the number of correct
         /// labels on the last rank.
         fn run<E>(
             &self,
@@ -165,22 +201,30 @@ mod parallel {
             model: &mut Classifier<E>,
             input: ModelInput<'_, E>,
             labels: &[usize],
-            is_last: bool,
+            (is_last, backward): (bool, bool),
         ) -> Result<Option<(f64, usize)>, ModelError>
         where
             E: Real + MpiElement,
             S: LinearScan<E>,
         {
-            let scan = DistributedScan::new(chain, &self.local);
-            let backend = SplitBackend::new(&scan, chain);
-            let (pass, _final_state) = model.forward_on(&backend, input, None)?;
-            let loss = match is_last {
-                true => Some(softmax_cross_entropy(pass.logits(), labels)?),
-                false => None,
+            let local = Flushed {
+                local: &self.local,
+                mode: Subnormals::default(),
             };
-            let grad_logits = loss.as_ref().map(|l| l.grad_logits.view());
-            model.backward_on(&backend, input, pass, grad_logits, None)?;
-            Ok(loss.map(|l| (l.loss, l.n_correct)))
+            let scan = DistributedScan::new(chain, local);
+            model.with_pooled_cpu(scan.local(), |model, cpu| {
+                let backend = SplitBackend::new(cpu, &scan, chain);
+                let (pass, _final_state) = model.forward_on(&backend, input, None)?;
+                let loss = match is_last {
+                    true => Some(softmax_cross_entropy(pass.logits(), labels)?),
+                    false => None,
+                };
+                if backward {
+                    let grad_logits = loss.as_ref().map(|l| l.grad_logits.view());
+                    model.backward_on(&backend, input, pass, grad_logits, None)?;
+                }
+                Ok(loss.map(|l| (l.loss, l.n_correct)))
+            })
         }
 
         /// Checks this rank's arguments and agrees with the other ranks on the outcome,

@@ -38,6 +38,15 @@ pub enum Subnormals {
     Preserve,
 }
 
+impl Subnormals {
+    /// Runs `work` (which may use rayon, but no thread-bound resource) in this mode, as
+    /// [`CpuBackend`](super::CpuBackend) runs its parallel work: on a pool whose threads
+    /// flush subnormals (`FlushToZero`, where the architecture has the mode), or as it is.
+    pub fn install<R: Send>(self, work: impl FnOnce() -> R + Send) -> R {
+        run(self, true, work)
+    }
+}
+
 /// Runs `work` with subnormals flushed (per `mode`): on the calling thread under a
 /// [`FlushGuard`] when `parallel` is false, on the [`flushing_pool`] when it is true.
 pub(crate) fn run<R: Send>(mode: Subnormals, parallel: bool, work: impl FnOnce() -> R + Send) -> R {

@@ -614,6 +614,22 @@ impl<E: Real> Classifier<E> {
         })
     }
 
+    /// Runs `work` with this model and the CPU backend on `scan` whose buffers come from
+    /// the model's pool (kept from one pass to the next), for callers that drive
+    /// [`Classifier::forward_on`] and [`Classifier::backward_on`] themselves, e.g. on a
+    /// backend that wraps this one.
+    pub fn with_pooled_cpu<R>(
+        &mut self,
+        scan: &dyn LinearScan<E>,
+        work: impl FnOnce(&mut Self, CpuBackend<'_, E>) -> R,
+    ) -> R {
+        let workspace = self.take_workspace();
+        workspace.next_generation();
+        let result = work(self, CpuBackend::pooled(scan, &workspace));
+        self.restore_workspace(workspace);
+        result
+    }
+
     /// The pool, taken out for a backward pass that borrows `self` mutably.
     pub(crate) fn take_workspace(&mut self) -> Workspace<E> {
         std::mem::take(&mut self.workspace)
