@@ -142,25 +142,29 @@ const BLOCK: usize = 512;
 #[inline(always)]
 fn by_rows<E: Real>(a: ArrayView2<'_, E>, b: ArrayView2<'_, E>, mut c: ArrayViewMut2<'_, E>) {
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    // The rows of `c` as slices, taken once (`few_rows` checked that they are contiguous).
+    let mut rows: [&mut [E]; FEW_ROWS] = Default::default();
+    for (slot, row) in rows.iter_mut().zip(c.rows_mut()) {
+        *slot = row.into_slice().unwrap_or_default();
+    }
+    let rows = &mut rows[..m];
     for j0 in (0..n).step_by(BLOCK) {
         let j1 = (j0 + BLOCK).min(n);
-        let row_of_b = |p: usize| &b.row(p).to_slice().unwrap_or(&[])[j0..j1];
+        let row_of_b = |p: usize| b.row(p).to_slice().unwrap_or_default().get(j0..j1);
         let mut p = 0;
         while p + 4 <= k {
-            let (b0, b1, b2, b3) = (
+            let (Some(b0), Some(b1), Some(b2), Some(b3)) = (
                 row_of_b(p),
                 row_of_b(p + 1),
                 row_of_b(p + 2),
                 row_of_b(p + 3),
-            );
-            for r in 0..m {
+            ) else {
+                return;
+            };
+            for (r, row) in rows.iter_mut().enumerate() {
                 let s = [a[[r, p]], a[[r, p + 1]], a[[r, p + 2]], a[[r, p + 3]]];
-                let mut row = c.row_mut(r);
-                let Some(out) = row.as_slice_mut() else {
-                    return;
-                };
-                for ((((x, &u0), &u1), &u2), &u3) in
-                    out[j0..j1].iter_mut().zip(b0).zip(b1).zip(b2).zip(b3)
+                let out = row.get_mut(j0..j1).unwrap_or_default();
+                for ((((x, &u0), &u1), &u2), &u3) in out.iter_mut().zip(b0).zip(b1).zip(b2).zip(b3)
                 {
                     *x = s[3].mul_add(u3, s[2].mul_add(u2, s[1].mul_add(u1, s[0].mul_add(u0, *x))));
                 }
@@ -168,14 +172,11 @@ fn by_rows<E: Real>(a: ArrayView2<'_, E>, b: ArrayView2<'_, E>, mut c: ArrayView
             p += 4;
         }
         for p in p..k {
-            let b0 = row_of_b(p);
-            for r in 0..m {
+            let Some(b0) = row_of_b(p) else { return };
+            for (r, row) in rows.iter_mut().enumerate() {
                 let s = a[[r, p]];
-                let mut row = c.row_mut(r);
-                let Some(out) = row.as_slice_mut() else {
-                    return;
-                };
-                for (x, &u) in out[j0..j1].iter_mut().zip(b0) {
+                let out = row.get_mut(j0..j1).unwrap_or_default();
+                for (x, &u) in out.iter_mut().zip(b0) {
                     *x = s.mul_add(u, *x);
                 }
             }
