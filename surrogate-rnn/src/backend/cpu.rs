@@ -1,18 +1,21 @@
-//! The CPU backend the models train on: matrixmultiply products, rayon-parallel fused
+//! The CPU backend the models train on: `gemm`-crate products, rayon-parallel fused
 //! passes, pooled buffers, subnormals flushed to zero (see [`Subnormals`]).
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+use gemm::Parallelism;
+use ndarray::parallel::prelude::*;
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 use scan_core::LinearScan;
 
 use super::host::{self, host_storage};
+use super::product;
 use super::subnormal::{self, Subnormals};
 use super::{Backend, Candidate, Transpose};
 use crate::ops::{par_zip, sigmoid, PAR_MIN_ELEMENTS};
 use crate::workspace::Workspace;
 use crate::{ModelError, Real};
 
-/// The fast CPU backend: ndarray/matrixmultiply products (threaded), fused elementwise
+/// The fast CPU backend: products by the `gemm` crate (split over both cores on the
+/// backend's pool when large, on the calling thread when small), fused elementwise
 /// passes split over rayon's pool (bit-for-bit the serial results for any thread count),
 /// the recurrence on the [`LinearScan`] it was built with, and buffers from the pool of the
 /// model that built it (a standalone backend allocates and frees).
@@ -94,6 +97,11 @@ impl<'a, E: Real> CpuBackend<'a, E> {
     }
 }
 
+/// Products with fewer multiply-adds than this run on the calling thread: handing them to
+/// the pool costs more than the second core saves (the LSTM's per-step products at small
+/// `n`).
+const PAR_MIN_PRODUCT: usize = 1 << 20;
+
 /// A `(1, n)` bias as a `(rows, n)` matrix of equal rows (stride 0, no copy).
 fn rows_of<'a, E>(
     operation: &'static str,
@@ -164,11 +172,23 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         } else {
             b.view()
         };
-        let beta = if accumulate { E::one() } else { E::zero() };
-        // matrixmultiply runs on this thread (and on its own threads where it finds more
-        // than one physical core: those compute with gradual underflow, from operands that
-        // this backend's passes wrote flushed).
-        self.serial(|| general_mat_mul(E::one(), &a, &b, beta, &mut c));
+        let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+        let parallel = m.saturating_mul(k).saturating_mul(n) >= PAR_MIN_PRODUCT;
+        let run = |c: &mut ArrayViewMut2<'_, E>| {
+            if !product::few_rows(a, b, c.view_mut(), accumulate, parallel) {
+                let threads = match parallel {
+                    true => Parallelism::Rayon(0),
+                    false => Parallelism::None,
+                };
+                product::gemm(a, b, c.view_mut(), accumulate, threads);
+            }
+        };
+        // Large products are split over the flushing pool, so every thread that computes
+        // them does so in this backend's subnormal mode.
+        match parallel {
+            true => self.on_pool(|| run(&mut c)),
+            false => self.serial(|| run(&mut c)),
+        }
         Ok(())
     }
 
@@ -452,24 +472,41 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
             cell_prev.map(|c| c.dim()),
             &[cell.dim(), out.dim()],
         )?;
-        self.serial(|| {
-            for b in 0..n_batch {
+        let zero = [[E::zero()]];
+        let zero = ndarray::aview2(&zero);
+        let prev = match cell_prev {
+            Some(ref c) => c.view(),
+            None => zeros(&zero, (n_batch, n))?,
+        };
+        let step =
+            |mut g: RowMut<'_, E>, mut c: RowMut<'_, E>, mut h: RowMut<'_, E>, p: Row<'_, E>| {
                 for j in 0..n {
-                    let f = sigmoid(gates[[b, j]]);
-                    let i = sigmoid(gates[[b, n + j]]);
-                    let o = sigmoid(gates[[b, 2 * n + j]]);
-                    let z = gates[[b, 3 * n + j]].tanh();
-                    gates[[b, j]] = f;
-                    gates[[b, n + j]] = i;
-                    gates[[b, 2 * n + j]] = o;
-                    gates[[b, 3 * n + j]] = z;
-                    let previous = cell_prev.map_or(E::zero(), |c| c[[b, j]]);
-                    let c = f * previous + i * z;
-                    cell[[b, j]] = c;
-                    out[[b, j]] = o * c.tanh();
+                    let f = sigmoid(g[j]);
+                    let i = sigmoid(g[n + j]);
+                    let o = sigmoid(g[2 * n + j]);
+                    let z = g[3 * n + j].tanh();
+                    g[j] = f;
+                    g[n + j] = i;
+                    g[2 * n + j] = o;
+                    g[3 * n + j] = z;
+                    let cv = f * p[j] + i * z;
+                    c[j] = cv;
+                    h[j] = o * cv.tanh();
                 }
-            }
-        });
+            };
+        let rows = Zip::from(gates.rows_mut())
+            .and(cell.rows_mut())
+            .and(out.rows_mut())
+            .and(prev.rows());
+        let min_rows = cell_rows_per_task(n);
+        match n_batch >= 2 * min_rows {
+            true => self.on_pool(|| {
+                rows.into_par_iter()
+                    .with_min_len(min_rows)
+                    .for_each(|(g, c, h, p)| step(g, c, h, p))
+            }),
+            false => self.serial(|| rows.for_each(step)),
+        }
         Ok(())
     }
 
@@ -493,26 +530,69 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
                 grad_cell.dim(),
             ],
         )?;
-        self.serial(|| {
-            for b in 0..n_batch {
-                for j in 0..n {
-                    let dh = grad_out[[b, j]] + grad_recurrent[[b, j]];
-                    let (f, i) = (gates[[b, j]], gates[[b, n + j]]);
-                    let (o, z) = (gates[[b, 2 * n + j]], gates[[b, 3 * n + j]]);
-                    let c = cell[[b, j]];
-                    let c_prev = cell_prev.map_or(E::zero(), |p| p[[b, j]]);
-                    let tc = c.tanh();
-                    let dc = dh * o * (E::one() - tc * tc) + grad_cell[[b, j]];
-                    grad_cell[[b, j]] = dc * f;
-                    gates[[b, j]] = dc * c_prev * f * (E::one() - f);
-                    gates[[b, n + j]] = dc * z * i * (E::one() - i);
-                    gates[[b, 2 * n + j]] = dh * tc * o * (E::one() - o);
-                    gates[[b, 3 * n + j]] = dc * i * (E::one() - z * z);
-                }
+        let zero = [[E::zero()]];
+        let zero = ndarray::aview2(&zero);
+        let prev = match cell_prev {
+            Some(ref c) => c.view(),
+            None => zeros(&zero, (n_batch, n))?,
+        };
+        let step = |mut g: RowMut<'_, E>,
+                    mut carry: RowMut<'_, E>,
+                    c: Row<'_, E>,
+                    p: Row<'_, E>,
+                    dh_out: Row<'_, E>,
+                    dh_rec: Row<'_, E>| {
+            for j in 0..n {
+                let dh = dh_out[j] + dh_rec[j];
+                let (f, i) = (g[j], g[n + j]);
+                let (o, z) = (g[2 * n + j], g[3 * n + j]);
+                let tc = c[j].tanh();
+                let dc = dh * o * (E::one() - tc * tc) + carry[j];
+                carry[j] = dc * f;
+                g[j] = dc * p[j] * f * (E::one() - f);
+                g[n + j] = dc * z * i * (E::one() - i);
+                g[2 * n + j] = dh * tc * o * (E::one() - o);
+                g[3 * n + j] = dc * i * (E::one() - z * z);
             }
-        });
+        };
+        let rows = Zip::from(gates.rows_mut())
+            .and(grad_cell.rows_mut())
+            .and(cell.rows())
+            .and(prev.rows())
+            .and(grad_out.rows())
+            .and(grad_recurrent.rows());
+        let min_rows = cell_rows_per_task(n);
+        match n_batch >= 2 * min_rows {
+            true => self.on_pool(|| {
+                rows.into_par_iter()
+                    .with_min_len(min_rows)
+                    .for_each(|(g, carry, c, p, a, b)| step(g, carry, c, p, a, b))
+            }),
+            false => self.serial(|| rows.for_each(step)),
+        }
         Ok(())
     }
+}
+
+type Row<'a, E> = ArrayView1<'a, E>;
+type RowMut<'a, E> = ArrayViewMut1<'a, E>;
+
+/// `zero` (a `1 × 1` zero) seen as a `dims` matrix of zeros, without allocating.
+fn zeros<'a, E>(
+    zero: &'a ArrayView2<'_, E>,
+    dims: (usize, usize),
+) -> Result<ArrayView2<'a, E>, ModelError> {
+    zero.broadcast(dims)
+        .ok_or_else(|| ModelError::InvalidInput {
+            operation: "Backend::lstm_cell",
+            reason: "the zero state does not broadcast".into(),
+        })
+}
+
+/// Batch rows per parallel task of an LSTM cell pass: at least `PAR_MIN_ELEMENTS / 8`
+/// elements, as each costs five transcendental functions (≈ 10× a plain gate pass).
+fn cell_rows_per_task(n: usize) -> usize {
+    (PAR_MIN_ELEMENTS / 8).div_ceil(n.max(1))
 }
 
 /// The error for a skip input without its gradient (or the reverse).

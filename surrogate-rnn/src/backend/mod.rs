@@ -32,6 +32,7 @@
 
 mod cpu;
 pub(crate) mod host;
+mod product;
 mod reference;
 mod subnormal;
 

@@ -20,6 +20,8 @@ use super::recurrence::prelude::*;
 /// Backward is backpropagation through time: per step, from the last, the cell's backward
 /// (with `∂h_t = ∂out_t + ∂P_{t+1} Uᵀ` and the carried `∂c`); afterwards
 /// `∂U += h_{t-1}ᵀ∂P_t`, `∂V += xᵀ∂P`, `∂b += Σ∂P`, `∂x = ∂P Vᵀ` as single products.
+/// The per-step products read `U` (forward) and a row-major copy of `Uᵀ` made once per
+/// backward pass, both streamed by the backend without packing or allocation per step.
 #[derive(Clone, Debug)]
 pub struct Lstm<E: Real> {
     input_weight: Param<E, Ix2>,
@@ -115,7 +117,15 @@ impl<E: Real> Recurrence<E> for Lstm<E> {
             None => b.zeros(n_batch, n),
         };
         let (mut grad_recurrent, mut grad_cell) = (carried(0)?, carried(1)?);
-        let u = b.host(self.recurrent_weight.value.view());
+        // Uᵀ laid out row-major once per backward pass: each step's `∂P_t·Uᵀ` then streams
+        // it row by row instead of a library packing the transposed view on every step.
+        let u_t = self
+            .recurrent_weight
+            .value
+            .t()
+            .as_standard_layout()
+            .into_owned();
+        let u_t = b.host(u_t.view());
         let c_0 = run.initial(1);
         for t in (0..run.n_steps).rev() {
             let start = t * n_batch;
@@ -131,7 +141,7 @@ impl<E: Real> Recurrence<E> for Lstm<E> {
             if t > 0 || run.has_initial() {
                 let dp = b.rows(b.view(&gates), start, n_batch)?;
                 let dh = b.view_mut(&mut grad_recurrent);
-                b.matmul(dp, Transpose::No, u, Transpose::Yes, dh, false)?;
+                b.matmul(dp, Transpose::No, u_t, Transpose::No, dh, false)?;
             }
         }
         let shifted = run.rows() - n_batch;

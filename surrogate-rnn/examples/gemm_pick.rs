@@ -1,0 +1,370 @@
+//! Which matrix-product library the CPU backend uses, chosen with numbers: the products
+//! the layers compute, at their real shapes, timed with ndarray/matrixmultiply, with the
+//! `gemm` crate on one thread and on both, and through `CpuBackend::matmul` (the path the
+//! layers take), once per gate block (`G` products into separate `(rows, n)` buffers) and
+//! once as one product into a `(rows, G·n)` buffer. Prints one table measured in one run,
+//! with a large square product as the machine's reference rate.
+//!
+//! `cargo run --release -p surrogate-rnn --example gemm_pick [-- --quick]`
+//!
+//! Shapes (`rows = T·B`): GILR-LSTM at (T, n, B) = (1024, 512, 8) and (8192, 64, 8) with a
+//! one-hot p = 128 input, Table 2's GILR-LSTM (2 × 256, input 4, B·T = 65,536), and the
+//! LSTM baseline's per-step products `(B, n)·(n, 4n)` and their backward `(B, 4n)·(4n, n)`.
+
+use std::time::Instant;
+
+use gemm::Parallelism;
+use ndarray::linalg::general_mat_mul;
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
+use scan_cpu::Serial;
+use surrogate_rnn::backend::Transpose;
+use surrogate_rnn::{Backend, CpuBackend};
+
+/// Which product a group times: the layers' forward projection, the weight gradient and
+/// the input gradient of its backward.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// `P(rows, G·n) = X(rows, m)·W(m, G·n)`.
+    Forward,
+    /// `∂W(m, G·n) += Xᵀ·∂P(rows, G·n)`.
+    WeightGrad,
+    /// `∂X(rows, m) += ∂P(rows, G·n)·Wᵀ`.
+    InputGrad,
+    /// [`Kind::InputGrad`] from a row-major copy of `Wᵀ` (made once, outside the timing).
+    InputGradCopied,
+}
+
+struct Group {
+    label: &'static str,
+    kind: Kind,
+    rows: usize,
+    m: usize,
+    n: usize,
+    gates: usize,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Library {
+    Matrixmultiply,
+    GemmOneThread,
+    GemmBothThreads,
+    Backend,
+}
+
+/// Deterministic values in [−1, 1).
+fn filled(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    Array2::from_shape_simple_fn((rows, cols), || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1_u64 << 23) as f32 - 1.0
+    })
+}
+
+/// `c (+)= a·b` with the `gemm` crate, on the calling thread or split over rayon's pool.
+fn gemm_product(
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    mut c: ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    assert!(b.nrows() == k && c.dim() == (m, n));
+    let (sa, sb, sc) = (a.strides(), b.strides(), c.strides());
+    let (sc_row, sc_col) = (sc[0], sc[1]);
+    let dst = c.as_mut_ptr();
+    // SAFETY: shapes checked above, so every index gemm touches lies inside the views,
+    // which ndarray keeps valid for their shapes and strides; `c` is a unique borrow.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            sc_col,
+            sc_row,
+            accumulate,
+            a.as_ptr(),
+            sa[1],
+            sa[0],
+            b.as_ptr(),
+            sb[1],
+            sb[0],
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+fn product(
+    library: Library,
+    backend: &CpuBackend<'_, f32>,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    mut c: ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+) {
+    match library {
+        Library::Matrixmultiply => {
+            general_mat_mul(1.0, &a, &b, if accumulate { 1.0 } else { 0.0 }, &mut c)
+        }
+        Library::GemmOneThread => gemm_product(a, b, c, accumulate, Parallelism::None),
+        Library::GemmBothThreads => gemm_product(a, b, c, accumulate, Parallelism::Rayon(0)),
+        Library::Backend => backend
+            .matmul(a, Transpose::No, b, Transpose::No, c, accumulate)
+            .expect("shapes fit"),
+    }
+}
+
+/// The operands of one group, merged (`(rows, G·n)` gate matrix) and per gate.
+struct Operands {
+    x: Array2<f32>,
+    w: Array2<f32>,
+    merged: Array2<f32>,
+    per_gate: Vec<Array2<f32>>,
+    grad_x: Array2<f32>,
+    grad_w: Array2<f32>,
+    w_t: Array2<f32>,
+}
+
+impl Operands {
+    fn new(g: &Group) -> Self {
+        let width = g.gates * g.n;
+        Self {
+            x: filled(g.rows, g.m, 1),
+            w: filled(g.m, width, 2),
+            merged: filled(g.rows, width, 3),
+            per_gate: (0..g.gates)
+                .map(|k| filled(g.rows, g.n, 4 + k as u64))
+                .collect(),
+            grad_x: Array2::zeros((g.rows, g.m)),
+            grad_w: Array2::zeros((g.m, width)),
+            w_t: filled(g.m, width, 2).t().as_standard_layout().into_owned(),
+        }
+    }
+
+    /// Runs the group's products once, merged or per gate.
+    fn run(&mut self, g: &Group, library: Library, merged: bool, backend: &CpuBackend<'_, f32>) {
+        let n = g.n;
+        match (g.kind, merged) {
+            (Kind::Forward, true) => product(
+                library,
+                backend,
+                self.x.view(),
+                self.w.view(),
+                self.merged.view_mut(),
+                false,
+            ),
+            (Kind::Forward, false) => {
+                for (k, p) in self.per_gate.iter_mut().enumerate() {
+                    let w_k = self.w.slice(s![.., k * n..(k + 1) * n]);
+                    product(library, backend, self.x.view(), w_k, p.view_mut(), false);
+                }
+            }
+            (Kind::WeightGrad, true) => product(
+                library,
+                backend,
+                self.x.t(),
+                self.merged.view(),
+                self.grad_w.view_mut(),
+                true,
+            ),
+            (Kind::WeightGrad, false) => {
+                for (k, p) in self.per_gate.iter().enumerate() {
+                    let gw = self.grad_w.slice_mut(s![.., k * n..(k + 1) * n]);
+                    product(library, backend, self.x.t(), p.view(), gw, true);
+                }
+            }
+            (Kind::InputGrad, true) => product(
+                library,
+                backend,
+                self.merged.view(),
+                self.w.t(),
+                self.grad_x.view_mut(),
+                true,
+            ),
+            (Kind::InputGradCopied, _) => product(
+                library,
+                backend,
+                self.merged.view(),
+                self.w_t.view(),
+                self.grad_x.view_mut(),
+                true,
+            ),
+            (Kind::InputGrad, false) => {
+                for (k, p) in self.per_gate.iter().enumerate() {
+                    let w_k = self.w.slice(s![.., k * n..(k + 1) * n]);
+                    product(
+                        library,
+                        backend,
+                        p.view(),
+                        w_k.t(),
+                        self.grad_x.view_mut(),
+                        true,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// How many calls of `work` make one sample of at least 2 ms.
+fn batch_size(mut work: impl FnMut()) -> usize {
+    work();
+    let start = Instant::now();
+    work();
+    let once = start.elapsed().as_secs_f64().max(1e-7);
+    ((2e-3 / once).ceil() as usize).max(1)
+}
+
+/// Seconds per call of `work`, one sample of `batch` calls.
+fn sample(batch: usize, mut work: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..batch {
+        work();
+    }
+    start.elapsed().as_secs_f64() / batch as f64
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn groups(quick: bool) -> Vec<Group> {
+    let g = |label, kind, rows, m, n, gates| Group {
+        label,
+        kind,
+        rows,
+        m,
+        n,
+        gates,
+    };
+    use Kind::*;
+    let mut all = vec![
+        g("n=512 layer 2 input gates", Forward, 8192, 512, 512, 6),
+        g("n=512 recurrent gates", Forward, 8184, 512, 512, 4),
+        g("n=512 layer 2 ∂V", WeightGrad, 8192, 512, 512, 6),
+        g("n=512 layer 2 ∂x", InputGrad, 8192, 512, 512, 6),
+        g("n=64 layer 1 input gates", Forward, 65536, 128, 64, 6),
+        g("n=64 recurrent gates", Forward, 65528, 64, 64, 4),
+        g("n=64 layer 2 ∂V", WeightGrad, 65536, 64, 64, 6),
+        g("Table 2 layer 2 input gates", Forward, 65536, 256, 256, 6),
+        g("Table 2 layer 2 ∂V", WeightGrad, 65536, 256, 256, 6),
+        g("Table 2 layer 2 ∂x", InputGrad, 65536, 256, 256, 6),
+        g("LSTM n=512 B=8 step", Forward, 8, 512, 512, 4),
+        g("LSTM n=512 B=8 step ∂h", InputGrad, 8, 512, 512, 4),
+        g(
+            "LSTM n=512 B=8 step ∂h, Uᵀ copied",
+            InputGradCopied,
+            8,
+            512,
+            512,
+            4,
+        ),
+        g("LSTM n=64 B=8 step", Forward, 8, 64, 64, 4),
+        g("LSTM n=64 B=8 step ∂h", InputGrad, 8, 64, 64, 4),
+        g("LSTM n=64 B=1 step", Forward, 1, 64, 64, 4),
+        g("LSTM n=64 B=1 step ∂h", InputGrad, 1, 64, 64, 4),
+        g(
+            "LSTM n=64 B=1 step ∂h, Uᵀ copied",
+            InputGradCopied,
+            1,
+            64,
+            64,
+            4,
+        ),
+    ];
+    if quick {
+        all.retain(|g| g.rows <= 8192);
+    }
+    all
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rounds = if quick { 2 } else { 5 };
+    let scan = Serial::default();
+    let backend = CpuBackend::new(&scan);
+    println!(
+        "# f32 products, GFLOP/s (best of {rounds} interleaved samples); {} threads in rayon's pool; load at start {}",
+        rayon::current_num_threads(),
+        load()
+    );
+    let side = if quick { 1024 } else { 2048 };
+    let (a, b) = (filled(side, side, 7), filled(side, side, 8));
+    let mut c = Array2::zeros((side, side));
+    let flops = 2.0 * (side as f64).powi(3);
+    let plain = [Library::Matrixmultiply, Library::GemmBothThreads];
+    let mut best = [f64::INFINITY; 2];
+    for _ in 0..rounds {
+        for (best, &library) in best.iter_mut().zip(&plain) {
+            let t = sample(1, || {
+                product(library, &backend, a.view(), b.view(), c.view_mut(), false)
+            });
+            *best = best.min(t);
+        }
+    }
+    println!(
+        "plain {side}³ product: matrixmultiply {:.0}, gemm (2 threads) {:.0}\n",
+        flops / best[0] / 1e9,
+        flops / best[1] / 1e9
+    );
+    println!(
+        "| product | M × K × N (G gate blocks) | matrixmultiply per gate | matrixmultiply one \
+         | gemm 1 thread one | gemm 2 threads one | backend per gate | backend one |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for group in groups(quick) {
+        let mut ops = Operands::new(&group);
+        let (rows, width) = (group.rows, group.gates * group.n);
+        let dims = match group.kind {
+            Kind::Forward => (rows, group.m, width),
+            Kind::WeightGrad => (group.m, rows, width),
+            Kind::InputGrad | Kind::InputGradCopied => (rows, width, group.m),
+        };
+        let flops = 2.0 * (dims.0 * dims.1 * dims.2) as f64;
+        let runs = [
+            (Library::Matrixmultiply, false),
+            (Library::Matrixmultiply, true),
+            (Library::GemmOneThread, true),
+            (Library::GemmBothThreads, true),
+            (Library::Backend, false),
+            (Library::Backend, true),
+        ];
+        let batches: Vec<usize> = runs
+            .iter()
+            .map(|&(library, merged)| batch_size(|| ops.run(&group, library, merged, &backend)))
+            .collect();
+        // Interleaved rounds, best sample per column: load from other processes hits every
+        // column alike and the minimum is the least disturbed sample.
+        let mut best = vec![f64::INFINITY; runs.len()];
+        for _ in 0..rounds {
+            for ((best, &(library, merged)), &batch) in best.iter_mut().zip(&runs).zip(&batches) {
+                let t = sample(batch, || ops.run(&group, library, merged, &backend));
+                *best = best.min(t);
+            }
+        }
+        let rates: Vec<String> = best
+            .iter()
+            .map(|t| format!("{:.1}", flops / t / 1e9))
+            .collect();
+        println!(
+            "| {} | {} × {} × {} ({}) | {} |",
+            group.label,
+            dims.0,
+            dims.1,
+            dims.2,
+            group.gates,
+            rates.join(" | ")
+        );
+    }
+    println!("\nload at end {}", load());
+}

@@ -1,0 +1,350 @@
+//! Matrix products of the CPU backend, `c = a·b` or `c += a·b` on ndarray views.
+//!
+//! Two routes, chosen with `examples/gemm_pick.rs` at the layers' shapes:
+//!
+//! * [`gemm`]: the `gemm` crate (packed micro-kernels, AVX-512/AVX2/FMA chosen at run
+//!   time), for every product with more than a few rows;
+//! * [`few_rows`]: products whose result has at most [`FEW_ROWS`] rows and whose right
+//!   operand has contiguous rows (the LSTM's per-step `(B, n)·(n, 4n)`), streamed straight
+//!   from the weight's own layout: a packing library copies the whole weight into its
+//!   packed layout on every call, which costs more than the product when `B` is small.
+//!   Each element of `c` is one FMA chain over `k` in a fixed order, so results do not
+//!   depend on how the columns are split over threads. (A dot-product kernel for a
+//!   transposed right operand, the LSTM's backward step, was slower than `gemm` at
+//!   `n = 64` and is not used.)
+
+use gemm::Parallelism;
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+
+use crate::Real;
+
+/// The largest result row count that [`few_rows`] takes.
+pub(super) const FEW_ROWS: usize = 16;
+
+/// `c = a·b`, or `c += a·b` when `accumulate`, through the `gemm` crate, for operands of
+/// matching shapes with any strides (a transpose is swapped strides).
+///
+/// # Panics
+/// When the shapes do not match (a caller bug: `host::matmul_dims` checks them first).
+#[track_caller]
+#[allow(unsafe_code)]
+pub(super) fn gemm<E: Real>(
+    a: ArrayView2<'_, E>,
+    b: ArrayView2<'_, E>,
+    mut c: ArrayViewMut2<'_, E>,
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    assert!(
+        b.nrows() == k && c.dim() == (m, n),
+        "product operands do not fit"
+    );
+    let (sa, sb, sc) = (a.strides(), b.strides(), c.strides());
+    let (sc_row, sc_col) = (sc[0], sc[1]);
+    let dst = c.as_mut_ptr();
+    // SAFETY: the shapes were checked above, so every index gemm touches, `(i, p)` of `a`,
+    // `(p, j)` of `b` and `(i, j)` of `c` with `i < m`, `p < k`, `j < n`, lies inside the
+    // views, which ndarray guarantees are valid for their shapes and strides (a view of no
+    // elements is never read or written). `c` is a mutable borrow, so it aliases neither
+    // `a` nor `b` and nothing else reads or writes it during the call. `E` is `f32` or
+    // `f64` (`scan_core::Element` is sealed to them), the types gemm computes with.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            sc_col,
+            sc_row,
+            accumulate,
+            a.as_ptr(),
+            sa[1],
+            sa[0],
+            b.as_ptr(),
+            sb[1],
+            sb[0],
+            E::one(),
+            E::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+fn contiguous_rows<E>(view: &ArrayView2<'_, E>) -> bool {
+    view.nrows() == 0 || view.row(0).as_slice().is_some()
+}
+
+/// `c (+)= a·b` for a `c` of at most [`FEW_ROWS`] contiguous rows and a `b` with
+/// contiguous rows, split over the columns of `c` on the current rayon pool when
+/// `parallel`. Returns `false`, touching nothing, when the operands do not have that form
+/// or the CPU has no FMA (the caller then uses [`gemm`]). Shapes must match (checked by
+/// the caller).
+pub(super) fn few_rows<E: Real>(
+    a: ArrayView2<'_, E>,
+    b: ArrayView2<'_, E>,
+    mut c: ArrayViewMut2<'_, E>,
+    accumulate: bool,
+    parallel: bool,
+) -> bool {
+    if c.nrows() > FEW_ROWS || !kernels::available() || !contiguous_rows(&b) {
+        return false;
+    }
+    let c_rows = c.nrows() == 0 || c.row_mut(0).as_slice_mut().is_some();
+    let fits = a.nrows() == c.nrows() && b.nrows() == a.ncols() && b.ncols() == c.ncols();
+    if !c_rows || !fits {
+        return false;
+    }
+    if !accumulate {
+        c.fill(E::zero());
+    }
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    split_columns(a, b, c, threads);
+    true
+}
+
+/// Splits the columns of `b` and `c` into `parts` blocks (multiples of 64 columns) and
+/// runs them with `rayon::join`.
+fn split_columns<E: Real>(
+    a: ArrayView2<'_, E>,
+    b: ArrayView2<'_, E>,
+    c: ArrayViewMut2<'_, E>,
+    parts: usize,
+) {
+    let n = c.ncols();
+    let half = (n / parts.max(1) * (parts / 2)).next_multiple_of(64);
+    if parts < 2 || half == 0 || half >= n {
+        kernels::run(a, b, c);
+        return;
+    }
+    let (b_left, b_right) = b.split_at(Axis(1), half);
+    let (c_left, c_right) = c.split_at(Axis(1), half);
+    let left_parts = parts / 2;
+    rayon::join(
+        || split_columns(a, b_left, c_left, left_parts),
+        || split_columns(a, b_right, c_right, parts - left_parts),
+    );
+}
+
+/// Columns of `c` (and `b`) done per block: a block of `c` (`FEW_ROWS` rows at most) stays
+/// in the L1 cache while `b`'s rows stream past.
+const BLOCK: usize = 512;
+
+/// `c[r, ·] += Σ_p a[r, p]·b[p, ·]`, `p` in increasing order, four rows of `b` per pass over
+/// `c` (each element one FMA chain).
+#[inline(always)]
+fn by_rows<E: Real>(a: ArrayView2<'_, E>, b: ArrayView2<'_, E>, mut c: ArrayViewMut2<'_, E>) {
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    // The rows of `c` as slices, taken once (`few_rows` checked that they are contiguous).
+    let mut rows: [&mut [E]; FEW_ROWS] = Default::default();
+    for (slot, row) in rows.iter_mut().zip(c.rows_mut()) {
+        *slot = row.into_slice().unwrap_or_default();
+    }
+    let rows = &mut rows[..m];
+    for j0 in (0..n).step_by(BLOCK) {
+        let j1 = (j0 + BLOCK).min(n);
+        let row_of_b = |p: usize| b.row(p).to_slice().unwrap_or_default().get(j0..j1);
+        let mut p = 0;
+        while p + 4 <= k {
+            let (Some(b0), Some(b1), Some(b2), Some(b3)) = (
+                row_of_b(p),
+                row_of_b(p + 1),
+                row_of_b(p + 2),
+                row_of_b(p + 3),
+            ) else {
+                return;
+            };
+            for (r, row) in rows.iter_mut().enumerate() {
+                let s = [a[[r, p]], a[[r, p + 1]], a[[r, p + 2]], a[[r, p + 3]]];
+                let out = row.get_mut(j0..j1).unwrap_or_default();
+                for ((((x, &u0), &u1), &u2), &u3) in out.iter_mut().zip(b0).zip(b1).zip(b2).zip(b3)
+                {
+                    *x = s[3].mul_add(u3, s[2].mul_add(u2, s[1].mul_add(u1, s[0].mul_add(u0, *x))));
+                }
+            }
+            p += 4;
+        }
+        for p in p..k {
+            let Some(b0) = row_of_b(p) else { return };
+            for (r, row) in rows.iter_mut().enumerate() {
+                let s = a[[r, p]];
+                let out = row.get_mut(j0..j1).unwrap_or_default();
+                for (x, &u) in out.iter_mut().zip(b0) {
+                    *x = s.mul_add(u, *x);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod kernels {
+    //! [`by_rows`] compiled for AVX-512 and for AVX2 (both with FMA), picked at run time.
+
+    use std::sync::OnceLock;
+
+    use ndarray::{ArrayView2, ArrayViewMut2};
+
+    use super::by_rows;
+    use crate::Real;
+
+    /// The instruction sets the kernel is compiled for.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Isa {
+        Avx512,
+        Avx2,
+        None,
+    }
+
+    fn isa() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+                Isa::Avx512
+            } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                Isa::Avx2
+            } else {
+                Isa::None
+            }
+        })
+    }
+
+    /// Whether this CPU runs the kernel (FMA with AVX2 or AVX-512; without FMA, `mul_add`
+    /// would be a library call).
+    pub(super) fn available() -> bool {
+        isa() != Isa::None
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    fn avx512<E: Real>(a: ArrayView2<'_, E>, b: ArrayView2<'_, E>, c: ArrayViewMut2<'_, E>) {
+        by_rows(a, b, c)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn avx2<E: Real>(a: ArrayView2<'_, E>, b: ArrayView2<'_, E>, c: ArrayViewMut2<'_, E>) {
+        by_rows(a, b, c)
+    }
+
+    /// Runs the kernel compiled for this CPU's widest instruction set.
+    pub(super) fn run<E: Real>(
+        a: ArrayView2<'_, E>,
+        b: ArrayView2<'_, E>,
+        c: ArrayViewMut2<'_, E>,
+    ) {
+        match isa() {
+            // SAFETY: `isa()` found AVX-512F and FMA on this CPU, all that `avx512` enables.
+            Isa::Avx512 => unsafe { avx512(a, b, c) },
+            // SAFETY: `isa()` found AVX2 and FMA on this CPU, all that `avx2` enables.
+            Isa::Avx2 => unsafe { avx2(a, b, c) },
+            Isa::None => by_rows(a, b, c),
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod kernels {
+    //! Elsewhere every product goes through the `gemm` crate.
+
+    use ndarray::{ArrayView2, ArrayViewMut2};
+
+    use crate::Real;
+
+    pub(super) fn available() -> bool {
+        false
+    }
+
+    pub(super) fn run<E: Real>(
+        a: ArrayView2<'_, E>,
+        b: ArrayView2<'_, E>,
+        c: ArrayViewMut2<'_, E>,
+    ) {
+        super::by_rows(a, b, c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{s, Array2};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// `c + a·b` by plain loops in `f64`.
+    fn expected(a: &Array2<f64>, b: ArrayView2<'_, f64>, c: &Array2<f64>) -> Array2<f64> {
+        let mut out = c.clone();
+        for ((r, j), x) in out.indexed_iter_mut() {
+            *x += (0..a.ncols()).map(|p| a[[r, p]] * b[[p, j]]).sum::<f64>();
+        }
+        out
+    }
+
+    fn filled(rows: usize, cols: usize, seed: u64) -> Array2<f64> {
+        Array2::from_shape_fn((rows, cols), |(r, j)| {
+            let x = (r as u64 * 31 + j as u64 * 17 + seed * 7) % 23;
+            x as f64 / 11.0 - 1.0
+        })
+    }
+
+    proptest! {
+        /// With and without accumulation, on one thread and split, from a `b` that is a
+        /// column block of a wider matrix or not: the few-rows kernel gives the plain
+        /// product (to rounding), for sizes that are not multiples of any block.
+        #[test]
+        fn few_rows_is_the_plain_product(
+            m in 0..=FEW_ROWS,
+            k in 0_usize..150,
+            n in 0_usize..700,
+            block in any::<bool>(),
+            accumulate in any::<bool>(),
+            parallel in any::<bool>(),
+        ) {
+            let a = filled(m, k, 1);
+            let stored = filled(k, n + 3, 2);
+            let b = if block { stored.slice(s![.., 1..n + 1]) } else { stored.slice(s![.., ..n]) };
+            let start = filled(m, n, 3);
+            let mut c = start.clone();
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+            let done = pool.install(|| few_rows(a.view(), b, c.view_mut(), accumulate, parallel));
+            prop_assert_eq!(done, kernels::available());
+            if done {
+                let base = if accumulate { start } else { Array2::zeros((m, n)) };
+                let want = expected(&a, b, &base);
+                for (x, y) in c.iter().zip(&want) {
+                    prop_assert!((x - y).abs() <= 1e-12 * (1.0 + k as f64), "{x} vs {y}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn other_layouts_are_left_to_gemm() {
+        let a = filled(4, 8, 1);
+        let b = filled(16, 8, 2);
+        let mut c = Array2::zeros((4, 16));
+        assert!(c.row_mut(0).as_slice_mut().is_some());
+        // `b` transposed (contiguous columns), then with strided rows.
+        assert!(!few_rows(a.view(), b.t(), c.view_mut(), false, false));
+        let wide = filled(8, 32, 2);
+        let strided = wide.slice(s![.., ..;2]);
+        assert!(!few_rows(a.view(), strided, c.view_mut(), false, false));
+        // A result with more than FEW_ROWS rows.
+        let tall = filled(FEW_ROWS + 1, 8, 1);
+        let mut c_tall = Array2::zeros((FEW_ROWS + 1, 16));
+        assert!(!few_rows(
+            tall.view(),
+            b.t(),
+            c_tall.view_mut(),
+            false,
+            false
+        ));
+        assert!(c.iter().chain(&c_tall).all(|&x| x == 0.0));
+    }
+}
