@@ -280,9 +280,10 @@ impl SyntheticArgs {
         self
     }
 
-    /// Bytes one training step needs (see [`limits::training_bytes`]).
+    /// Bytes one training step needs as it will run, whole or in chunks (see
+    /// [`super::step::training_bytes`]).
     pub(crate) fn training_memory_bytes(&self) -> Result<u128> {
-        limits::training_bytes(&self.model_config(), self.seq_len, self.batch)
+        super::step::training_bytes(&self.model_config(), self.seq_len, self.batch)
     }
 
     /// Every check that can fail before work starts.

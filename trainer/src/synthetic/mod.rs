@@ -8,10 +8,12 @@
 //!
 //! The parts: [`args`] (the settings and their checks), [`crate::schedule`] (curriculum
 //! and convergence, without I/O), [`training`] (the loop that runs the steps and writes
-//! metrics, checkpoints and the summary), [`crate::resume`] (the run folder: creating it,
+//! metrics, checkpoints and the summary), [`step`] (whole or chunked steps by a memory
+//! budget), [`crate::resume`] (the run folder: creating it,
 //! reading it back).
 
 mod args;
+mod step;
 mod training;
 
 use std::process::ExitCode;
