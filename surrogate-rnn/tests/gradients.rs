@@ -210,6 +210,7 @@ fn layer_kinds() -> impl Strategy<Value = LayerKind> {
     prop_oneof![
         Just(LayerKind::Gilr),
         Just(LayerKind::GilrLstm),
+        Just(LayerKind::GilrLstmTanh),
         (1_usize..=3).prop_map(|width| LayerKind::Qrnn { width }),
         Just(LayerKind::Qrnn { width: 10 }),
         Just(LayerKind::Sru),
