@@ -79,7 +79,9 @@ fn config(kind: LayerKind) -> ModelConfig {
 fn gemm_flops(kind: LayerKind, n_rows: usize) -> f64 {
     let (r, n) = (n_rows as f64, HIDDEN as f64);
     let layer = |m: f64| match kind {
-        LayerKind::GilrLstm => 3.0 * 2.0 * r * (m * 6.0 * n + n * 4.0 * n),
+        LayerKind::GilrLstm | LayerKind::GilrLstmTanh => {
+            3.0 * 2.0 * r * (m * 6.0 * n + n * 4.0 * n)
+        }
         LayerKind::Qrnn { width } => 3.0 * 2.0 * r * width as f64 * m * 3.0 * n,
         LayerKind::Sru => 3.0 * 2.0 * r * m * 3.0 * n,
         LayerKind::Gilr => 3.0 * 2.0 * r * m * 2.0 * n,

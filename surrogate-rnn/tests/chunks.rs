@@ -46,6 +46,7 @@ fn layer_kinds() -> impl Strategy<Value = LayerKind> {
     prop_oneof![
         Just(LayerKind::Gilr),
         Just(LayerKind::GilrLstm),
+        Just(LayerKind::GilrLstmTanh),
         (1_usize..=4).prop_map(|width| LayerKind::Qrnn { width }),
         Just(LayerKind::Sru),
         Just(LayerKind::Lstm),

@@ -59,6 +59,7 @@ fn a_classifier_runs_on_the_reference_backend() {
     };
     for layer in [
         LayerKind::GilrLstm,
+        LayerKind::GilrLstmTanh,
         LayerKind::Qrnn { width: 2 },
         LayerKind::Lstm,
     ] {

@@ -210,6 +210,7 @@ fn layer_kinds() -> impl Strategy<Value = LayerKind> {
     prop_oneof![
         Just(LayerKind::Gilr),
         Just(LayerKind::GilrLstm),
+        Just(LayerKind::GilrLstmTanh),
         (1_usize..=3).prop_map(|width| LayerKind::Qrnn { width }),
         Just(LayerKind::Qrnn { width: 10 }),
         Just(LayerKind::Sru),
@@ -329,5 +330,19 @@ proptest! {
         check_params(&mut model, &|m: &Classifier<f64>| {
             m.evaluate(&Reference, ModelInput::OneHot(&input), &labels).unwrap().loss
         })?;
+    }
+}
+
+/// The bounded GILR-LSTM output (`h = o ⊙ tanh c`) on fixed cases, whatever the proptest
+/// above happens to draw: with and without an incoming state.
+#[test]
+fn the_bounded_gilr_lstm_output_matches_finite_differences() {
+    let init = InitConfig {
+        gate_bias: GateBiasInit::Chrono { max_len: 20 },
+    };
+    for (seed, with_state) in [(1, false), (2, true), (3, true)] {
+        let mut layer =
+            RecurrentLayer::<f64>::new(LayerKind::GilrLstmTanh, 3, 4, init, seed).unwrap();
+        check_layer(&mut layer, (5, 2), seed, with_state).unwrap();
     }
 }

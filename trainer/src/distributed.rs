@@ -52,7 +52,8 @@ pub fn rank_seed(seed: u64, rank: usize) -> u64 {
     }
 }
 
-/// One local training step on the batch of step `adam.steps()`.
+/// One local training step on the batch of step `adam.steps()`, whole or in chunks of
+/// `chunk_len` steps (see `synthetic::step`).
 pub fn local_step(
     model: &mut Classifier<f32>,
     adam: &mut Adam<f32>,
@@ -60,9 +61,11 @@ pub fn local_step(
     task: &SyntheticTask,
     seed: u64,
     n_batch: usize,
+    chunk_len: Option<usize>,
 ) -> Result<TrainStats, ModelError> {
     let batch = task.batch_for_step::<f32>(seed, adam.steps(), n_batch);
-    model.train_step(adam, scan, ModelInput::OneHot(&batch.input), &batch.labels)
+    let input = ModelInput::OneHot(&batch.input);
+    crate::synthetic::train_step(model, adam, scan, input, &batch.labels, chunk_len)
 }
 
 /// The session of a single process, unless it belongs to a distributed run.

@@ -64,7 +64,7 @@ pub fn parameter_count(config: &ModelConfig) -> Result<u128> {
         let copies = if layer == 0 { 1 } else { config.layers - 1 };
         let per_layer = match config.layer {
             LayerKind::Gilr => sum(what, &[elements(what, &[2, m, n])?, 2 * n as u128])?,
-            LayerKind::GilrLstm => sum(
+            LayerKind::GilrLstm | LayerKind::GilrLstmTanh => sum(
                 what,
                 &[
                     elements(what, &[6, m, n])?,
@@ -106,7 +106,7 @@ pub fn parameter_count(config: &ModelConfig) -> Result<u128> {
 pub fn training_bytes(config: &ModelConfig, seq_len: usize, batch: usize) -> Result<u128> {
     let what = "one training step";
     let per_layer = match config.layer {
-        LayerKind::GilrLstm => 9,
+        LayerKind::GilrLstm | LayerKind::GilrLstmTanh => 9,
         LayerKind::Lstm => 6,
         LayerKind::Qrnn { .. } | LayerKind::Sru => 5,
         LayerKind::Gilr => 3,

@@ -45,7 +45,8 @@ mod table3;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Train linear surrogate RNNs and reproduce the experiments of "Parallelizing Linear
 /// Recurrent Neural Nets Over Sequence Length" (Martin & Cundy, ICLR 2018).
@@ -73,12 +74,26 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let command = cli
         .command
         .unwrap_or_else(|| Command::Synthetic(Box::default()));
     let result = match command {
-        Command::Synthetic(args) => {
+        Command::Synthetic(mut args) => {
+            // Settings chosen by the sequence length, unless their flag was given.
+            let sub = matches.subcommand_matches("synthetic");
+            let given = |id: &str| {
+                sub.is_some_and(|m| m.value_source(id) == Some(ValueSource::CommandLine))
+            };
+            let chosen = args.choose_for_length(given);
+            if !chosen.is_empty() {
+                println!(
+                    "n = {}: chose {} for this length (a flag overrides each)",
+                    args.seq_len,
+                    chosen.join(" ")
+                );
+            }
             distributed::run_synthetic(&args).map(|outcome| outcome.exit_code())
         }
         Command::KernelBench(args) => bench::kernel_bench(&args).map(|_| ExitCode::SUCCESS),

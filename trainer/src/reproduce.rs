@@ -38,7 +38,7 @@ pub struct ReproduceArgs {
     pub lstm_max_seconds: Option<f64>,
     /// Wall-time limit of each n = 2²⁰ run (GILR-LSTM and LSTM alike), in seconds; full
     /// budget only.
-    #[arg(long, default_value_t = 3600.0)]
+    #[arg(long, default_value_t = 900.0)]
     pub million_max_seconds: f64,
     #[command(flatten)]
     pub output: OutputArgs,

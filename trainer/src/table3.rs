@@ -54,17 +54,12 @@ impl Row {
         }
     }
 
-    /// The n = 2²⁰ row: 2 × 16 hidden, batch 8 and chrono time scales up to 65,536 steps
-    /// (what fits in memory and learns, see the trainer README), a checkpoint every step
-    /// (an iteration takes minutes), and the same wall-time cap for both models.
+    /// The n = 2²⁰ row: the settings `trainer synthetic -n 1048576` chooses for this
+    /// length ([`SyntheticArgs::choose_for_length`]), and the same wall-time cap for both
+    /// models.
     pub fn million(seeds: u64, max_seconds: f64) -> Self {
-        let seq_len = 1 << 20;
-        let mut row = Self::new(seq_len, seeds, max_seconds);
-        row.base.hidden = 16;
-        row.base.embedding = 16;
-        row.base.batch = 8;
-        row.base.chrono_max_len = Some(65_536);
-        row.base.checkpoint_every = Some(1);
+        let mut row = Self::new(1 << 20, seeds, max_seconds);
+        row.base.choose_for_length(|_| false);
         row.gilr_max_seconds = Some(max_seconds);
         row
     }
@@ -264,10 +259,17 @@ mod tests {
         assert_eq!(lstm.max_seconds, Some(2400.0));
         assert_eq!(gilr.max_seconds, lstm.max_seconds);
         assert_eq!(
-            (gilr.seq_len, gilr.hidden, gilr.batch, gilr.seed),
-            (1 << 20, 16, 8, 2)
+            (
+                gilr.seq_len,
+                gilr.hidden,
+                gilr.layers,
+                gilr.batch,
+                gilr.seed
+            ),
+            (1 << 20, 4, 1, 8, 2)
         );
         assert_eq!(gilr.chrono_max_len, Some(65_536));
+        assert_eq!(gilr.checkpoint_every, Some(1));
         let small = Row::new(1024, 5, 120.0);
         assert_eq!(small.seeds, vec![1, 2, 3, 4, 5]);
         let gilr = small.run_args(ModelChoice::GilrLstm, 3, PathBuf::from("c"));

@@ -400,3 +400,57 @@ fn ctrl_c_checkpoints_and_says_how_to_resume() {
         .stderr
         .contains(&format!("resuming at step {iterations}")));
 }
+
+#[test]
+fn long_sequences_choose_their_settings_and_flags_override_them() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("run");
+    let out = run(
+        &["synthetic", "--quiet", "-n", "1048576", "--hidden", "6"],
+        &["--max-iterations", "0", "--out", dir.to_str().unwrap()],
+    );
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("chose --layers 1 --embedding 8 --batch 8"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("--hidden 4"), "{}", out.stdout);
+    let summary = read_json(&dir.join("summary.json"));
+    assert_eq!(summary["hidden"], 6);
+    assert_eq!(summary["layers"], 1);
+    assert_eq!(summary["batch"], 8);
+    // Short sequences keep the plain defaults and say nothing.
+    let dir = temp.path().join("short");
+    let out = run(
+        &[
+            "synthetic",
+            "--quiet",
+            "-n",
+            "4096",
+            "--max-iterations",
+            "0",
+        ],
+        &["--out", dir.to_str().unwrap()],
+    );
+    assert!(out.success, "{}", out.stderr);
+    assert!(!out.stdout.contains("chose"), "{}", out.stdout);
+    assert_eq!(read_json(&dir.join("summary.json"))["hidden"], 32);
+}
+
+#[test]
+fn the_bounded_gilr_lstm_output_trains() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("run");
+    let out = run(
+        TINY,
+        &["--gilr-output", "tanh", "--out", dir.to_str().unwrap()],
+    );
+    assert!(out.success, "{}", out.stderr);
+    let summary = read_json(&dir.join("summary.json"));
+    assert_eq!(summary["model"], "gilr-lstm-tanh");
+    assert_eq!(summary["converged"], true);
+    let out = run(TINY, &["--model", "lstm", "--gilr-output", "tanh"]);
+    assert_failure(&out, "--gilr-output applies to --model gilr-lstm only");
+}

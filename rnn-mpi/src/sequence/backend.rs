@@ -348,6 +348,16 @@ impl<E: Real + MpiElement, S: LinearScan<E>> Backend<E> for SplitBackend<'_, E, 
         self.cpu
             .lstm_cell_backward(gates, cell, cell_prev, grad_out, grad_recurrent, grad_cell)
     }
+    fn tanh(&self, x: ArrayView2<'_, E>, out: ArrayViewMut2<'_, E>) -> Result<(), ModelError> {
+        self.cpu.tanh(x, out)
+    }
+    fn tanh_backward(
+        &self,
+        y: ArrayView2<'_, E>,
+        grad: ArrayViewMut2<'_, E>,
+    ) -> Result<(), ModelError> {
+        self.cpu.tanh_backward(y, grad)
+    }
 
     fn scan(
         &self,

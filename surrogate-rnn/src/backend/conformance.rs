@@ -203,6 +203,15 @@ pub fn check_backend<E: Real, B: Backend<E>>(
             copies,
             copies,
         ),
+        (
+            "tanh",
+            vec![
+                r.matrix::<E>(rows, n).mapv(|v| v * E::from_f64(4.0)),
+                r.matrix(rows, n),
+            ],
+            tanh,
+            tanh,
+        ),
     ];
     for (operation, operands, on_backend, on_reference) in cases {
         let failed = |source| Mismatch::Failed { operation, source };
@@ -545,4 +554,21 @@ fn copies<E: Real, B: Backend<E>>(
 /// A copy of a matrix on its backend.
 fn dup<E: Real, B: Backend<E>>(backend: &B, matrix: &B::Matrix) -> Result<B::Matrix, ModelError> {
     crate::layers::copy_matrix(backend, backend.view(matrix))
+}
+
+/// `tanh` of operands in `[−4, 4]` and its backward for a random upstream gradient.
+fn tanh<E: Real, B: Backend<E>>(
+    b: &B,
+    x: &[Array2<E>],
+    _: &Case,
+) -> Result<Vec<Array2<E>>, ModelError> {
+    let mut m = up(b, x);
+    let [x, grad] = &mut m[..] else {
+        return Ok(Vec::new());
+    };
+    let (rows, n) = b.matrix_dims(x);
+    let mut y = b.zeros(rows, n)?;
+    b.tanh(b.view(x), b.view_mut(&mut y))?;
+    b.tanh_backward(b.view(&y), b.view_mut(grad))?;
+    Ok(down(b, &[y, dup(b, grad)?]))
 }

@@ -572,6 +572,24 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         }
         Ok(())
     }
+
+    fn tanh(&self, x: ArrayView2<'_, E>, mut out: ArrayViewMut2<'_, E>) -> Result<(), ModelError> {
+        host::same("Backend::tanh", "out", x.dim(), out.dim())?;
+        self.within(x.len(), || par_zip!((&mut out, x), |y, &v| *y = v.tanh()));
+        Ok(())
+    }
+
+    fn tanh_backward(
+        &self,
+        y: ArrayView2<'_, E>,
+        mut grad: ArrayViewMut2<'_, E>,
+    ) -> Result<(), ModelError> {
+        host::same("Backend::tanh_backward", "grad", y.dim(), grad.dim())?;
+        self.within(y.len(), || {
+            par_zip!((&mut grad, y), |g, &yv| *g = *g * (E::one() - yv * yv))
+        });
+        Ok(())
+    }
 }
 
 type Row<'a, E> = ArrayView1<'a, E>;

@@ -370,4 +370,11 @@ pub trait Backend<E: Real> {
         let _ = dims;
         grad_entering(given)
     }
+
+    // --- Elementwise (added for GILR-LSTM's bounded output) ----------------------------
+
+    /// `out = tanh(x)` elementwise.
+    fn tanh(&self, x: Self::View<'_>, out: Self::ViewMut<'_>) -> Result<(), ModelError>;
+    /// Backward of [`Backend::tanh`] from its output `y`: `grad ← grad ⊙ (1 − y²)`.
+    fn tanh_backward(&self, y: Self::View<'_>, grad: Self::ViewMut<'_>) -> Result<(), ModelError>;
 }

@@ -412,4 +412,23 @@ impl<E: Real> Backend<E> for ReferenceBackend {
         });
         Ok(())
     }
+
+    fn tanh(&self, x: ArrayView2<'_, E>, mut out: ArrayViewMut2<'_, E>) -> Result<(), ModelError> {
+        host::same("Backend::tanh", "out", x.dim(), out.dim())?;
+        each(x.dim(), |r, c| out[[r, c]] = e(f(x[[r, c]]).tanh()));
+        Ok(())
+    }
+
+    fn tanh_backward(
+        &self,
+        y: ArrayView2<'_, E>,
+        mut grad: ArrayViewMut2<'_, E>,
+    ) -> Result<(), ModelError> {
+        host::same("Backend::tanh_backward", "grad", y.dim(), grad.dim())?;
+        each(y.dim(), |r, c| {
+            let yv = f(y[[r, c]]);
+            grad[[r, c]] = e(f(grad[[r, c]]) * (1.0 - yv * yv));
+        });
+        Ok(())
+    }
 }

@@ -16,6 +16,10 @@ use super::recurrence::prelude::*;
 /// h_t = o_t ⊙ c_t                                            (output gate)
 /// ```
 ///
+/// [`LayerKind::GilrLstmTanh`](crate::LayerKind::GilrLstmTanh) opts into the bounded
+/// output `h_t = o_t ⊙ tanh(c_t)` (the LSTM's): `c` still comes from the linear scan, only
+/// what leaves the layer is squashed, so `|h| < 1` however long the sequence.
+///
 /// **Choice:** the gates read `h̃_{t-1}`, as PAPER.md's equations write it (the authors'
 /// released code feeds `h̃_t`). Then `h̃` is a strict summary of the past, exactly like the
 /// LSTM state it replaces. `U h̃_{t-1}` for all steps is one product on `h̃` shifted by one
@@ -31,6 +35,8 @@ pub struct GilrLstm<E: Real> {
     input_weight: Param<E, Ix2>,
     recurrent_weight: Param<E, Ix2>,
     bias: Param<E, Ix1>,
+    /// `h = o ⊙ tanh(c)` instead of the paper's `h = o ⊙ c`.
+    bounded_output: bool,
 }
 
 const G: usize = 0;
@@ -56,6 +62,7 @@ impl<E: Real> GilrLstm<E> {
             input_weight: Param::new(input_weight),
             recurrent_weight: Param::new(recurrent_weight),
             bias: Param::new(bias),
+            bounded_output: false,
         }
     }
 }
@@ -104,7 +111,7 @@ impl<E: Real> Recurrence<E> for GilrLstm<E> {
         }
         let biases = [bias(F)?, bias(I)?, bias(Z)?];
         let (cell, cell_0) = input_gated_scan(b, run.n_steps, [f, i, z], biases, run.initial(1))?;
-        let h = output_gate(b, o, bias(O)?, b.view(&cell), None)?;
+        let h = self.output(b, o, bias(O)?, &cell)?;
         let state = vec![
             last_step(b, &surrogate, n_batch)?,
             last_step(b, &cell, n_batch)?,
@@ -117,7 +124,7 @@ impl<E: Real> Recurrence<E> for GilrLstm<E> {
     fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
         let ((m, n), n_batch, n_steps) = (self.sizes(), run.n_batch, run.n_steps);
         let [mut g, mut j, mut f, mut i, mut o, mut z, surrogate, cell] = run.take_buffers()?;
-        let (grad_cell, _) = output_gate_backward(b, &mut o, b.view(&cell), None, run.grad_h)?;
+        let grad_cell = self.output_backward(b, &mut o, &cell, run.grad_h)?;
         let grad = run.scan_grad(b, b.view(&cell), b.view(&grad_cell), 1);
         let grad_cell_0 = input_gated_scan_backward(b, n_steps, [&mut f, &mut i, &mut z], grad)?;
         b.recycle(grad_cell);
@@ -182,4 +189,55 @@ impl<E: Real> GilrLstm<E> {
         let grad_u = b.host_mut(self.recurrent_weight.grad.view_mut());
         project_backward(b, previous, u, grad_u, None, grad_gates, grad_previous)
     }
+
+    /// The layer with the bounded output `h = o ⊙ tanh(c)`.
+    pub(crate) fn with_bounded_output(mut self) -> Self {
+        self.bounded_output = true;
+        self
+    }
+
+    /// `h = o ⊙ c`, or `o ⊙ tanh(c)` with the bounded output; activates `o` in place.
+    fn output<B: Backend<E>>(
+        &self,
+        b: &B,
+        o: &mut B::Matrix,
+        bias: B::View<'_>,
+        cell: &B::Matrix,
+    ) -> Result<B::Matrix, ModelError> {
+        if !self.bounded_output {
+            return output_gate(b, o, bias, b.view(cell), None);
+        }
+        let squashed = tanh_of(b, cell)?;
+        let h = output_gate(b, o, bias, b.view(&squashed), None);
+        b.recycle(squashed);
+        h
+    }
+
+    /// Backward of [`GilrLstm::output`]: `∂c = ∂h ⊙ o` (linear) or
+    /// `∂c = ∂h ⊙ o ⊙ (1 − tanh² c)` (bounded, `tanh c` recomputed rather than stored);
+    /// overwrites `o` with `∂P_o`.
+    fn output_backward<B: Backend<E>>(
+        &self,
+        b: &B,
+        o: &mut B::Matrix,
+        cell: &B::Matrix,
+        grad_h: B::View<'_>,
+    ) -> Result<B::Matrix, ModelError> {
+        if !self.bounded_output {
+            return Ok(output_gate_backward(b, o, b.view(cell), None, grad_h)?.0);
+        }
+        let squashed = tanh_of(b, cell)?;
+        let (mut grad_cell, _) = output_gate_backward(b, o, b.view(&squashed), None, grad_h)?;
+        b.tanh_backward(b.view(&squashed), b.view_mut(&mut grad_cell))?;
+        b.recycle(squashed);
+        Ok(grad_cell)
+    }
+}
+
+/// `tanh` of every element of `x`, in a new matrix.
+fn tanh_of<E: Real, B: Backend<E>>(b: &B, x: &B::Matrix) -> Result<B::Matrix, ModelError> {
+    let (rows, n) = b.matrix_dims(x);
+    let mut y = b.scratch(rows, n)?;
+    b.tanh(b.view(x), b.view_mut(&mut y))?;
+    Ok(y)
 }

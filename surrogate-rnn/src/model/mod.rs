@@ -31,10 +31,13 @@ pub enum LayerKind {
     Sru,
     /// [`Lstm`](crate::Lstm), the serial non-linear baseline.
     Lstm,
+    /// [`GilrLstm`](crate::GilrLstm) with the bounded output `h = o ⊙ tanh(c)` instead of
+    /// the paper's `h = o ⊙ c` (opt-in; same parameters, same state).
+    GilrLstmTanh,
 }
 
 impl LayerKind {
-    /// A short label: `gilr`, `gilr-lstm`, `qrnn-k2`, `sru`, `lstm`.
+    /// A short label: `gilr`, `gilr-lstm`, `qrnn-k2`, `sru`, `lstm`, `gilr-lstm-tanh`.
     pub fn label(&self) -> String {
         match self {
             Self::Gilr => "gilr".into(),
@@ -42,6 +45,7 @@ impl LayerKind {
             Self::Qrnn { width } => format!("qrnn-k{width}"),
             Self::Sru => "sru".into(),
             Self::Lstm => "lstm".into(),
+            Self::GilrLstmTanh => "gilr-lstm-tanh".into(),
         }
     }
 }
@@ -171,7 +175,7 @@ impl<E: Real> ModelInput<'_, E> {
 pub(crate) fn layer_parameters(kind: LayerKind, m: usize, n: usize) -> Option<usize> {
     let (input_gates, recurrent_gates, taps) = match kind {
         LayerKind::Gilr => (2, 0, 1),
-        LayerKind::GilrLstm => (6, 4, 1),
+        LayerKind::GilrLstm | LayerKind::GilrLstmTanh => (6, 4, 1),
         LayerKind::Qrnn { width } => (3, 0, width),
         LayerKind::Sru => (3, 0, 1),
         LayerKind::Lstm => (4, 4, 1),

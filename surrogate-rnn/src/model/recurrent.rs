@@ -63,6 +63,9 @@ impl<E: Real> RecurrentLayer<E> {
         match kind {
             LayerKind::Gilr => Self::Gilr(Gilr::init(init, m, n)),
             LayerKind::GilrLstm => Self::GilrLstm(GilrLstm::init(init, m, n)),
+            LayerKind::GilrLstmTanh => {
+                Self::GilrLstm(GilrLstm::init(init, m, n).with_bounded_output())
+            }
             LayerKind::Qrnn { width } => Self::Qrnn(Qrnn::init(init, width, m, n)),
             LayerKind::Sru => Self::Sru(Sru::init(init, n)),
             LayerKind::Lstm => Self::Lstm(Lstm::init(init, m, n)),

@@ -261,7 +261,8 @@ fn any(cluster: &Cluster, flag: bool) -> bool {
     global != 0
 }
 
-/// One training step: local in a plain run. Data parallel: this rank's share of the batch
+/// One training step: local in a plain run (whole, or in chunks of `chunk_len` steps;
+/// the distributed modes run whole steps). Data parallel: this rank's share of the batch
 /// from its own stream, gradients summed over all ranks. Sequence parallel: the batch of
 /// the run's stream (the same on every rank), this rank's share of its steps.
 pub fn train_step(
@@ -271,10 +272,11 @@ pub fn train_step(
     task: &SyntheticTask,
     seed: u64,
     n_batch: usize,
+    chunk_len: Option<usize>,
 ) -> Result<TrainStats, ModelError> {
     with_cluster(|cluster| {
         let Some((cluster, mode)) = cluster.and_then(|c| Some((c, c.mode.get()?))) else {
-            return local_step(model, adam, scan, task, seed, n_batch);
+            return local_step(model, adam, scan, task, seed, n_batch, chunk_len);
         };
         let (rank, size) = (cluster.data.rank(), cluster.data.size());
         let result = match mode {

@@ -29,6 +29,17 @@ pub enum ModelChoice {
     Sru,
 }
 
+/// What a GILR-LSTM layer outputs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GilrOutput {
+    /// `h = o ⊙ c`, the paper's model (unbounded: grows with the sequence length).
+    #[default]
+    Linear,
+    /// `h = o ⊙ tanh(c)`, bounded like the LSTM's output.
+    Tanh,
+}
+
 /// How the decay ("forget") gate biases start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -58,6 +69,11 @@ pub struct SyntheticArgs {
     /// Recurrent layer type.
     #[arg(conflicts_with = "resume", long, value_enum, default_value_t = ModelChoice::GilrLstm)]
     pub model: ModelChoice,
+    /// Output of `--model gilr-lstm`: `linear` (h = o ⊙ c, the paper's) or `tanh`
+    /// (h = o ⊙ tanh c, bounded).
+    #[arg(conflicts_with = "resume", long, value_enum, default_value_t = GilrOutput::Linear)]
+    #[serde(default)]
+    pub gilr_output: GilrOutput,
     /// Filter width k of `--model qrnn`.
     #[arg(conflicts_with = "resume", long, default_value_t = 2)]
     pub qrnn_width: usize,
@@ -156,12 +172,19 @@ impl Default for SyntheticArgs {
 }
 
 const DEFAULT_MAX_ITERATIONS: u64 = 5000;
+
+/// From this length on, [`SyntheticArgs::choose_for_length`] picks the long-sequence
+/// settings.
+pub const LONG_SEQUENCE: usize = 1 << 18;
 const DEFAULT_CHECKPOINT_EVERY: u64 = 100;
 
 impl SyntheticArgs {
     pub(crate) fn layer_kind(&self) -> LayerKind {
         match self.model {
-            ModelChoice::GilrLstm => LayerKind::GilrLstm,
+            ModelChoice::GilrLstm => match self.gilr_output {
+                GilrOutput::Linear => LayerKind::GilrLstm,
+                GilrOutput::Tanh => LayerKind::GilrLstmTanh,
+            },
             ModelChoice::Lstm => LayerKind::Lstm,
             ModelChoice::Gilr => LayerKind::Gilr,
             ModelChoice::Qrnn => LayerKind::Qrnn {
@@ -289,9 +312,54 @@ impl SyntheticArgs {
         self
     }
 
-    /// Bytes one training step needs (see [`limits::training_bytes`]).
+    /// Bytes one training step needs as it will run, whole or in chunks (see
+    /// [`super::step::training_bytes`]).
     pub(crate) fn training_memory_bytes(&self) -> Result<u128> {
-        limits::training_bytes(&self.model_config(), self.seq_len, self.batch)
+        super::step::training_bytes(&self.model_config(), self.seq_len, self.batch)
+    }
+
+    /// Fills the settings whose flag was not given (`given(id)` is false for the clap id,
+    /// the field name) with values that work for the sequence length, and returns what it
+    /// chose as `--flag value` strings. Below [`LONG_SEQUENCE`] the plain defaults stand
+    /// and nothing is chosen. From there on, a step costs seconds to minutes and the
+    /// confirming evaluation reads 256 sequences of n steps, so the model is made as cheap
+    /// per step as still learns the task (measured in the README's ablation): one layer
+    /// of 4 units reading an 8-wide embedding, batch 8 (the smallest the convergence
+    /// criterion allows), chrono time scales up to 65,536 steps (longer ones keep the
+    /// 128-step stage from learning), and a checkpoint after every step.
+    pub(crate) fn choose_for_length(&mut self, given: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut chosen = Vec::new();
+        if self.seq_len < LONG_SEQUENCE {
+            return chosen;
+        }
+        let mut choose = |id: &str, flag: &str, value: String| {
+            if given(id) {
+                return false;
+            }
+            chosen.push(format!("--{flag} {value}"));
+            true
+        };
+        if choose("hidden", "hidden", "4".into()) {
+            self.hidden = 4;
+        }
+        if choose("layers", "layers", "1".into()) {
+            self.layers = 1;
+        }
+        if choose("embedding", "embedding", "8".into()) {
+            self.embedding = 8;
+        }
+        if choose("batch", "batch", "8".into()) {
+            self.batch = 8;
+        }
+        if self.init == InitChoice::Chrono
+            && choose("chrono_max_len", "chrono-max-len", "65536".into())
+        {
+            self.chrono_max_len = Some(1 << 16);
+        }
+        if choose("checkpoint_every", "checkpoint-every", "1".into()) {
+            self.checkpoint_every = Some(1);
+        }
+        chosen
     }
 
     /// Every check that can fail before work starts.
@@ -336,6 +404,10 @@ impl SyntheticArgs {
         if self.model == ModelChoice::Qrnn {
             ensure!(self.qrnn_width >= 1, "--qrnn-width must be at least 1");
         }
+        ensure!(
+            self.gilr_output == GilrOutput::Linear || self.model == ModelChoice::GilrLstm,
+            "--gilr-output applies to --model gilr-lstm only"
+        );
         if self.model == ModelChoice::Sru && self.embedding != self.hidden {
             bail!(
                 "SRU's highway connection needs the layer input size to equal its hidden size, \

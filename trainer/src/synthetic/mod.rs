@@ -8,10 +8,12 @@
 //!
 //! The parts: [`args`] (the settings and their checks), [`crate::schedule`] (curriculum
 //! and convergence, without I/O), [`training`] (the loop that runs the steps and writes
-//! metrics, checkpoints and the summary), [`crate::resume`] (the run folder: creating it,
+//! metrics, checkpoints and the summary), [`step`] (whole or chunked steps by a memory
+//! budget), [`crate::resume`] (the run folder: creating it,
 //! reading it back).
 
 mod args;
+mod step;
 mod training;
 
 use std::process::ExitCode;
@@ -20,6 +22,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 pub use self::args::{ModelChoice, SyntheticArgs};
+pub use self::step::train_step;
 use crate::resume::{self, OWNED_FILES};
 pub use crate::summary::{StopReason, Summary};
 use crate::{atomic, interrupt};

@@ -11,7 +11,7 @@ use surrogate_rnn::{
     save_checkpoint, softmax_cross_entropy, Adam, Classifier, ModelError, ModelInput, SyntheticTask,
 };
 
-use super::{Outcome, SyntheticArgs, CURVE_STEM};
+use super::{step, Outcome, SyntheticArgs, CURVE_STEM};
 use crate::backend::BackendChoice;
 use crate::console::Console;
 use crate::metrics::{MetricsWriter, Record};
@@ -19,7 +19,7 @@ use crate::plot;
 use crate::resume::{RunSettings, Session, CHECKPOINT_FILE, SUMMARY_FILE};
 use crate::schedule::{Action, Rules, Schedule, StepOutcome};
 use crate::summary::{learning_curve, print_summary, StageSummary, StopReason, Summary};
-use crate::{atomic, distributed, interrupt, limits, system};
+use crate::{atomic, distributed, interrupt, system};
 
 /// One session of a run: the model, its optimizer and schedule, and the run folder.
 pub struct Trainer<'a> {
@@ -176,8 +176,11 @@ impl<'a> Trainer<'a> {
         let (seed, dim, batch_size) = (self.args().seed, self.args().dim, self.args().batch);
         let task = SyntheticTask::new(seq_len, dim)?;
         let step_start = Instant::now();
+        let chunk_len = step::train_chunk_len(self.model.config(), seq_len, batch_size)?;
         let (model, adam) = (&mut self.model, &mut self.adam);
-        let stats = match distributed::train_step(model, adam, self.scan, &task, seed, batch_size) {
+        let stats = match distributed::train_step(
+            model, adam, self.scan, &task, seed, batch_size, chunk_len,
+        ) {
             Ok(stats) => stats,
             Err(ModelError::NonFiniteGradient { step }) => bail!(
                 "training diverged at step {step}: the gradient is not finite; \
@@ -264,7 +267,7 @@ impl<'a> Trainer<'a> {
         let (mut correct, mut seen, mut part) = (0, 0, 0u64);
         while seen < args.eval_sequences {
             let size = EVAL_BATCH.min(args.eval_sequences - seen);
-            let chunk_len = eval_chunk_len(args, size)?;
+            let chunk_len = step::eval_chunk_len(&args.model_config(), args.seq_len, size)?;
             let (labels, chunks) =
                 task.chunks_for_step::<f32>(eval_seed, (round << 32) | part, size, chunk_len);
             // Streaming: only one chunk of activations and the carried state are held, so
@@ -393,17 +396,3 @@ impl<'a> Trainer<'a> {
 /// Sequences evaluated together. Fixed, so that the sequences an evaluation draws do not
 /// depend on the machine's memory.
 const EVAL_BATCH: usize = 256;
-
-/// Activation memory one chunk of a streaming evaluation may use.
-const EVAL_CHUNK_BYTES: u128 = 256 << 20;
-
-/// Steps per chunk of a streaming evaluation of `batch` sequences: as many as fit in
-/// [`EVAL_CHUNK_BYTES`] by the training-memory estimate (an upper bound for inference).
-fn eval_chunk_len(args: &SyntheticArgs, batch: usize) -> Result<usize> {
-    let config = args.model_config();
-    let per_step = limits::training_bytes(&config, 2, batch)?
-        .saturating_sub(limits::training_bytes(&config, 1, batch)?)
-        .max(1);
-    let fitting = usize::try_from(EVAL_CHUNK_BYTES / per_step).unwrap_or(usize::MAX);
-    Ok(fitting.clamp(1, args.seq_len.max(1)))
-}
