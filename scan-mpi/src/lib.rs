@@ -13,7 +13,7 @@
 //! feature `mpi`, so that the workspace builds and tests without an MPI installation;
 //! without the feature this crate holds only its error type.
 //!
-//! ```ignore
+//! ```text
 //! // Under `mpirun -n 4`: every rank passes its own (T_r, F) chunk.
 //! let world = mpi::initialize().unwrap().world();
 //! let scan = scan_mpi::DistributedScan::new(&world, scan_cpu::Parallel::default());
