@@ -43,12 +43,18 @@
 mod data;
 mod data_error;
 mod data_split;
+#[cfg(feature = "mpi")]
+mod grid;
+mod grid_shape;
 mod sequence;
 
 #[cfg(feature = "mpi")]
 pub use data::DataParallel;
 pub use data_error::DataParallelError;
 pub use data_split::{batch_sequences, share_of_batch};
+#[cfg(feature = "mpi")]
+pub use grid::GridParallel;
+pub use grid_shape::{GridError, GridPosition, GridShape};
 pub use sequence::SequenceError;
 #[cfg(feature = "mpi")]
 pub use sequence::SequenceParallel;
