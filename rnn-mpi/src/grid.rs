@@ -13,7 +13,9 @@
 //!    group order, as [`DataParallel`] does. All `S` across groups add the same values in the
 //!    same order, so every rank ends with the same bits, deterministic for a given grid.
 
-use mpi::topology::{Color, Communicator};
+use mpi::collective::SystemOperation;
+use mpi::topology::{Color, Communicator, SimpleCommunicator};
+use mpi::traits::*;
 use scan_core::LinearScan;
 use scan_mpi::MpiElement;
 use surrogate_rnn::{Adam, BatchStats, Classifier, ModelInput, Parameters, Real, TrainStats};
@@ -26,10 +28,13 @@ use crate::{DataParallel, GridError, GridPosition, GridShape, SequenceError, Seq
 /// Every call is collective: every rank calls it with the same model, its data group's
 /// labels and its own steps of them (`GridShape::batch_share`, `GridShape::step_share`).
 /// The result equals [`Classifier::loss_and_grad`] on the whole batch and the whole
-/// sequence in one process, to rounding. Every data group needs at least one sequence.
+/// sequence in one process, to rounding. A data group may have no sequences (a batch
+/// smaller than `D`): its ranks pass none and take part in the exchanges only.
 pub struct GridParallel<S> {
     shape: GridShape,
     position: GridPosition,
+    /// This rank's data group, for the check that its ranks agree on having sequences.
+    group: SimpleCommunicator,
     /// All ranks: the agreement on every step's outcome, and the replica check.
     world: DataParallel,
     /// This rank's data group.
@@ -60,6 +65,7 @@ impl<S> GridParallel<S> {
         Ok(Self {
             shape,
             position,
+            group: group.duplicate(),
             world: DataParallel::new(communicator),
             sequence: SequenceParallel::new(&group, local),
             across: DataParallel::new(&across),
@@ -100,7 +106,14 @@ impl<S> GridParallel<S> {
         E: Real + MpiElement,
         S: LinearScan<E>,
     {
-        let local = self.sequence.loss_and_grad(model, input, labels);
+        let local = match self.group_has_sequences(labels) {
+            Ok(true) => self.sequence.loss_and_grad(model, input, labels).map(Some),
+            Ok(false) => {
+                model.zero_grad();
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        };
         let local = self.agree(local)?;
         Ok(self.across.sum_gradients(model, local, labels.len())?)
     }
@@ -117,7 +130,11 @@ impl<S> GridParallel<S> {
         E: Real + MpiElement,
         S: LinearScan<E>,
     {
-        let local = self.sequence.evaluate(model, input, labels);
+        let local = match self.group_has_sequences(labels) {
+            Ok(true) => self.sequence.evaluate(model, input, labels).map(Some),
+            Ok(false) => Ok(None),
+            Err(error) => Err(error),
+        };
         let local = self.agree(local)?;
         Ok(self.across.sum_stats(local, labels.len())?)
     }
@@ -151,7 +168,7 @@ impl<S> GridParallel<S> {
     /// failed elsewhere holds `OtherRankFailed`; some rank of its group holds the cause.)
     fn agree(
         &self,
-        local: Result<BatchStats, SequenceError>,
+        local: Result<Option<BatchStats>, SequenceError>,
     ) -> Result<Result<Option<BatchStats>, String>, GridError> {
         let own = match &local {
             Err(error) if !matches!(error, SequenceError::OtherRankFailed { .. }) => {
@@ -160,6 +177,24 @@ impl<S> GridParallel<S> {
             _ => Ok(()),
         };
         self.world.agree(own)?;
-        Ok(local.map(Some).map_err(|error| error.to_string()))
+        Ok(local.map_err(|error| error.to_string()))
+    }
+
+    /// Whether this rank's data group has sequences: all its ranks must pass some, or all
+    /// none (one all-reduce over the group, so its ranks take the same path). Collective.
+    fn group_has_sequences(&self, labels: &[usize]) -> Result<bool, SequenceError> {
+        let empty = u8::from(labels.is_empty());
+        let mut either = [0_u8; 2];
+        self.group.all_reduce_into(
+            &[empty, 1 - empty][..],
+            &mut either[..],
+            SystemOperation::max(),
+        );
+        match either {
+            [1, 1] => Err(SequenceError::Disagreement {
+                what: "whether the data group has sequences",
+            }),
+            [empty, _] => Ok(empty == 0),
+        }
     }
 }

@@ -217,23 +217,39 @@ fn errors_are_agreed(
         format!("bad label on the last rank: {result:?}")
     });
 
-    // A data group without sequences (a batch of one over two or more groups).
+    // A batch of one over two or more data groups: the others have no sequences.
     if grid.shape().data_groups() > 1 {
         let one = batch.sequences(0, 1);
+        let mut single = model.clone();
+        single.zero_grad();
+        let expected = single.loss_and_grad(&Reference, one.input(), &LABELS[..1]);
         let share = grid.shape().batch_share(1, rank as usize);
         let steps = grid.shape().step_share(6, rank as usize);
         let part = one
             .sequences(share.start, share.end)
             .steps(steps.start, steps.end);
-        let result = grid.loss_and_grad(&mut model, part.input(), &LABELS[share]);
-        let expected = matches!(
-            &result,
-            Err(GridError::Data(DataParallelError::RankFailed { message, .. }))
-                if message.contains("0 labels for a batch of 0")
+        let result = grid.loss_and_grad(&mut model, part.input(), &LABELS[share.clone()]);
+        let (error, at) = worst_error(&gradients(&model), &gradients(&single));
+        report.check(
+            rank,
+            result.as_ref().ok().map(|s| s.n_correct) == expected.ok().map(|s| s.n_correct)
+                && error <= TOLERANCE,
+            || format!("empty data groups: {result:?}, gradient of {at} off by {error:e}"),
         );
-        report.check(rank, expected, || {
-            format!("an empty data group: {result:?}")
-        });
+        // Ranks of one group that disagree on having sequences: an error everywhere.
+        let labels = if rank as usize == grid.shape().sequence_ranks() - 1 {
+            &LABELS[..0]
+        } else {
+            &LABELS[share]
+        };
+        let result = grid.loss_and_grad(&mut model, part.input(), labels);
+        report.check(
+            rank,
+            matches!(&result, Err(GridError::Data(DataParallelError::RankFailed { message, .. }))
+                if message.contains("whether the data group has sequences"))
+                || grid.shape().sequence_ranks() == 1,
+            || format!("a group half empty: {result:?}"),
+        );
     }
 
     // Replicas built from another seed on rank 0.
