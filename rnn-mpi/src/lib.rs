@@ -16,6 +16,11 @@
 //! rank order, so every rank applies the same Adam update to the same parameters, and a
 //! step equals single-process training on the concatenated batch, to rounding.
 //!
+//! **Both** ([`GridParallel`]): a [`GridShape`] of `D` data groups × `S` sequence ranks;
+//! each group is a [`SequenceParallel`] over its share of the batch, and the ranks holding
+//! the same part of the steps in every group form a [`DataParallel`] that sums the groups'
+//! gradients in group order.
+//!
 //! Design decision: the layers are the same code as in one process. A split run is a
 //! compute backend ([`surrogate_rnn::Backend`]) that delegates to the CPU backend except
 //! where a part of the sequence meets the parts before and after it (`scan_part`,
