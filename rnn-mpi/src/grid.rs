@@ -106,15 +106,10 @@ impl<S> GridParallel<S> {
         E: Real + MpiElement,
         S: LinearScan<E>,
     {
-        let local = match self.group_has_sequences(labels) {
-            Ok(true) => self.sequence.loss_and_grad(model, input, labels).map(Some),
-            Ok(false) => {
-                model.zero_grad();
-                Ok(None)
-            }
-            Err(error) => Err(error),
-        };
-        let local = self.agree(local)?;
+        // A group without sequences adds zeros (weighted by 0, but never NaN).
+        model.zero_grad();
+        let local =
+            self.group_pass(labels, || self.sequence.loss_and_grad(model, input, labels))?;
         Ok(self.across.sum_gradients(model, local, labels.len())?)
     }
 
@@ -130,12 +125,7 @@ impl<S> GridParallel<S> {
         E: Real + MpiElement,
         S: LinearScan<E>,
     {
-        let local = match self.group_has_sequences(labels) {
-            Ok(true) => self.sequence.evaluate(model, input, labels).map(Some),
-            Ok(false) => Ok(None),
-            Err(error) => Err(error),
-        };
-        let local = self.agree(local)?;
+        let local = self.group_pass(labels, || self.sequence.evaluate(model, input, labels))?;
         Ok(self.across.sum_stats(local, labels.len())?)
     }
 
@@ -161,6 +151,20 @@ impl<S> GridParallel<S> {
             grad_norm: report.grad_norm,
             clipped: report.clipped,
         })
+    }
+
+    /// Step 1 (`pass`, unless the group has no sequences) and step 2 of the module doc.
+    fn group_pass(
+        &self,
+        labels: &[usize],
+        pass: impl FnOnce() -> Result<BatchStats, SequenceError>,
+    ) -> Result<Result<Option<BatchStats>, String>, GridError> {
+        let local = match self.group_has_sequences(labels) {
+            Ok(true) => pass().map(Some),
+            Ok(false) => Ok(None),
+            Err(error) => Err(error),
+        };
+        self.agree(local)
     }
 
     /// Step 2 of the module doc: every rank learns whether any group failed, with the
