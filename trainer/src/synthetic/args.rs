@@ -471,20 +471,29 @@ impl SyntheticArgs {
         let needed = self
             .training_memory_bytes()
             .context("the configuration is impossible")?;
-        let (steps, batch) = crate::distributed::Split::of(self).per_rank(self.seq_len, self.batch);
+        let split = crate::distributed::Split::of(self);
+        let (steps, batch) = split.per_rank(self.seq_len, self.batch);
+        let per_process = if split.is_single() {
+            ""
+        } else {
+            " on each process"
+        };
         limits::check_memory(
             &format!(
-                "one training step (T = {}, B = {} per process, {} layers of {} {}, input \
-                 dimension {}, parameters and optimizer state included)",
-                steps,
-                batch,
+                "one training step{per_process} (T = {steps}, B = {batch}, {} layers of {} {}, \
+                 input dimension {}, parameters and optimizer state included)",
                 self.layers,
                 self.hidden,
                 self.layer_kind().label(),
                 self.dim
             ),
             needed,
-            "reduce --batch, --hidden, --dim or --seq-len",
+            if split.is_single() {
+                "reduce --batch, --hidden, --dim or --seq-len"
+            } else {
+                "reduce --batch, --hidden, --dim or --seq-len, or split over more processes \
+                 (a distributed step runs whole, not in chunks)"
+            },
         )?;
         // After the memory check, whose message says what to reduce.
         self.model_config()
