@@ -140,15 +140,43 @@ impl DataParallel {
         } else {
             model.loss_and_grad(scan, input, labels).map(Some)
         };
-        let agreed = self.agree_step(local, labels.len(), model.n_params())?;
-        let weight = labels.len() as f64 / agreed.n_batch as f64;
-        self.reduce_gradients(model, weight, agreed.n_params)?;
+        let local = local.map_err(|error| error.to_string());
+        let batch = self.sum_gradients(model, local, labels.len())?;
         let report = optimizer.step(model)?;
         Ok(TrainStats {
-            batch: agreed.stats,
+            batch,
             grad_norm: report.grad_norm,
             clipped: report.clipped,
         })
+    }
+
+    /// Steps 1 and 2 of the module doc, after this rank's pass: `local` is its outcome
+    /// (`Ok(None)` for a rank with no sequences) on `n_local` sequences, whose mean
+    /// gradients `model` holds. The ranks agree (a failure anywhere is every rank's
+    /// [`DataParallelError::RankFailed`]), then every rank's gradients are replaced by the
+    /// global batch's, `Σ_r (B_r / B) · grad_r` in rank order. Returns the global batch's
+    /// statistics, the same on every rank. Collective.
+    pub fn sum_gradients<E: MpiElement + Real, P: Parameters<E> + ?Sized>(
+        &self,
+        model: &mut P,
+        local: Result<Option<BatchStats>, String>,
+        n_local: usize,
+    ) -> Result<BatchStats, DataParallelError> {
+        let agreed = self.agree_step(local, n_local, model.n_params())?;
+        let weight = n_local as f64 / agreed.n_batch as f64;
+        self.reduce_gradients(model, weight, agreed.n_params)?;
+        Ok(agreed.stats)
+    }
+
+    /// Step 1 of the module doc alone, for an evaluation: the ranks agree on their
+    /// outcomes, and every rank gets the global batch's statistics (losses weighted by
+    /// each rank's share of the sequences, summed in rank order). Collective.
+    pub fn sum_stats(
+        &self,
+        local: Result<Option<BatchStats>, String>,
+        n_local: usize,
+    ) -> Result<BatchStats, DataParallelError> {
+        Ok(self.agree_step(local, n_local, 0)?.stats)
     }
 
     /// Replaces every rank's gradients by `Σ_r weight_r · grad_r`, summed in rank order (see
@@ -202,7 +230,7 @@ impl DataParallel {
     /// Step 1 of the module doc for a training step.
     fn agree_step(
         &self,
-        local: Result<Option<BatchStats>, surrogate_rnn::ModelError>,
+        local: Result<Option<BatchStats>, String>,
         n_local: usize,
         n_params: usize,
     ) -> Result<Agreement, DataParallelError> {
@@ -212,7 +240,7 @@ impl DataParallel {
                 stats.map_or(0.0, |s| s.loss),
                 stats.map_or(0, |s| s.n_correct),
             ),
-            Err(error) => (Err(error.to_string()), 0.0, 0),
+            Err(error) => (Err(error), 0.0, 0),
         };
         let agreed = self.gather_status(status, n_local, loss, n_correct, n_params)?;
         if agreed.n_batch == 0 {

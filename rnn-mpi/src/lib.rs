@@ -16,6 +16,11 @@
 //! rank order, so every rank applies the same Adam update to the same parameters, and a
 //! step equals single-process training on the concatenated batch, to rounding.
 //!
+//! **Both** ([`GridParallel`]): a [`GridShape`] of `D` data groups × `S` sequence ranks;
+//! each group is a [`SequenceParallel`] over its share of the batch, and the ranks holding
+//! the same part of the steps in every group form a [`DataParallel`] that sums the groups'
+//! gradients in group order.
+//!
 //! Design decision: the layers are the same code as in one process. A split run is a
 //! compute backend ([`surrogate_rnn::Backend`]) that delegates to the CPU backend except
 //! where a part of the sequence meets the parts before and after it (`scan_part`,
@@ -43,12 +48,18 @@
 mod data;
 mod data_error;
 mod data_split;
+#[cfg(feature = "mpi")]
+mod grid;
+mod grid_shape;
 mod sequence;
 
 #[cfg(feature = "mpi")]
 pub use data::DataParallel;
 pub use data_error::DataParallelError;
 pub use data_split::{batch_sequences, share_of_batch};
+#[cfg(feature = "mpi")]
+pub use grid::GridParallel;
+pub use grid_shape::{GridError, GridPosition, GridShape};
 pub use sequence::SequenceError;
 #[cfg(feature = "mpi")]
 pub use sequence::SequenceParallel;

@@ -1,6 +1,8 @@
-//! `trainer synthetic --distributed data|sequence`: training over the MPI processes that
-//! `mpirun -n N` starts (a build with `--features mpi`): the batch split over processes
-//! (`rnn_mpi::DataParallel`) or every sequence split over time (`rnn_mpi::SequenceParallel`).
+//! `trainer synthetic --distributed data|sequence|grid`: training over the MPI processes
+//! that `mpirun -n N` starts (a build with `--features mpi`): the batch split over processes
+//! (`rnn_mpi::DataParallel`), every sequence split over time (`rnn_mpi::SequenceParallel`),
+//! or both, `--sequence-ranks S` processes per sequence and N/S groups of them splitting
+//! the batch (`rnn_mpi::GridParallel`).
 //!
 //! Every process runs the same training loop on the same model. The loop's decisions are
 //! made identically everywhere: the batch statistics come out of the gradient exchange
@@ -9,8 +11,12 @@
 //! files ([`writes_files`]). Data parallel, rank `r` draws its share of every batch from
 //! its own stream (seed `seed` on rank 0, a mix of `seed` and `r` elsewhere), so a run
 //! depends on its process count: `run.json` records it and `--resume` asks for the same
-//! count (in both modes, for one rule). Sequence parallel, every rank draws the run's batch
-//! and keeps its share of the steps, so training equals a one-process run to rounding.
+//! count (in every mode, for one rule). Sequence parallel and grid, every rank draws its
+//! part of the run's batch (its share of the steps, and of the sequences in a grid) chunk
+//! by chunk from the run's stream, so training equals a one-process run to rounding and a
+//! rank holds `⌈T/S⌉` steps of the input, never `T`; `run.json` also records the grid's
+//! `sequence_ranks`. Their evaluations split the sequences the same way
+//! ([`evaluate_split`]), so a process holds `⌈T/S⌉` steps of them, not `T`.
 //!
 //! Failures: an error that every process meets together (a rank's failed step, a bad
 //! setting, a diverged gradient) is printed once, by rank 0, and every process exits with
@@ -29,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use surrogate_rnn::{Adam, Classifier, ModelError, ModelInput, SyntheticTask, TrainStats};
 
 use crate::resume::Session;
+use crate::synthetic::SyntheticArgs;
 
 /// How a run is split over processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -39,6 +46,55 @@ pub enum Mode {
     /// Sequence parallel: every sequence split over time across the processes, each
     /// holding its share of the steps (`rnn_mpi::SequenceParallel`).
     Sequence,
+    /// Both: every sequence split over time across `--sequence-ranks S` processes, and
+    /// every batch over the N/S groups of them (`rnn_mpi::GridParallel`).
+    Grid,
+}
+
+/// How a run's steps and sequences are split over its processes: `data_groups` shares of
+/// every batch, each split over time across `sequence_ranks` processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    mode: Option<Mode>,
+    data_groups: usize,
+    sequence_ranks: usize,
+}
+
+impl Split {
+    /// The split a run's settings describe (`ranks` processes; one when not recorded). A
+    /// grid whose `--sequence-ranks` does not divide the count is rounded up here; starting
+    /// or resuming such a run is an error elsewhere.
+    pub fn of(args: &SyntheticArgs) -> Self {
+        let n_ranks = args.ranks.unwrap_or(1).max(1);
+        let (data_groups, sequence_ranks) = match args.distributed {
+            None => (1, 1),
+            Some(Mode::Data) => (n_ranks, 1),
+            Some(Mode::Sequence) => (1, n_ranks),
+            Some(Mode::Grid) => {
+                let sequence_ranks = args.sequence_ranks.unwrap_or(1).clamp(1, n_ranks);
+                (n_ranks.div_ceil(sequence_ranks), sequence_ranks)
+            }
+        };
+        Self {
+            mode: args.distributed,
+            data_groups,
+            sequence_ranks,
+        }
+    }
+
+    /// A plain one-process run (chunked steps and streaming evaluation).
+    pub fn is_single(&self) -> bool {
+        self.mode.is_none()
+    }
+
+    /// The most steps and sequences one process holds of a `seq_len × batch` batch: the
+    /// shares are `⌈T/S⌉` steps and `⌈B/D⌉` sequences at most.
+    pub fn per_rank(&self, seq_len: usize, batch: usize) -> (usize, usize) {
+        (
+            seq_len.div_ceil(self.sequence_ranks),
+            batch.div_ceil(self.data_groups),
+        )
+    }
 }
 
 /// The stream a rank draws its sequences from: the run's seed on rank 0 (so a one-process
@@ -90,7 +146,6 @@ pub fn agree_local(session: Result<Session>) -> Result<Session> {
 mod imp {
     use super::*;
     use crate::resume;
-    use crate::synthetic::SyntheticArgs;
     use crate::synthetic::{self, Outcome};
 
     /// Runs `trainer synthetic`; `--distributed` needs the `mpi` feature.
@@ -126,6 +181,23 @@ mod imp {
     }
 
     pub use super::local_step as train_step;
+
+    /// Never: a build without MPI runs in one process.
+    pub fn splits_sequences() -> bool {
+        false
+    }
+
+    /// Unreachable without MPI ([`splits_sequences`] is false).
+    pub fn evaluate_split(
+        _model: &mut Classifier<f32>,
+        _scan: &dyn LinearScan<f32>,
+        _task: &SyntheticTask,
+        _seed: u64,
+        _key: u64,
+        _size: usize,
+    ) -> Result<Option<usize>> {
+        anyhow::bail!("a split evaluation needs a build with `--features mpi`")
+    }
 }
 
 #[cfg(feature = "mpi")]
@@ -134,11 +206,67 @@ mod cluster;
 use cluster as imp;
 
 pub use imp::run_synthetic;
-pub use imp::{agree_clock, agree_session, any_interrupted, start_new, train_step, writes_files};
+pub use imp::{
+    agree_clock, agree_session, any_interrupted, evaluate_split, splits_sequences, start_new,
+    train_step, writes_files,
+};
 
 #[cfg(test)]
 mod tests {
-    use super::rank_seed;
+    use super::{rank_seed, Mode, Split};
+    use crate::synthetic::SyntheticArgs;
+
+    #[test]
+    fn every_mode_gives_each_process_its_share_of_steps_and_sequences() {
+        // (mode, --sequence-ranks, (steps, sequences) per process of 1001 × 10, one process)
+        // (mode, --sequence-ranks, (steps, sequences) per process of 1001 × 10, one process)
+        let args = |distributed, sequence_ranks| SyntheticArgs {
+            distributed,
+            sequence_ranks,
+            ranks: Some(4),
+            ..SyntheticArgs::default()
+        };
+        let cases = [
+            (None, None, (1001, 10), true),
+            (Some(Mode::Data), None, (1001, 3), false),
+            (Some(Mode::Sequence), None, (251, 10), false),
+            (Some(Mode::Grid), Some(2), (501, 5), false),
+            (Some(Mode::Grid), Some(4), (251, 10), false),
+            (Some(Mode::Grid), Some(1), (1001, 3), false),
+        ];
+        for (mode, sequence_ranks, shares, single) in cases {
+            let split = Split::of(&args(mode, sequence_ranks));
+            assert_eq!(
+                split.per_rank(1001, 10),
+                shares,
+                "{mode:?} {sequence_ranks:?}"
+            );
+            assert_eq!(split.is_single(), single);
+        }
+    }
+
+    #[test]
+    fn a_grid_needs_sequence_ranks_and_they_need_a_grid() {
+        let check = |distributed, sequence_ranks| {
+            SyntheticArgs {
+                distributed,
+                sequence_ranks,
+                ..SyntheticArgs::default()
+            }
+            .validate()
+            .map_err(|e| e.to_string())
+        };
+        assert!(check(Some(Mode::Grid), None)
+            .unwrap_err()
+            .contains("needs --sequence-ranks"));
+        assert!(check(Some(Mode::Grid), Some(0))
+            .unwrap_err()
+            .contains("at least 1"));
+        assert!(check(Some(Mode::Data), Some(2))
+            .unwrap_err()
+            .contains("grid only"));
+        assert!(check(Some(Mode::Grid), Some(2)).is_ok());
+    }
 
     #[test]
     fn rank_streams_differ_and_rank_zero_keeps_the_seed() {

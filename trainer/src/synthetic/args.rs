@@ -159,6 +159,11 @@ pub struct SyntheticArgs {
     #[arg(conflicts_with = "resume", long, value_enum)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distributed: Option<crate::distributed::Mode>,
+    /// With `--distributed grid`: the processes each sequence is split over (S, dividing
+    /// the process count N); the N/S groups of them split every batch.
+    #[arg(conflicts_with = "resume", long, value_name = "S")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence_ranks: Option<usize>,
     /// The number of processes a distributed run trains on (recorded in run.json).
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -312,10 +317,18 @@ impl SyntheticArgs {
         self
     }
 
-    /// Bytes one training step needs as it will run, whole or in chunks (see
-    /// [`super::step::training_bytes`]).
+    /// Bytes one training step needs on one process as it will run: in one process whole
+    /// or in chunks (see [`super::step::training_bytes`]); in a distributed run whole, on
+    /// the largest share of steps and sequences a process holds
+    /// ([`crate::distributed::Split::per_rank`]: `⌈T/S⌉ × ⌈B/D⌉`, its input included, since
+    /// every process draws only its part of the batch).
     pub(crate) fn training_memory_bytes(&self) -> Result<u128> {
-        super::step::training_bytes(&self.model_config(), self.seq_len, self.batch)
+        let split = crate::distributed::Split::of(self);
+        if split.is_single() {
+            return super::step::training_bytes(&self.model_config(), self.seq_len, self.batch);
+        }
+        let (steps, batch) = split.per_rank(self.seq_len, self.batch);
+        limits::training_bytes(&self.model_config(), steps, batch)
     }
 
     /// Fills the settings whose flag was not given (`given(id)` is false for the clap id,
@@ -443,23 +456,44 @@ impl SyntheticArgs {
                 "--max-seconds must be positive (got {seconds})"
             );
         }
+        match (self.distributed, self.sequence_ranks) {
+            (Some(crate::distributed::Mode::Grid), None) => bail!(
+                "--distributed grid needs --sequence-ranks S: the processes each sequence is \
+                 split over (S must divide the process count)"
+            ),
+            (Some(crate::distributed::Mode::Grid), Some(0)) => {
+                bail!("--sequence-ranks must be at least 1")
+            }
+            (Some(crate::distributed::Mode::Grid), Some(_)) | (_, None) => {}
+            (_, Some(_)) => bail!("--sequence-ranks applies to --distributed grid only"),
+        }
         limits::check_threads(self.threads)?;
         let needed = self
             .training_memory_bytes()
             .context("the configuration is impossible")?;
+        let split = crate::distributed::Split::of(self);
+        let (steps, batch) = split.per_rank(self.seq_len, self.batch);
+        let per_process = if split.is_single() {
+            ""
+        } else {
+            " on each process"
+        };
         limits::check_memory(
             &format!(
-                "one training step (T = {}, B = {}, {} layers of {} {}, input dimension {}, \
-                 parameters and optimizer state included)",
-                self.seq_len,
-                self.batch,
+                "one training step{per_process} (T = {steps}, B = {batch}, {} layers of {} {}, \
+                 input dimension {}, parameters and optimizer state included)",
                 self.layers,
                 self.hidden,
                 self.layer_kind().label(),
                 self.dim
             ),
             needed,
-            "reduce --batch, --hidden, --dim or --seq-len",
+            if split.is_single() {
+                "reduce --batch, --hidden, --dim or --seq-len"
+            } else {
+                "reduce --batch, --hidden, --dim or --seq-len, or split over more processes \
+                 (a distributed step runs whole, not in chunks)"
+            },
         )?;
         // After the memory check, whose message says what to reduce.
         self.model_config()

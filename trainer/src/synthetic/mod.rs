@@ -23,6 +23,8 @@ use anyhow::{Context, Result};
 
 pub use self::args::{ModelChoice, SyntheticArgs};
 pub use self::step::train_step;
+#[cfg_attr(not(feature = "mpi"), allow(unused_imports))]
+pub use self::step::{eval_batch_within, eval_chunk_len};
 use crate::resume::{self, OWNED_FILES};
 pub use crate::summary::{StopReason, Summary};
 use crate::{atomic, interrupt};

@@ -39,6 +39,18 @@ pub fn eval_chunk_len(config: &ModelConfig, seq_len: usize, batch: usize) -> Res
     steps_within(config, seq_len, batch, EVAL_CHUNK_BYTES)
 }
 
+/// Sequences of `seq_len` steps that one pass of a split evaluation holds at once: as
+/// many as a training step's activations would fit in [`TRAIN_STEP_BYTES`] (at least 1,
+/// at most `batch`), so an evaluation needs no more memory than training.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+pub fn eval_batch_within(config: &ModelConfig, seq_len: usize, batch: usize) -> Result<usize> {
+    let per_sequence = limits::training_bytes(config, seq_len, 2)?
+        .saturating_sub(limits::training_bytes(config, seq_len, 1)?)
+        .max(1);
+    let fitting = usize::try_from(TRAIN_STEP_BYTES / per_sequence).unwrap_or(usize::MAX);
+    Ok(fitting.clamp(1, batch.max(1)))
+}
+
 /// `None` when a training step at `seq_len × batch` fits in [`TRAIN_STEP_BYTES`] and runs
 /// whole; otherwise the chunk length it runs in.
 pub fn train_chunk_len(
@@ -171,6 +183,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn split_evaluations_take_as_many_sequences_as_fit_the_budget() {
+        let config = config(LayerKind::GilrLstm);
+        assert_eq!(eval_batch_within(&config, 4096, 256).unwrap(), 256);
+        let long = 1 << 16;
+        let fitting = eval_batch_within(&config, long, 256).unwrap();
+        assert!((1..256).contains(&fitting));
+        // The activations of `fitting` sequences fit the budget, one more would not.
+        let per_sequence = limits::training_bytes(&config, long, 2).unwrap()
+            - limits::training_bytes(&config, long, 1).unwrap();
+        assert!(fitting as u128 * per_sequence <= TRAIN_STEP_BYTES);
+        assert!((fitting as u128 + 1) * per_sequence > TRAIN_STEP_BYTES);
+        assert_eq!(eval_batch_within(&config, 1 << 30, 256).unwrap(), 1);
     }
 
     #[test]

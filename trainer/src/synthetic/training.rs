@@ -250,10 +250,11 @@ impl<'a> Trainer<'a> {
     }
 
     /// Accuracy on `eval_sequences` fresh sequences of the target length, never seen in
-    /// training (their own seed stream), evaluated in memory-bounded chunks; `None` when
+    /// training (their own seed stream), evaluated in memory-bounded chunks (in sequence
+    /// and grid runs: split over the processes as training is); `None` when
     /// Ctrl-C interrupted it (the next evaluation then uses the same sequences).
     fn evaluate(&mut self, console: &Console) -> Result<Option<f64>> {
-        let args = self.args();
+        let args = self.args().clone();
         let task = SyntheticTask::new(args.seq_len, args.dim)?;
         let eval_seed = args.seed ^ 0x005E_ED0F_E7A1;
         let round = self.schedule.eval_round();
@@ -267,9 +268,29 @@ impl<'a> Trainer<'a> {
         let (mut correct, mut seen, mut part) = (0, 0, 0u64);
         while seen < args.eval_sequences {
             let size = EVAL_BATCH.min(args.eval_sequences - seen);
+            let key = (round << 32) | part;
+            if distributed::splits_sequences() {
+                // Split over the processes as training is: each holds its steps only.
+                let Some(n_correct) = distributed::evaluate_split(
+                    &mut self.model,
+                    self.scan,
+                    &task,
+                    eval_seed,
+                    key,
+                    size,
+                )
+                .context("evaluation")?
+                else {
+                    console.line("  evaluation interrupted; it runs again when the run resumes");
+                    return Ok(None);
+                };
+                correct += n_correct;
+                seen += size;
+                part += 1;
+                continue;
+            }
             let chunk_len = step::eval_chunk_len(&args.model_config(), args.seq_len, size)?;
-            let (labels, chunks) =
-                task.chunks_for_step::<f32>(eval_seed, (round << 32) | part, size, chunk_len);
+            let (labels, chunks) = task.chunks_for_step::<f32>(eval_seed, key, size, chunk_len);
             // Streaming: only one chunk of activations and the carried state are held, so
             // memory does not grow with the sequence length.
             let mut stream = self.model.stream();
