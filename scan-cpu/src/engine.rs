@@ -46,6 +46,8 @@ pub(crate) struct Plan {
     pub tile_elems: usize,
     /// Fewest threads at which time is split (see `Tuning::min_time_split_threads`).
     pub min_time_split_threads: usize,
+    /// Jobs moving more bytes than this (inputs and outputs) stream their outputs.
+    pub stream_min_bytes: usize,
 }
 
 impl Plan {
@@ -63,6 +65,7 @@ impl Plan {
             min_features_per_thread: 2 * lanes,
             tile_elems: default_tile_input_bytes() / (2 * std::mem::size_of::<E>()),
             min_time_split_threads: 3,
+            stream_min_bytes: default_stream_min_bytes(),
         }
     }
 }
@@ -72,6 +75,12 @@ impl Plan {
 /// other work), between 1 and 8 MiB; 4 MiB where the cache size cannot be read.
 pub(crate) fn default_tile_input_bytes() -> usize {
     (cache_bytes() / 8).clamp(1 << 20, 8 << 20)
+}
+
+/// Jobs that move more bytes than this (inputs and outputs) stream their outputs past the
+/// cache, since it could not keep them until they are read: the last-level cache size.
+pub(crate) fn default_stream_min_bytes() -> usize {
+    cache_bytes()
 }
 
 /// The last-level cache size (read once per process); 32 MiB where it cannot be read.
@@ -97,7 +106,7 @@ impl Engine {
         }
     }
 
-    fn kernels(&self) -> KernelSet {
+    pub(crate) fn kernels(&self) -> KernelSet {
         match self.split {
             Split::FeaturesOnly => KernelSet::TimeLoop,
             Split::TimeAndFeatures => KernelSet::InRegister,
@@ -119,11 +128,11 @@ impl Engine {
             return;
         }
         let threads = self.plan.threads;
-        // Outputs larger than the last-level cache are streamed past it.
-        let out_bytes = (n.saturating_mul(w))
-            .saturating_mul(std::mem::size_of::<E>() * if job.fused.is_some() { 2 } else { 1 });
+        // A job that moves more than the last-level cache holds streams its outputs past it.
+        let sequences = if job.fused.is_some() { 5 } else { 3 };
+        let bytes = (n.saturating_mul(w)).saturating_mul(sequences * std::mem::size_of::<E>());
         let job = &Job {
-            stream: self.isa.has_avx2() && out_bytes > cache_bytes(),
+            stream: self.isa.has_avx2() && bytes > self.plan.stream_min_bytes,
             ..*job
         };
         let small = n * w < self.plan.min_parallel_elems || threads == 1;
@@ -153,11 +162,10 @@ impl Engine {
                 } else {
                     self.feature_blocks(job, carry, 1);
                 }
-            } else if small {
+            } else if n * w < self.plan.min_parallel_elems {
                 kernels::scan(job, carry, self.isa, self.kernels());
-            } else if !time_parallel || w >= threads * self.plan.min_features_per_thread {
-                let per_thread = w.div_ceil(threads).next_multiple_of(8).min(w);
-                self.feature_blocks(job, carry, per_thread);
+            } else if small || !time_parallel || w >= threads * self.plan.min_features_per_thread {
+                self.feature_split(job, carry);
             } else {
                 self.time_parallel(job, carry, scratch);
             }
@@ -275,7 +283,12 @@ impl Engine {
     }
 
     /// Feature blocks of `block` columns, in parallel, each one loop over time.
-    unsafe fn feature_blocks<E: Element>(&self, job: &Job<E>, carry: &mut [E], block: usize) {
+    pub(crate) unsafe fn feature_blocks<E: Element>(
+        &self,
+        job: &Job<E>,
+        carry: &mut [E],
+        block: usize,
+    ) {
         let kernels = self.kernels();
         let isa = self.isa;
         // SAFETY: blocks are disjoint column ranges of the job (the caller's contract).

@@ -65,6 +65,7 @@
 //! different thread counts agree only up to rounding.
 #![warn(missing_docs)]
 
+mod aligned;
 mod engine;
 mod kernels;
 mod machine;
@@ -147,6 +148,11 @@ pub struct Tuning {
     /// we measured — so by default time is split from three threads on; below that, narrow
     /// problems run the in-register kernels on one thread.
     pub min_time_split_threads: usize,
+    /// Problems that move more bytes than this (inputs and outputs together) write their
+    /// outputs with streaming stores, which skip reading each output line from memory
+    /// before writing it but leave the output out of the cache; by default the
+    /// last-level cache size.
+    pub stream_min_bytes: usize,
 }
 
 impl Default for Tuning {
@@ -155,41 +161,8 @@ impl Default for Tuning {
             min_parallel_elements: 1 << 18,
             tile_input_bytes: engine::default_tile_input_bytes(),
             min_time_split_threads: 3,
+            stream_min_bytes: engine::default_stream_min_bytes(),
         }
-    }
-}
-
-impl<E: Element> LinearScan<E> for Serial {
-    fn name(&self) -> &'static str {
-        "serial"
-    }
-
-    fn forward_checked(&self, problem: ForwardProblem<'_, '_, E>) -> Result<(), ScanError> {
-        forward(self.engine::<E>()?, problem);
-        Ok(())
-    }
-
-    fn backward_checked(&self, problem: BackwardProblem<'_, '_, E>) -> Result<(), ScanError> {
-        backward(self.engine::<E>()?, problem);
-        Ok(())
-    }
-
-    fn forward_map(
-        &self,
-        decay: ArrayView2<'_, E>,
-        impulse: ArrayView2<'_, E>,
-        direction: Direction,
-    ) -> Result<ChunkMap<E>, ScanError> {
-        maps::forward_map(self.engine::<E>()?, decay, impulse, direction)
-    }
-
-    fn backward_map(
-        &self,
-        decay: ArrayView2<'_, E>,
-        grad_state: ArrayView2<'_, E>,
-        direction: Direction,
-    ) -> Result<ChunkMap<E>, ScanError> {
-        maps::backward_map(self.engine::<E>()?, decay, grad_state, direction)
     }
 }
 
@@ -206,45 +179,58 @@ impl Parallel {
         let mut engine = Engine::new::<E>(self.parallelism, Split::TimeAndFeatures, isa);
         engine.plan.min_parallel_elems = self.tuning.min_parallel_elements;
         engine.plan.min_time_split_threads = self.tuning.min_time_split_threads;
+        engine.plan.stream_min_bytes = self.tuning.stream_min_bytes;
         engine.plan.tile_elems =
             (self.tuning.tile_input_bytes / (2 * std::mem::size_of::<E>())).max(1);
         Ok(engine)
     }
 }
 
-impl<E: Element> LinearScan<E> for Parallel {
-    fn name(&self) -> &'static str {
-        "parallel"
-    }
+/// Implements `LinearScan` for a backend with a `fn engine<E>(&self) -> Result<Engine, _>`:
+/// both backends run the same entry points on their own engine.
+macro_rules! linear_scan_on_engine {
+    ($backend:ty, $name:literal) => {
+        impl<E: Element> LinearScan<E> for $backend {
+            fn name(&self) -> &'static str {
+                $name
+            }
 
-    fn forward_checked(&self, problem: ForwardProblem<'_, '_, E>) -> Result<(), ScanError> {
-        forward(self.engine::<E>()?, problem);
-        Ok(())
-    }
+            fn forward_checked(&self, problem: ForwardProblem<'_, '_, E>) -> Result<(), ScanError> {
+                forward(self.engine::<E>()?, problem);
+                Ok(())
+            }
 
-    fn backward_checked(&self, problem: BackwardProblem<'_, '_, E>) -> Result<(), ScanError> {
-        backward(self.engine::<E>()?, problem);
-        Ok(())
-    }
+            fn backward_checked(
+                &self,
+                problem: BackwardProblem<'_, '_, E>,
+            ) -> Result<(), ScanError> {
+                backward(self.engine::<E>()?, problem);
+                Ok(())
+            }
 
-    fn forward_map(
-        &self,
-        decay: ArrayView2<'_, E>,
-        impulse: ArrayView2<'_, E>,
-        direction: Direction,
-    ) -> Result<ChunkMap<E>, ScanError> {
-        maps::forward_map(self.engine::<E>()?, decay, impulse, direction)
-    }
+            fn forward_map(
+                &self,
+                decay: ArrayView2<'_, E>,
+                impulse: ArrayView2<'_, E>,
+                direction: Direction,
+            ) -> Result<ChunkMap<E>, ScanError> {
+                maps::forward_map(self.engine::<E>()?, decay, impulse, direction)
+            }
 
-    fn backward_map(
-        &self,
-        decay: ArrayView2<'_, E>,
-        grad_state: ArrayView2<'_, E>,
-        direction: Direction,
-    ) -> Result<ChunkMap<E>, ScanError> {
-        maps::backward_map(self.engine::<E>()?, decay, grad_state, direction)
-    }
+            fn backward_map(
+                &self,
+                decay: ArrayView2<'_, E>,
+                grad_state: ArrayView2<'_, E>,
+                direction: Direction,
+            ) -> Result<ChunkMap<E>, ScanError> {
+                maps::backward_map(self.engine::<E>()?, decay, grad_state, direction)
+            }
+        }
+    };
 }
+
+linear_scan_on_engine!(Serial, "serial");
+linear_scan_on_engine!(Parallel, "parallel");
 
 /// A view's first element and strides, as a row sequence.
 fn seq<E>(view: &ArrayView2<'_, E>) -> Seq<E> {

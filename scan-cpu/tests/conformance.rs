@@ -30,6 +30,7 @@ fn eager() -> Parallel {
             // 700 f32 or 350 f64 elements per super-tile.
             tile_input_bytes: 5600,
             min_time_split_threads: 2,
+            ..Tuning::default()
         },
         isa: None,
     }
@@ -37,6 +38,26 @@ fn eager() -> Parallel {
 
 mod parallel_eager {
     scan_core::conformance_suite!(crate::eager());
+}
+
+/// Streaming stores on every problem, on one thread and with Algorithm 1 everywhere.
+fn streamed(parallelism: Parallelism) -> Parallel {
+    Parallel {
+        parallelism,
+        tuning: Tuning {
+            stream_min_bytes: 0,
+            ..eager().tuning
+        },
+        isa: None,
+    }
+}
+
+mod parallel_streamed {
+    scan_core::conformance_suite!(crate::streamed(scan_cpu::Parallelism::Rayon));
+}
+
+mod parallel_streamed_one_thread {
+    scan_core::conformance_suite!(crate::streamed(scan_cpu::Parallelism::None));
 }
 
 fn on_threads(threads: usize, body: impl FnOnce() + Send) {

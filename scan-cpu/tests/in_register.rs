@@ -26,6 +26,7 @@ fn backends() -> Vec<Parallel> {
                         min_parallel_elements: 8,
                         tile_input_bytes: 2048,
                         min_time_split_threads: 2,
+                        ..Tuning::default()
                     },
                     isa: Some(isa),
                 },

@@ -1,7 +1,8 @@
 //! Every instruction set this CPU supports, forced, through the conformance properties:
 //! the default backends run the best one (the whole suite in `conformance.rs`); here each
 //! lower one runs too (AVX2 and baseline on an AVX-512 machine), for the serial loop, the
-//! parallel backend on one thread (in-register kernels) and Algorithm 1 on every problem.
+//! parallel backend on one thread (in-register kernels) and Algorithm 1 on every problem,
+//! with and without streaming stores.
 //! Asking for an instruction set the CPU lacks is an error, not a crash.
 
 use ndarray::Array2;
@@ -26,6 +27,17 @@ fn backends(isa: InstructionSet) -> Vec<Box<dyn Backend>> {
                 min_parallel_elements: 8,
                 tile_input_bytes: 5600,
                 min_time_split_threads: 2,
+                ..Tuning::default()
+            },
+            isa: Some(isa),
+        }),
+        Box::new(Parallel {
+            parallelism: Parallelism::Rayon,
+            tuning: Tuning {
+                min_parallel_elements: 8,
+                tile_input_bytes: 5600,
+                min_time_split_threads: 2,
+                stream_min_bytes: 0,
             },
             isa: Some(isa),
         }),

@@ -124,10 +124,18 @@ fn warm_calls_allocate_nothing() {
             min_parallel_elements: 8,
             tile_input_bytes: 5600,
             min_time_split_threads: 2,
+            ..Tuning::default()
         },
         isa: None,
     };
-    let backends: [(&str, Box<dyn LinearScan<f32>>); 4] = [
+    let streamed = Parallel {
+        tuning: Tuning {
+            stream_min_bytes: 0,
+            ..eager.tuning
+        },
+        ..eager
+    };
+    let backends: [(&str, Box<dyn LinearScan<f32>>); 5] = [
         ("serial", Box::new(Serial::default())),
         ("parallel", Box::new(Parallel::default())),
         (
@@ -138,6 +146,7 @@ fn warm_calls_allocate_nothing() {
             }),
         ),
         ("parallel, Algorithm 1 everywhere", Box::new(eager)),
+        ("parallel, streaming stores", Box::new(streamed)),
     ];
     let shapes = [
         ((5000, 1), false),

@@ -50,6 +50,7 @@ fn a_subnormal_product_of_decays_is_flushed_between_chunks() {
                 min_parallel_elements: 8,
                 tile_input_bytes: 1 << 30,
                 min_time_split_threads: 2,
+                ..Tuning::default()
             },
             isa: Some(isa),
         };

@@ -148,7 +148,7 @@ impl<E> Job<E> {
 
     /// The signed row stride shared by all sequences if the job is one contiguous run of
     /// memory (rows back to back), which the in-register kernels need.
-    fn flat_stride(&self) -> Option<isize> {
+    pub(crate) fn flat_stride(&self) -> Option<isize> {
         let w = self.width as isize;
         if !self.rows_contiguous() || self.n_rows == 0 {
             return None;
