@@ -53,6 +53,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+mod activation;
 mod adam;
 pub mod backend;
 mod checkpoint;

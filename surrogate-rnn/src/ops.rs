@@ -1,9 +1,15 @@
-//! Small numeric helpers of the CPU backend: the logistic function and the parallel zip.
+//! Small numeric helpers of the CPU backend: the gate activations and the parallel zip.
 
-/// The logistic sigmoid `1 / (1 + e^{-x})`.
-#[inline]
+/// The logistic sigmoid `1 / (1 + e^{-x})` (see [`crate::Real::sigmoid`]).
+#[inline(always)]
 pub(crate) fn sigmoid<E: crate::Real>(x: E) -> E {
-    E::one() / (E::one() + (-x).exp())
+    x.sigmoid()
+}
+
+/// `tanh(x)` (see [`crate::Real::gate_tanh`]).
+#[inline(always)]
+pub(crate) fn tanh<E: crate::Real>(x: E) -> E {
+    x.gate_tanh()
 }
 
 /// The fewest elements one task of a parallel elementwise pass gets: about 10–50 µs of

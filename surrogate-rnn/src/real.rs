@@ -16,6 +16,13 @@ pub trait Real: Element + LinalgScalar + ScalarOperand {
 
     /// Reads one value from exactly `size_of::<Self>()` little-endian bytes.
     fn read_le(bytes: &[u8]) -> Self;
+
+    /// The logistic sigmoid `1 / (1 + e^{-x})` of the CPU backend's gate passes: inlined
+    /// polynomials in f32 (within 3 units of f32's epsilon), the standard library in f64.
+    fn sigmoid(self) -> Self;
+
+    /// `tanh` of the CPU backend's gate passes, computed as [`Real::sigmoid`] is.
+    fn gate_tanh(self) -> Self;
 }
 
 impl Real for f32 {
@@ -30,6 +37,16 @@ impl Real for f32 {
         raw.copy_from_slice(bytes);
         f32::from_le_bytes(raw)
     }
+
+    #[inline(always)]
+    fn sigmoid(self) -> Self {
+        crate::activation::sigmoid(self)
+    }
+
+    #[inline(always)]
+    fn gate_tanh(self) -> Self {
+        crate::activation::tanh(self)
+    }
 }
 
 impl Real for f64 {
@@ -43,5 +60,15 @@ impl Real for f64 {
         let mut raw = [0_u8; 8];
         raw.copy_from_slice(bytes);
         f64::from_le_bytes(raw)
+    }
+
+    #[inline(always)]
+    fn sigmoid(self) -> Self {
+        1.0 / (1.0 + (-self).exp())
+    }
+
+    #[inline(always)]
+    fn gate_tanh(self) -> Self {
+        self.tanh()
     }
 }

@@ -10,7 +10,7 @@ use super::host::{self, host_storage};
 use super::product;
 use super::subnormal::{self, Subnormals};
 use super::{Backend, Candidate, Transpose};
-use crate::ops::{par_zip, sigmoid, PAR_MIN_ELEMENTS};
+use crate::ops::{par_zip, sigmoid, tanh, PAR_MIN_ELEMENTS};
 use crate::workspace::Workspace;
 use crate::{ModelError, Real};
 
@@ -258,13 +258,13 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
             rows_of(OP, &decay_bias, dims)?,
             rows_of(OP, &candidate_bias, dims)?,
         );
-        let tanh = activation == Candidate::Tanh;
+        let squash = activation == Candidate::Tanh;
         self.within(dims.0 * dims.1, || {
             par_zip!(
                 (decay, candidate, &mut impulse, b_f, b_v),
                 |f, v, x, &b_f, &b_v| {
                     let fv = sigmoid(*f + b_f);
-                    let vv = if tanh { (*v + b_v).tanh() } else { *v + b_v };
+                    let vv = if squash { tanh(*v + b_v) } else { *v + b_v };
                     *f = fv;
                     *v = vv;
                     *x = (E::one() - fv) * vv;
@@ -339,7 +339,7 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
             par_zip!(
                 (input, candidate, &mut impulse, b_i, b_z),
                 |i, z, x, &b_i, &b_z| {
-                    let (iv, zv) = (sigmoid(*i + b_i), (*z + b_z).tanh());
+                    let (iv, zv) = (sigmoid(*i + b_i), tanh(*z + b_z));
                     *i = iv;
                     *z = zv;
                     *x = iv * zv;
@@ -484,14 +484,14 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
                     let f = sigmoid(g[j]);
                     let i = sigmoid(g[n + j]);
                     let o = sigmoid(g[2 * n + j]);
-                    let z = g[3 * n + j].tanh();
+                    let z = tanh(g[3 * n + j]);
                     g[j] = f;
                     g[n + j] = i;
                     g[2 * n + j] = o;
                     g[3 * n + j] = z;
                     let cv = f * p[j] + i * z;
                     c[j] = cv;
-                    h[j] = o * cv.tanh();
+                    h[j] = o * tanh(cv);
                 }
             };
         let rows = Zip::from(gates.rows_mut())
@@ -546,7 +546,7 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
                 let dh = dh_out[j] + dh_rec[j];
                 let (f, i) = (g[j], g[n + j]);
                 let (o, z) = (g[2 * n + j], g[3 * n + j]);
-                let tc = c[j].tanh();
+                let tc = tanh(c[j]);
                 let dc = dh * o * (E::one() - tc * tc) + carry[j];
                 carry[j] = dc * f;
                 g[j] = dc * p[j] * f * (E::one() - f);
@@ -575,7 +575,7 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
 
     fn tanh(&self, x: ArrayView2<'_, E>, mut out: ArrayViewMut2<'_, E>) -> Result<(), ModelError> {
         host::same("Backend::tanh", "out", x.dim(), out.dim())?;
-        self.within(x.len(), || par_zip!((&mut out, x), |y, &v| *y = v.tanh()));
+        self.within(x.len(), || par_zip!((&mut out, x), |y, &v| *y = tanh(v)));
         Ok(())
     }
 
