@@ -44,6 +44,16 @@ def config_args(model, steps, hidden, batch, n_input, one_hot, iterations):
     return args + (["--one-hot"] if one_hot else [])
 
 
+def products_cells(ours):
+    """The products' share of our step, their rate, a plain product's rate (the step's
+    largest product shape, same run) and our step over its GEMM floor; dashes where
+    peer_timing was built without the feature `product-stats`."""
+    if "gemm_floor_s" not in ours:
+        return "— | — | — | —"
+    return (f"{ours['product_share']:.2f} | {ours['product_gflops']:.0f} | "
+            f"{ours['plain_gflops']:.0f} | {ours['median_s'] / ours['gemm_floor_s']:.2f}")
+
+
 def cpu_name():
     try:
         with open("/proc/cpuinfo") as info:
@@ -77,12 +87,14 @@ def main():
           f"{os.cpu_count()} logical CPUs")
     before_head = ("| before | ", "---:|") if args.before else ("| ", "")
     print(f"| model | T | n | batch | input {before_head[0]}ours | JAX serial scan "
-          "| JAX associative scan | ours / JAX best |")
-    print(f"|---|---:|---:|---:|---:|{before_head[1]}---:|---:|---:|---:|")
+          "| JAX associative scan | ours / JAX best | products' share | products GFLOP/s "
+          "| plain product GFLOP/s | ours / GEMM floor |")
+    print(f"|---|---:|---:|---:|---:|{before_head[1]}---:|---:|---:|---:|---:|---:|---:|---:|")
     for config in configs:
         common = config_args(*config, args.iterations)
         before = run_json([args.before] + common)["median_s"] if args.before else None
-        ours = run_json([args.ours] + common)["median_s"]
+        ours_json = run_json([args.ours] + common)
+        ours = ours_json["median_s"]
         serial = run_json([args.python, jax_script] + common + ["--scan", "serial"])
         peers = {"serial": serial["median_s"]}
         if config[0] != "lstm":
@@ -94,12 +106,15 @@ def main():
         before_cell = "" if before is None else f"{before:.4f} | "
         print(f"| {model} | {steps} | {hidden} | {batch} | {n_input} | {before_cell}{ours:.4f} | "
               f"{peers['serial']:.4f} | "
-              f"{'—' if associative is None else f'{associative:.4f}'} | {ours / best:.2f} |",
+              f"{'—' if associative is None else f'{associative:.4f}'} | {ours / best:.2f} | "
+              f"{products_cells(ours_json)} |",
               flush=True)
         rows.append({"model": model, "steps": steps, "hidden": hidden, "batch": batch,
                      "input": n_input, "before_s": before, "ours_s": ours, "jax_serial_s": peers["serial"],
                      "jax_associative_s": associative, "ratio_to_best": ours / best,
-                     "jax": serial["jax"]})
+                     "jax": serial["jax"],
+                     "products": {k: v for k, v in ours_json.items()
+                                  if k.startswith(("product", "plain", "gemm", "largest"))}})
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"cpu": cpu_name(), "rows": rows}, out, indent=1)

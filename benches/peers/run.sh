@@ -9,6 +9,6 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import jax" 2>/dev/nu
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet "jax[cpu]==0.10.2"
 fi
-cargo build --release --quiet -p surrogate-rnn --example peer_timing
+cargo build --release --quiet -p surrogate-rnn --features product-stats --example peer_timing
 python3 benches/peers/compare.py --ours target/release/examples/peer_timing \
     --python "$venv/bin/python" "$@"

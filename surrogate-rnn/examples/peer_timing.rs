@@ -107,12 +107,63 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    #[cfg(feature = "product-stats")]
+    let products = products::measure(&mut step, median, &scan)?;
+    #[cfg(not(feature = "product-stats"))]
+    let products = String::new();
     println!(
-        "{{\"model\": \"{}\", \"steps\": {n_steps}, \"batch\": {n_batch}, \"hidden\": {}, \"input\": {n_input}, \"median_s\": {}, \"times_s\": {:?}}}",
-        options.model_name,
-        options.hidden,
-        sorted[sorted.len() / 2],
-        times
+        "{{\"model\": \"{}\", \"steps\": {n_steps}, \"batch\": {n_batch}, \"hidden\": {}, \"input\": {n_input}, \"median_s\": {median}, \"times_s\": {times:?}{products}}}",
+        options.model_name, options.hidden,
     );
     Ok(())
+}
+
+/// With the feature `product-stats`: the products of one more training step (operations,
+/// time, share of the median step), the rate of a plain product of the step's largest
+/// product shape measured now (best of 5), and the step's GEMM floor, its products'
+/// operations at that rate.
+#[cfg(feature = "product-stats")]
+mod products {
+    use std::time::Instant;
+
+    use ndarray::Array2;
+    use scan_core::LinearScan;
+    use surrogate_rnn::backend::{product_stats, Transpose};
+    use surrogate_rnn::{Backend, CpuBackend, ModelError};
+
+    /// JSON fields (each with a leading comma) for the line `peer_timing` prints.
+    pub fn measure<R>(
+        step: &mut impl FnMut() -> Result<R, ModelError>,
+        median_s: f64,
+        scan: &dyn LinearScan<f32>,
+    ) -> Result<String, ModelError> {
+        product_stats::take();
+        step()?;
+        let stats = product_stats::take();
+        let [m, k, n] = stats.largest;
+        let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.1);
+        let b = Array2::from_shape_fn((k, n), |(i, j)| ((i * 5 + j * 2) % 13) as f32 * 0.1);
+        let mut c = Array2::<f32>::zeros((m, n));
+        let backend = CpuBackend::new(scan);
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let start = Instant::now();
+            let (a, b) = (a.view(), b.view());
+            backend.matmul(a, Transpose::No, b, Transpose::No, c.view_mut(), false)?;
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        product_stats::take();
+        let plain = 2.0 * (m * k * n) as f64 / best;
+        let flops = stats.flops as f64;
+        Ok(format!(
+            ", \"product_gflop\": {:.3}, \"product_s\": {:.4}, \"product_share\": {:.3}, \"product_gflops\": {:.1}, \"largest_product\": [{m}, {k}, {n}], \"plain_gflops\": {:.1}, \"gemm_floor_s\": {:.4}",
+            flops * 1e-9,
+            stats.seconds,
+            stats.seconds / median_s,
+            flops / stats.seconds.max(1e-12) * 1e-9,
+            plain * 1e-9,
+            flops / plain,
+        ))
+    }
 }

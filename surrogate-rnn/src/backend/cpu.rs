@@ -185,10 +185,14 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         };
         // Large products are split over the flushing pool, so every thread that computes
         // them does so in this backend's subnormal mode.
+        #[cfg(feature = "product-stats")]
+        let start = std::time::Instant::now();
         match parallel {
             true => self.on_pool(|| run(&mut c)),
             false => self.serial(|| run(&mut c)),
         }
+        #[cfg(feature = "product-stats")]
+        super::product_stats::record(m, k, n, start.elapsed());
         Ok(())
     }
 

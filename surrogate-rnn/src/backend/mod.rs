@@ -33,6 +33,8 @@
 mod cpu;
 pub(crate) mod host;
 mod product;
+#[cfg(feature = "product-stats")]
+pub mod product_stats;
 mod reference;
 mod subnormal;
 
