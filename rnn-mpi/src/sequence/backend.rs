@@ -8,7 +8,7 @@ use scan_core::{
     ForwardProblem, LinearScan, ScanError,
 };
 use scan_mpi::{DistributedScan, MpiElement};
-use surrogate_rnn::backend::{Candidate, ScanEnds, Transpose};
+use surrogate_rnn::backend::{Candidate, PackedMatrix, ScanEnds, Transpose};
 use surrogate_rnn::{Backend, CpuBackend, ModelError, Real, Subnormals};
 
 /// [`CpuBackend`] for everything a layer computes on its own rows; the scans run as
@@ -119,6 +119,7 @@ impl<E: Real + MpiElement, S: LinearScan<E>> Backend<E> for SplitBackend<'_, E, 
     type Matrix = Array2<E>;
     type View<'v> = ArrayView2<'v, E>;
     type ViewMut<'v> = ArrayViewMut2<'v, E>;
+    type Packed = PackedMatrix<E>;
 
     fn zeros(&self, rows: usize, cols: usize) -> Result<Array2<E>, ModelError> {
         self.cpu.zeros(rows, cols)
@@ -219,6 +220,25 @@ impl<E: Real + MpiElement, S: LinearScan<E>> Backend<E> for SplitBackend<'_, E, 
     ) -> Result<(), ModelError> {
         self.cpu
             .matmul(a, transpose_a, b, transpose_b, c, accumulate)
+    }
+    fn pack(
+        &self,
+        b: ArrayView2<'_, E>,
+        transpose: Transpose,
+    ) -> Result<PackedMatrix<E>, ModelError> {
+        self.cpu.pack(b, transpose)
+    }
+    fn matmul_packed(
+        &self,
+        a: ArrayView2<'_, E>,
+        b: &PackedMatrix<E>,
+        c: ArrayViewMut2<'_, E>,
+        accumulate: bool,
+    ) -> Result<(), ModelError> {
+        self.cpu.matmul_packed(a, b, c, accumulate)
+    }
+    fn recycle_packed(&self, packed: PackedMatrix<E>) {
+        self.cpu.recycle_packed(packed)
     }
     fn add_column_sums(
         &self,

@@ -119,6 +119,17 @@ pub fn check_backend<E: Real, B: Backend<E>>(
             matmul_transposed,
         ),
         (
+            "matmul_packed",
+            vec![
+                r.matrix(rows, k),
+                r.matrix(k, n),
+                r.matrix(n, k),
+                r.matrix(rows, n),
+            ],
+            matmul_packed,
+            matmul_packed,
+        ),
+        (
             "add_column_sums",
             vec![r.matrix(rows, n), r.matrix(1, n)],
             column_sums,
@@ -313,6 +324,31 @@ fn matmul_transposed<E: Real, B: Backend<E>>(
         b.view_mut(c),
         true,
     )?;
+    Ok(down(b, &m))
+}
+
+/// `c = a·B` for `B` packed as it is, then `c += a_top·B'` on the upper rows for `B'`
+/// packed from a transposed matrix.
+fn matmul_packed<E: Real, B: Backend<E>>(
+    b: &B,
+    x: &[Array2<E>],
+    _: &Case,
+) -> Result<Vec<Array2<E>>, ModelError> {
+    let mut m = up(b, x);
+    let [a, w, w_t, c] = &mut m[..] else {
+        return Ok(Vec::new());
+    };
+    let plain = b.pack(b.view(w), Transpose::No)?;
+    b.matmul_packed(b.view(a), &plain, b.view_mut(c), false)?;
+    b.recycle_packed(plain);
+    let transposed = b.pack(b.view(w_t), Transpose::Yes)?;
+    let half = b.matrix_dims(a).0 / 2;
+    let (top, out) = (
+        b.rows(b.view(a), 0, half)?,
+        b.rows_mut(b.view_mut(c), 0, half)?,
+    );
+    b.matmul_packed(top, &transposed, out, true)?;
+    b.recycle_packed(transposed);
     Ok(down(b, &m))
 }
 

@@ -7,8 +7,9 @@ use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 use scan_core::LinearScan;
 
 use super::host::{self, host_storage};
-use super::product;
+use super::packed::{self, PackedMatrix};
 use super::subnormal::{self, Subnormals};
+use super::{isa, product};
 use super::{Backend, Candidate, Transpose};
 use crate::ops::{par_zip, sigmoid, tanh, PAR_MIN_ELEMENTS};
 use crate::workspace::Workspace;
@@ -131,6 +132,7 @@ fn all_same(
 
 impl<E: Real> Backend<E> for CpuBackend<'_, E> {
     host_storage!();
+    type Packed = PackedMatrix<E>;
 
     fn zeros(&self, rows: usize, cols: usize) -> Result<Self::Matrix, ModelError> {
         match self.pool {
@@ -194,6 +196,46 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         #[cfg(feature = "product-stats")]
         super::product_stats::record(m, k, n, start.elapsed());
         Ok(())
+    }
+
+    fn pack(
+        &self,
+        b: ArrayView2<'_, E>,
+        transpose: Transpose,
+    ) -> Result<PackedMatrix<E>, ModelError> {
+        let b = match transpose {
+            Transpose::No => b,
+            Transpose::Yes => b.reversed_axes(),
+        };
+        let isa = isa::widest();
+        let (rows, cols) = packed::buffer_dims::<E>(isa, b.nrows(), b.ncols())?;
+        let buffer = self.scratch(rows, cols)?;
+        Ok(self.serial(|| packed::pack(isa, b, buffer)))
+    }
+
+    fn matmul_packed(
+        &self,
+        a: ArrayView2<'_, E>,
+        b: &PackedMatrix<E>,
+        mut c: ArrayViewMut2<'_, E>,
+        accumulate: bool,
+    ) -> Result<(), ModelError> {
+        let (m, k, n) =
+            host::matmul_dims(a.dim(), Transpose::No, b.dims(), Transpose::No, c.dim())?;
+        let parallel = m.saturating_mul(k).saturating_mul(n) >= PAR_MIN_PRODUCT;
+        #[cfg(feature = "product-stats")]
+        let start = std::time::Instant::now();
+        match parallel {
+            true => self.on_pool(|| packed::matmul(a, b, c.view_mut(), accumulate, true)),
+            false => self.serial(|| packed::matmul(a, b, c.view_mut(), accumulate, false)),
+        }
+        #[cfg(feature = "product-stats")]
+        super::product_stats::record(m, k, n, start.elapsed());
+        Ok(())
+    }
+
+    fn recycle_packed(&self, packed: PackedMatrix<E>) {
+        self.recycle(packed.into_buffer());
     }
 
     fn add_column_sums(

@@ -32,6 +32,8 @@
 
 mod cpu;
 pub(crate) mod host;
+mod isa;
+mod packed;
 mod product;
 #[cfg(feature = "product-stats")]
 pub mod product_stats;
@@ -41,6 +43,7 @@ mod subnormal;
 pub mod conformance;
 
 pub use cpu::CpuBackend;
+pub use packed::PackedMatrix;
 pub use reference::ReferenceBackend;
 pub use subnormal::Subnormals;
 
@@ -87,6 +90,8 @@ pub trait Backend<E: Real> {
     type View<'a>: Copy;
     /// A mutable view of a matrix or of a block of one.
     type ViewMut<'a>;
+    /// A right operand of products laid out once for many calls ([`Backend::pack`]).
+    type Packed;
 
     // --- Buffers and views -------------------------------------------------------------
 
@@ -165,6 +170,22 @@ pub trait Backend<E: Real> {
         c: Self::ViewMut<'_>,
         accumulate: bool,
     ) -> Result<(), ModelError>;
+    /// `op(b)` laid out for [`Backend::matmul_packed`]: for a right operand used by many
+    /// products with few rows (the LSTM's recurrent weight, once per time step), which the
+    /// backend may then read faster than in [`Backend::matmul`]. Give it back with
+    /// [`Backend::recycle_packed`].
+    fn pack(&self, b: Self::View<'_>, transpose: Transpose) -> Result<Self::Packed, ModelError>;
+    /// `c = a·B`, or `c += a·B` when `accumulate`, for a `B` laid out by [`Backend::pack`]:
+    /// the same numbers as [`Backend::matmul`] on `B` (to rounding).
+    fn matmul_packed(
+        &self,
+        a: Self::View<'_>,
+        b: &Self::Packed,
+        c: Self::ViewMut<'_>,
+        accumulate: bool,
+    ) -> Result<(), ModelError>;
+    /// Gives a packed operand's memory back to the pool (or frees it).
+    fn recycle_packed(&self, packed: Self::Packed);
     /// `dst += Σ_rows src` into a `(1, n)` row: the gradient of a bias.
     fn add_column_sums(
         &self,

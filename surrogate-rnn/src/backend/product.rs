@@ -5,9 +5,11 @@
 //! * [`gemm`]: the `gemm` crate (packed micro-kernels, AVX-512/AVX2/FMA chosen at run
 //!   time), for every product with more than a few rows;
 //! * [`few_rows`]: products whose result has at most [`FEW_ROWS`] rows and whose right
-//!   operand has contiguous rows (the LSTM's per-step `(B, n)·(n, 4n)`), streamed straight
-//!   from the weight's own layout: a packing library copies the whole weight into its
-//!   packed layout on every call, which costs more than the product when `B` is small.
+//!   operand has contiguous rows (a dense head on the last step), streamed straight from
+//!   the weight's own layout: a packing library copies the whole weight into its packed
+//!   layout on every call, which costs more than the product when `B` is small. (The
+//!   LSTM's per-step products go through [`super::packed`] instead: the weight packed
+//!   once per pass.)
 //!   Each element of `c` is one FMA chain over `k` in a fixed order, so results do not
 //!   depend on how the columns are split over threads. (A dot-product kernel for a
 //!   transposed right operand, the LSTM's backward step, was slower than `gemm` at
@@ -189,38 +191,16 @@ fn by_rows<E: Real>(a: ArrayView2<'_, E>, b: ArrayView2<'_, E>, mut c: ArrayView
 mod kernels {
     //! [`by_rows`] compiled for AVX-512 and for AVX2 (both with FMA), picked at run time.
 
-    use std::sync::OnceLock;
-
     use ndarray::{ArrayView2, ArrayViewMut2};
 
     use super::by_rows;
+    use crate::backend::isa::{self, Isa};
     use crate::Real;
-
-    /// The instruction sets the kernel is compiled for.
-    #[derive(Clone, Copy, PartialEq)]
-    enum Isa {
-        Avx512,
-        Avx2,
-        None,
-    }
-
-    fn isa() -> Isa {
-        static ISA: OnceLock<Isa> = OnceLock::new();
-        *ISA.get_or_init(|| {
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-                Isa::Avx512
-            } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                Isa::Avx2
-            } else {
-                Isa::None
-            }
-        })
-    }
 
     /// Whether this CPU runs the kernel (FMA with AVX2 or AVX-512; without FMA, `mul_add`
     /// would be a library call).
     pub(super) fn available() -> bool {
-        isa() != Isa::None
+        isa::widest() != Isa::None
     }
 
     #[target_feature(enable = "avx512f,fma")]
@@ -239,10 +219,10 @@ mod kernels {
         b: ArrayView2<'_, E>,
         c: ArrayViewMut2<'_, E>,
     ) {
-        match isa() {
-            // SAFETY: `isa()` found AVX-512F and FMA on this CPU, all that `avx512` enables.
+        match isa::widest() {
+            // SAFETY: `widest()` found AVX-512F and FMA on this CPU, all that `avx512` enables.
             Isa::Avx512 => unsafe { avx512(a, b, c) },
-            // SAFETY: `isa()` found AVX2 and FMA on this CPU, all that `avx2` enables.
+            // SAFETY: `widest()` found AVX2 and FMA on this CPU, all that `avx2` enables.
             Isa::Avx2 => unsafe { avx2(a, b, c) },
             Isa::None => by_rows(a, b, c),
         }

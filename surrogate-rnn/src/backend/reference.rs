@@ -65,6 +65,7 @@ fn check_all(
 
 impl<E: Real> Backend<E> for ReferenceBackend {
     host_storage!();
+    type Packed = Array2<E>;
 
     fn zeros(&self, rows: usize, cols: usize) -> Result<Array2<E>, ModelError> {
         host::try_zeros(rows, cols)
@@ -105,6 +106,25 @@ impl<E: Real> Backend<E> for ReferenceBackend {
         });
         Ok(())
     }
+
+    fn pack(&self, b: ArrayView2<'_, E>, transpose: Transpose) -> Result<Array2<E>, ModelError> {
+        Ok(match transpose {
+            Transpose::No => b.to_owned(),
+            Transpose::Yes => b.t().to_owned(),
+        })
+    }
+
+    fn matmul_packed(
+        &self,
+        a: ArrayView2<'_, E>,
+        b: &Array2<E>,
+        c: ArrayViewMut2<'_, E>,
+        accumulate: bool,
+    ) -> Result<(), ModelError> {
+        self.matmul(a, Transpose::No, b.view(), Transpose::No, c, accumulate)
+    }
+
+    fn recycle_packed(&self, _: Array2<E>) {}
 
     fn add_column_sums(
         &self,

@@ -20,8 +20,8 @@ use super::recurrence::prelude::*;
 /// Backward is backpropagation through time: per step, from the last, the cell's backward
 /// (with `∂h_t = ∂out_t + ∂P_{t+1} Uᵀ` and the carried `∂c`); afterwards
 /// `∂U += h_{t-1}ᵀ∂P_t`, `∂V += xᵀ∂P`, `∂b += Σ∂P`, `∂x = ∂P Vᵀ` as single products.
-/// The per-step products read `U` (forward) and a row-major copy of `Uᵀ` made once per
-/// backward pass, both streamed by the backend without packing or allocation per step.
+/// The per-step products read `U` (forward) and `Uᵀ` (backward) laid out once per pass by
+/// [`Backend::pack`], so no step packs or allocates.
 #[derive(Clone, Debug)]
 pub struct Lstm<E: Real> {
     input_weight: Param<E, Ix2>,
@@ -74,7 +74,7 @@ impl<E: Real> Recurrence<E> for Lstm<E> {
             true,
         )?;
         let [mut cell, mut h] = matrices::<E, B, 2>(b, run.rows(), n, false)?;
-        let u = b.host(self.recurrent_weight.value.view());
+        let u = b.pack(b.host(self.recurrent_weight.value.view()), Transpose::No)?;
         // c_{t−1}, carried in its own buffer (the cell pass reads it while writing c_t).
         let mut c_prev = run.initial(1).map(|c| copy_matrix(b, c)).transpose()?;
         let h_0 = run.initial(0);
@@ -86,14 +86,7 @@ impl<E: Real> Recurrence<E> for Lstm<E> {
                 _ => Some(b.rows(b.view(&h), start - n_batch, n_batch)?),
             };
             if let Some(h_prev) = h_prev {
-                b.matmul(
-                    h_prev,
-                    Transpose::No,
-                    u,
-                    Transpose::No,
-                    b.reborrow(&mut pre),
-                    true,
-                )?;
+                b.matmul_packed(h_prev, &u, b.reborrow(&mut pre), true)?;
             }
             let c_t = b.rows_mut(b.view_mut(&mut cell), start, n_batch)?;
             let h_t = b.rows_mut(b.view_mut(&mut h), start, n_batch)?;
@@ -105,6 +98,7 @@ impl<E: Real> Recurrence<E> for Lstm<E> {
             }
         }
         recycle(b, c_prev);
+        b.recycle_packed(u);
         let state = vec![last_step(b, &h, n_batch)?, last_step(b, &cell, n_batch)?];
         ran(h, vec![gates, cell], state)
     }
@@ -117,15 +111,7 @@ impl<E: Real> Recurrence<E> for Lstm<E> {
             None => b.zeros(n_batch, n),
         };
         let (mut grad_recurrent, mut grad_cell) = (carried(0)?, carried(1)?);
-        // Uᵀ laid out row-major once per backward pass: each step's `∂P_t·Uᵀ` then streams
-        // it row by row instead of a library packing the transposed view on every step.
-        let u_t = self
-            .recurrent_weight
-            .value
-            .t()
-            .as_standard_layout()
-            .into_owned();
-        let u_t = b.host(u_t.view());
+        let u_t = b.pack(b.host(self.recurrent_weight.value.view()), Transpose::Yes)?;
         let c_0 = run.initial(1);
         for t in (0..run.n_steps).rev() {
             let start = t * n_batch;
@@ -141,9 +127,10 @@ impl<E: Real> Recurrence<E> for Lstm<E> {
             if t > 0 || run.has_initial() {
                 let dp = b.rows(b.view(&gates), start, n_batch)?;
                 let dh = b.view_mut(&mut grad_recurrent);
-                b.matmul(dp, Transpose::No, u_t, Transpose::No, dh, false)?;
+                b.matmul_packed(dp, &u_t, dh, false)?;
             }
         }
+        b.recycle_packed(u_t);
         let shifted = run.rows() - n_batch;
         let late = b.rows(b.view(&gates), n_batch, shifted)?;
         let grad_u = b.host_mut(self.recurrent_weight.grad.view_mut());

@@ -1,0 +1,46 @@
+//! Which vector instruction set the CPU backend's own kernels run with, detected once.
+
+/// The instruction sets the hand-written product kernels are compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// AVX-512F with FMA (x86-64).
+    Avx512,
+    /// AVX2 with FMA (x86-64).
+    Avx2,
+    /// Neither: the products go through the `gemm` crate.
+    None,
+}
+
+impl Isa {
+    /// Every instruction set this CPU runs, widest first (always ending with `None`).
+    pub(crate) fn supported() -> Vec<Isa> {
+        [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .filter(|&isa| isa.runs_here())
+            .chain([Isa::None])
+            .collect()
+    }
+
+    /// Whether this CPU has the instructions.
+    pub(crate) fn runs_here(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let fma = is_x86_feature_detected!("fma");
+            match self {
+                Isa::Avx512 => fma && is_x86_feature_detected!("avx512f"),
+                Isa::Avx2 => fma && is_x86_feature_detected!("avx2"),
+                Isa::None => true,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Isa::None
+        }
+    }
+}
+
+/// The widest instruction set of this CPU (detected on first use).
+pub(crate) fn widest() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| Isa::supported()[0])
+}

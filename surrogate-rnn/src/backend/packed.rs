@@ -1,0 +1,653 @@
+//! Products whose right operand is laid out once for many calls: the LSTM's recurrent
+//! weight, used by one small `(B, n)·(n, 4n)` product per time step.
+//!
+//! The columns of `op(b)` (`k × n`) are stored in panels one vector register wide (`L` =
+//! 16 `f32` or 8 `f64` with AVX-512, half that with AVX2): panel `q` holds columns
+//! `q·L..(q+1)·L` as `k` rows of `L` contiguous values, the last one zero-padded. A kernel
+//! keeps a tile of `c` (up to 8 rows × 3 panels in AVX-512 registers) for the whole inner
+//! dimension, reading its panels as straight streams and broadcasting `a`: one load of
+//! `op(b)` per row tile instead of the reload and store of `c` for every few rows of `b`
+//! that a kernel on the unpacked weight needs, and no packing on every call as a library
+//! product does. Measured on the idle Xeon (2 threads, `f32`): `(8, 512)·(512, 2048)` at
+//! 200 GFLOP/s against 67 for [`few_rows`](super::product::few_rows) on the unpacked
+//! weight.
+//!
+//! Each element of `c` is one FMA chain over `k` in increasing order, starting from `c`
+//! (or zero): results do not depend on the tiling or the threads, and equal
+//! `few_rows`'s. Without FMA (or off x86-64) the operand is kept as it is and the product
+//! goes through the `gemm` crate.
+
+use std::any::TypeId;
+
+use gemm::Parallelism;
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
+
+use super::isa::Isa;
+use super::product;
+use crate::{ModelError, Real};
+
+/// A right operand `op(b)` of shape `(k, n)` laid out for [`matmul`] (see the module
+/// documentation), as [`CpuBackend`](super::CpuBackend) prepares it for
+/// [`Backend::matmul_packed`](super::Backend::matmul_packed).
+#[derive(Debug)]
+pub struct PackedMatrix<E> {
+    /// `(panels, k·L)` in panels, or `(k, n)` as it is for [`Isa::None`].
+    buffer: Array2<E>,
+    k: usize,
+    n: usize,
+    /// An instruction set that runs on this CPU (checked by [`pack`]).
+    isa: Isa,
+}
+
+impl<E> PackedMatrix<E> {
+    /// `(k, n)`: the shape of the operand it holds.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// The storage, to give back to a pool.
+    pub(crate) fn into_buffer(self) -> Array2<E> {
+        self.buffer
+    }
+}
+
+/// Values per panel: one vector register of `isa` (0 for [`Isa::None`]).
+fn lanes<E>(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 64 / std::mem::size_of::<E>(),
+        Isa::Avx2 => 32 / std::mem::size_of::<E>(),
+        Isa::None => 0,
+    }
+}
+
+/// The shape of the buffer that holds a `(k, n)` operand for `isa`.
+pub(crate) fn buffer_dims<E>(isa: Isa, k: usize, n: usize) -> Result<(usize, usize), ModelError> {
+    let too_large = || ModelError::InvalidConfig {
+        reason: format!("a packed {k} × {n} matrix does not fit in memory"),
+    };
+    match lanes::<E>(isa) {
+        0 => Ok((k, n)),
+        l => {
+            let width = k.checked_mul(l).ok_or_else(too_large)?;
+            let panels = n.div_ceil(l);
+            panels.checked_mul(width).ok_or_else(too_large)?;
+            Ok((panels, width))
+        }
+    }
+}
+
+/// Lays `b` (`(k, n)`, any strides) out for `isa` in `buffer` (of [`buffer_dims`]'s shape,
+/// any contents). An `isa` that this CPU does not run is replaced by [`Isa::None`], which
+/// needs a buffer of `b`'s shape.
+///
+/// # Panics
+/// When `buffer` has the wrong shape (a caller bug: the backend sizes it).
+#[track_caller]
+pub(crate) fn pack<E: Real>(
+    isa: Isa,
+    b: ArrayView2<'_, E>,
+    mut buffer: Array2<E>,
+) -> PackedMatrix<E> {
+    let isa = if isa.runs_here() { isa } else { Isa::None };
+    let (k, n) = b.dim();
+    let l = lanes::<E>(isa);
+    assert!(
+        buffer_dims::<E>(isa, k, n).is_ok_and(|dims| dims == buffer.dim()),
+        "packing buffer of the wrong shape"
+    );
+    if l == 0 {
+        buffer.assign(&b);
+    } else {
+        for (q, mut panel) in buffer.outer_iter_mut().enumerate() {
+            let columns = b.slice(s![.., q * l..((q + 1) * l).min(n)]);
+            for (row, values) in panel.exact_chunks_mut(l).into_iter().zip(columns.rows()) {
+                let mut row = row;
+                row.fill(E::zero());
+                row.slice_mut(s![..values.len()]).assign(&values);
+            }
+        }
+    }
+    PackedMatrix { buffer, k, n, isa }
+}
+
+/// `c = a·b`, or `c += a·b` when `accumulate`, split over the columns on the current rayon
+/// pool when `parallel`. Shapes must match (checked by the caller).
+///
+/// # Panics
+/// When the shapes do not match (a caller bug).
+#[track_caller]
+pub(crate) fn matmul<E: Real>(
+    a: ArrayView2<'_, E>,
+    b: &PackedMatrix<E>,
+    mut c: ArrayViewMut2<'_, E>,
+    accumulate: bool,
+    parallel: bool,
+) {
+    assert!(
+        a.ncols() == b.k && c.dim() == (a.nrows(), b.n),
+        "product operands do not fit"
+    );
+    let l = lanes::<E>(b.isa);
+    if c.is_empty() {
+        return;
+    }
+    if l == 0 {
+        let threads = match parallel {
+            true => Parallelism::Rayon(0),
+            false => Parallelism::None,
+        };
+        product::gemm(a, b.buffer.view(), c, accumulate, threads);
+        return;
+    }
+    if !accumulate {
+        c.fill(E::zero());
+    }
+    if c.ncols() > 1 && c.strides()[1] != 1 {
+        // Rows with gaps: computed in a contiguous copy (no layer passes such a `c`).
+        let mut copy = Array2::zeros(c.raw_dim());
+        copy.assign(&c);
+        matmul(a, b, copy.view_mut(), true, parallel);
+        c.assign(&copy);
+        return;
+    }
+    let full = b.n / l;
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let (full_panels, tail_panel) = b.buffer.view().split_at(Axis(0), full);
+    let (c_full, c_tail) = c.split_at(Axis(1), full * l);
+    split_panels(b.isa, a, full_panels, c_full, threads);
+    if c_tail.ncols() > 0 {
+        tail(b.isa, a, tail_panel, c_tail);
+    }
+}
+
+/// Splits the panels (and the columns of `c`) into `parts` blocks run with `rayon::join`.
+fn split_panels<E: Real>(
+    isa: Isa,
+    a: ArrayView2<'_, E>,
+    panels: ArrayView2<'_, E>,
+    c: ArrayViewMut2<'_, E>,
+    parts: usize,
+) {
+    let count = panels.nrows();
+    let left = count / parts.max(1) * (parts / 2);
+    if parts < 2 || left == 0 || left >= count {
+        run(isa, a, panels, c);
+        return;
+    }
+    let (panels_left, panels_right) = panels.split_at(Axis(0), left);
+    let (c_left, c_right) = c.split_at(Axis(1), left * lanes::<E>(isa));
+    rayon::join(
+        || split_panels(isa, a, panels_left, c_left, parts / 2),
+        || split_panels(isa, a, panels_right, c_right, parts - parts / 2),
+    );
+}
+
+/// Rows of `c` done per pass over the zero-padded last panel.
+const TAIL_ROWS: usize = 16;
+
+/// The last, partial panel: its columns of `c` go through a zero-padded copy one panel
+/// wide, `TAIL_ROWS` rows at a time (no allocation).
+fn tail<E: Real>(
+    isa: Isa,
+    a: ArrayView2<'_, E>,
+    panel: ArrayView2<'_, E>,
+    mut c: ArrayViewMut2<'_, E>,
+) {
+    let l = lanes::<E>(isa);
+    let mut staged = [E::zero(); TAIL_ROWS * 16];
+    for r0 in (0..c.nrows()).step_by(TAIL_ROWS) {
+        let rows = TAIL_ROWS.min(c.nrows() - r0);
+        let Ok(mut padded) = ArrayViewMut2::from_shape((rows, l), &mut staged[..rows * l]) else {
+            return;
+        };
+        padded.fill(E::zero());
+        let mut block = c.slice_mut(s![r0..r0 + rows, ..]);
+        let width = block.ncols();
+        padded.slice_mut(s![.., ..width]).assign(&block);
+        run(
+            isa,
+            a.slice(s![r0..r0 + rows, ..]),
+            panel,
+            padded.view_mut(),
+        );
+        block.assign(&padded.slice(s![.., ..width]));
+    }
+}
+
+/// Raw operands of a kernel: `c[r, q·L + j] += Σ_p a[r, p]·panel_q[p·L + j]` for `r < m`,
+/// `q < count`, `j < L`.
+struct Operands<E> {
+    a: *const E,
+    a_row: isize,
+    a_col: isize,
+    m: usize,
+    k: usize,
+    panels: *const E,
+    c: *mut E,
+    c_row: isize,
+    count: usize,
+}
+
+#[allow(unsafe_code)]
+impl<E> Operands<E> {
+    /// # Safety
+    /// `r < m`, `p < k`.
+    #[inline(always)]
+    unsafe fn a_at(&self, r: usize, p: usize) -> *const E {
+        // SAFETY: in bounds of the view `a` was taken from, by the caller's indices.
+        unsafe {
+            self.a
+                .offset(r as isize * self.a_row + p as isize * self.a_col)
+        }
+    }
+
+    /// # Safety
+    /// `q < count`, `offset < k·L`.
+    #[inline(always)]
+    unsafe fn panel_at(&self, q: usize, offset: usize, lanes: usize) -> *const E {
+        // SAFETY: panel `q` starts `q·k·L` values into the contiguous panels.
+        unsafe { self.panels.add(q * self.k * lanes + offset) }
+    }
+
+    /// # Safety
+    /// `r < m`, `column < count·L`.
+    #[inline(always)]
+    unsafe fn c_at(&self, r: usize, column: usize) -> *mut E {
+        // SAFETY: `c` has unit column stride, so row `r` holds `count·L` values there.
+        unsafe { self.c.offset(r as isize * self.c_row).add(column) }
+    }
+
+    /// The same pointers as another element type (only sound to use where `T` is `E`).
+    fn cast<T>(&self) -> Operands<T> {
+        Operands {
+            a: self.a.cast(),
+            a_row: self.a_row,
+            a_col: self.a_col,
+            m: self.m,
+            k: self.k,
+            panels: self.panels.cast(),
+            c: self.c.cast(),
+            c_row: self.c_row,
+            count: self.count,
+        }
+    }
+}
+
+/// Panels per column block: each row tile of a block reads the same panels, which stay in
+/// the L2 cache between row tiles (divisible by every tile width below).
+#[cfg(target_arch = "x86_64")]
+const BLOCK: usize = 24;
+
+/// Runs the kernel of `isa` (not [`Isa::None`]) on whole panels: `panels` is
+/// `(count, k·L)` in standard layout, `c` is `(m, count·L)` with unit column stride.
+#[allow(unsafe_code)]
+fn run<E: Real>(
+    isa: Isa,
+    a: ArrayView2<'_, E>,
+    panels: ArrayView2<'_, E>,
+    mut c: ArrayViewMut2<'_, E>,
+) {
+    let l = lanes::<E>(isa);
+    let (m, k) = a.dim();
+    let fits = panels.is_standard_layout()
+        && panels.ncols() == k * l
+        && c.dim() == (m, panels.nrows() * l)
+        && (c.ncols() <= 1 || c.strides()[1] == 1);
+    if !fits || m == 0 || panels.nrows() == 0 {
+        return;
+    }
+    let operands = Operands {
+        a: a.as_ptr(),
+        a_row: a.strides()[0],
+        a_col: a.strides()[1],
+        m,
+        k,
+        panels: panels.as_ptr(),
+        c: c.as_mut_ptr(),
+        c_row: c.strides()[0],
+        count: panels.nrows(),
+    };
+    let f32 = TypeId::of::<E>() == TypeId::of::<f32>();
+    // No kernels here: `pack` keeps `Isa::None` elsewhere, which never reaches `run`.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (operands, f32);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `isa` came from a `PackedMatrix`, whose `pack` admits only instruction sets
+    // that `runs_here()`, all that the kernels enable. The pointers and strides are those
+    // of the views checked above (`a` is `(m, k)`, the panels `count` rows of `k·L`, `c`
+    // `(m, count·L)` with unit column stride), which is what the kernels index; `c` is a
+    // mutable borrow, so nothing else reads or writes it meanwhile. `cast` turns `E` into
+    // the type `TypeId` just matched (`E` is `f32` or `f64`: the element trait is sealed).
+    unsafe {
+        match (isa, f32) {
+            (Isa::Avx512, true) => avx512_f32::run(&operands.cast()),
+            (Isa::Avx512, false) => avx512_f64::run(&operands.cast()),
+            (Isa::Avx2, true) => avx2_f32::run(&operands.cast()),
+            (Isa::Avx2, false) => avx2_f64::run(&operands.cast()),
+            (Isa::None, _) => {}
+        }
+    }
+}
+
+/// One kernel for one instruction set and element type: the tile sizes (rows, panels)
+/// in decreasing rows, ending with one row, each tile fitting the register file with its
+/// panel loads.
+#[cfg(target_arch = "x86_64")]
+macro_rules! panel_kernel {
+    ($module:ident, $feature:literal, $elem:ty, $lanes:literal,
+     $vector:ident, $load:ident, $store:ident, $splat:ident, $fma:ident,
+     $(($rows:literal, $width:literal)),+) => {
+        #[allow(unsafe_code)]
+        mod $module {
+            use std::arch::x86_64::*;
+
+            use super::Operands;
+
+            const LANES: usize = $lanes;
+
+            /// `c[r0..r0+R, q0·L..(q0+G)·L] += a[r0..r0+R, ·]·panels q0..q0+G`.
+            ///
+            /// # Safety
+            /// `r0 + R ≤ m`, `q0 + G ≤ count`, the operands valid, the features enabled.
+            #[inline(always)]
+            unsafe fn tile<const R: usize, const G: usize>(o: &Operands<$elem>, r0: usize, q0: usize) {
+                // SAFETY: every index stays inside the bounds the caller guarantees.
+                unsafe {
+                    let mut acc: [[$vector; G]; R] = [[$splat(0.0); G]; R];
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        for (g, v) in row.iter_mut().enumerate() {
+                            *v = $load(o.c_at(r0 + r, (q0 + g) * LANES));
+                        }
+                    }
+                    for p in 0..o.k {
+                        let mut b: [$vector; G] = [$splat(0.0); G];
+                        for (g, v) in b.iter_mut().enumerate() {
+                            *v = $load(o.panel_at(q0 + g, p * LANES, LANES));
+                        }
+                        for (r, row) in acc.iter_mut().enumerate() {
+                            let s = $splat(*o.a_at(r0 + r, p));
+                            for (v, &panel) in row.iter_mut().zip(&b) {
+                                *v = $fma(s, panel, *v);
+                            }
+                        }
+                    }
+                    for (r, row) in acc.iter().enumerate() {
+                        for (g, &v) in row.iter().enumerate() {
+                            $store(o.c_at(r0 + r, (q0 + g) * LANES), v);
+                        }
+                    }
+                }
+            }
+
+            /// Rows `r0..r0+R` over panels `q0..q1`, `G` panels at a time.
+            ///
+            /// # Safety
+            /// As [`tile`], for `q1 ≤ count`.
+            #[inline(always)]
+            unsafe fn columns<const R: usize, const G: usize>(
+                o: &Operands<$elem>,
+                r0: usize,
+                q0: usize,
+                q1: usize,
+            ) {
+                let mut q = q0;
+                // SAFETY: `q + G ≤ q1` and `q < q1` bound the tiles.
+                unsafe {
+                    while q + G <= q1 {
+                        tile::<R, G>(o, r0, q);
+                        q += G;
+                    }
+                    while q < q1 {
+                        tile::<R, 1>(o, r0, q);
+                        q += 1;
+                    }
+                }
+            }
+
+            /// The whole product, column block by column block.
+            ///
+            /// # Safety
+            /// The operands valid and the features enabled on this CPU.
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn run(o: &Operands<$elem>) {
+                for q0 in (0..o.count).step_by(super::BLOCK) {
+                    let q1 = (q0 + super::BLOCK).min(o.count);
+                    let mut r = 0;
+                    $(
+                        while o.m - r >= $rows {
+                            // SAFETY: `r + rows ≤ m`, `q1 ≤ count`.
+                            unsafe { columns::<$rows, $width>(o, r, q0, q1) };
+                            r += $rows;
+                        }
+                    )+
+                }
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+panel_kernel!(
+    avx512_f32,
+    "avx512f,fma",
+    f32,
+    16,
+    __m512,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    (8, 3),
+    (4, 6),
+    (2, 8),
+    (1, 8)
+);
+#[cfg(target_arch = "x86_64")]
+panel_kernel!(
+    avx512_f64,
+    "avx512f,fma",
+    f64,
+    8,
+    __m512d,
+    _mm512_loadu_pd,
+    _mm512_storeu_pd,
+    _mm512_set1_pd,
+    _mm512_fmadd_pd,
+    (8, 3),
+    (4, 6),
+    (2, 8),
+    (1, 8)
+);
+#[cfg(target_arch = "x86_64")]
+panel_kernel!(
+    avx2_f32,
+    "avx2,fma",
+    f32,
+    8,
+    __m256,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    (4, 3),
+    (2, 4),
+    (1, 8)
+);
+#[cfg(target_arch = "x86_64")]
+panel_kernel!(
+    avx2_f64,
+    "avx2,fma",
+    f64,
+    4,
+    __m256d,
+    _mm256_loadu_pd,
+    _mm256_storeu_pd,
+    _mm256_set1_pd,
+    _mm256_fmadd_pd,
+    (4, 3),
+    (2, 4),
+    (1, 8)
+);
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{s, Array2};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Deterministic values in [−1, 1] that are exact in `f32`.
+    fn filled<E: Real>(rows: usize, cols: usize, seed: u64) -> Array2<E> {
+        Array2::from_shape_fn((rows, cols), |(r, j)| {
+            let x = (r as u64 * 31 + j as u64 * 17 + seed * 7) % 23;
+            E::from_f64(x as f64 / 11.0 - 1.0)
+        })
+    }
+
+    /// `c + a·b`, each element one `mul_add` chain over `k` in increasing order.
+    fn fma_chains<E: Real>(a: ArrayView2<'_, E>, b: ArrayView2<'_, E>, c: &Array2<E>) -> Array2<E> {
+        let mut out = c.clone();
+        for ((r, j), x) in out.indexed_iter_mut() {
+            *x = (0..a.ncols()).fold(*x, |sum, p| a[[r, p]].mul_add(b[[p, j]], sum));
+        }
+        out
+    }
+
+    /// Packs `b` for `isa` and runs the product on a pool of two threads.
+    fn packed_product<E: Real>(
+        isa: Isa,
+        a: ArrayView2<'_, E>,
+        b: ArrayView2<'_, E>,
+        c: ArrayViewMut2<'_, E>,
+        accumulate: bool,
+        parallel: bool,
+    ) -> Isa {
+        let (rows, cols) = buffer_dims::<E>(isa, b.nrows(), b.ncols()).unwrap();
+        let packed = pack(isa, b, Array2::from_elem((rows, cols), E::nan()));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| matmul(a, &packed, c, accumulate, parallel));
+        packed.isa
+    }
+
+    /// Every instruction set this CPU runs gives, for every element type, operand layout
+    /// and size (none a multiple of a panel), exactly the FMA chains of the few-rows
+    /// kernel; the `gemm` route for `Isa::None` the same product to rounding.
+    fn check<E: Real>(
+        m: usize,
+        k: usize,
+        n: usize,
+        layouts: [bool; 3],
+        accumulate: bool,
+        parallel: bool,
+    ) -> Result<(), TestCaseError> {
+        let [b_transposed, a_strided, c_in_block] = layouts;
+        let stored_b = filled::<E>(n.max(k) + 1, n.max(k) + 1, 2);
+        let b = match b_transposed {
+            true => stored_b.slice(s![..n, ..k]).reversed_axes(),
+            false => stored_b.slice(s![..k, ..n]),
+        };
+        let stored_a = filled::<E>(m, 2 * k, 1);
+        let a = match a_strided {
+            true => stored_a.slice(s![.., ..;2]),
+            false => stored_a.slice(s![.., ..k]),
+        };
+        let start = filled::<E>(m, n, 3);
+        let base = if accumulate {
+            start.clone()
+        } else {
+            Array2::zeros((m, n))
+        };
+        let want = fma_chains(a, b, &base);
+        for isa in Isa::supported() {
+            let mut wide = filled::<E>(m, n + 5, 4);
+            let mut own = start.clone();
+            let c = match c_in_block {
+                true => {
+                    wide.slice_mut(s![.., 2..n + 2]).assign(&start);
+                    wide.slice_mut(s![.., 2..n + 2])
+                }
+                false => own.view_mut(),
+            };
+            let used = packed_product(isa, a, b, c, accumulate, parallel);
+            prop_assert_eq!(used, isa);
+            let got = match c_in_block {
+                true => wide.slice(s![.., 2..n + 2]).to_owned(),
+                false => own,
+            };
+            if c_in_block {
+                prop_assert!(
+                    wide.slice(s![.., ..2]) == filled::<E>(m, n + 5, 4).slice(s![.., ..2])
+                );
+                prop_assert!(
+                    wide.slice(s![.., n + 2..]) == filled::<E>(m, n + 5, 4).slice(s![.., n + 2..])
+                );
+            }
+            let tolerance = E::from_f64(1e-5 * (1.0 + k as f64));
+            for (x, y) in got.iter().zip(&want) {
+                match isa {
+                    Isa::None => prop_assert!((*x - *y).abs() <= tolerance, "{isa:?}: {x} vs {y}"),
+                    _ => prop_assert!(x == y, "{isa:?}: {x} vs {y}"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn packed_products_are_the_fma_chains(
+            m in 0_usize..20,
+            k in 0_usize..70,
+            n in 0_usize..90,
+            layouts in any::<[bool; 3]>(),
+            accumulate in any::<bool>(),
+            parallel in any::<bool>(),
+            f64 in any::<bool>(),
+        ) {
+            match f64 {
+                true => check::<f64>(m, k, n, layouts, accumulate, parallel)?,
+                false => check::<f32>(m, k, n, layouts, accumulate, parallel)?,
+            }
+        }
+    }
+
+    #[test]
+    fn a_result_with_gaps_between_columns_is_computed_too() {
+        let (m, k, n) = (3, 5, 21);
+        let a = filled::<f64>(m, k, 1);
+        let b = filled::<f64>(k, n, 2);
+        let want = fma_chains(a.view(), b.view(), &Array2::zeros((m, n)));
+        for isa in Isa::supported() {
+            let mut c_t = Array2::<f64>::zeros((n, m));
+            packed_product(
+                isa,
+                a.view(),
+                b.view(),
+                c_t.view_mut().reversed_axes(),
+                false,
+                false,
+            );
+            let got = c_t.t();
+            for (x, y) in got.iter().zip(&want) {
+                assert!((x - y).abs() <= 1e-12, "{isa:?}: {x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_isa_this_cpu_lacks_falls_back_to_the_plain_layout() {
+        let b = filled::<f32>(4, 9, 2);
+        for isa in [Isa::Avx512, Isa::Avx2] {
+            let want = if isa.runs_here() { isa } else { Isa::None };
+            let dims = buffer_dims::<f32>(want, 4, 9).unwrap();
+            assert_eq!(pack(isa, b.view(), Array2::zeros(dims)).isa, want);
+        }
+    }
+}
