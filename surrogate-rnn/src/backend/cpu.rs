@@ -99,9 +99,16 @@ impl<'a, E: Real> CpuBackend<'a, E> {
 }
 
 /// Products with fewer multiply-adds than this run on the calling thread: handing them to
-/// the pool costs more than the second core saves (the LSTM's per-step products at small
-/// `n`).
-const PAR_MIN_PRODUCT: usize = 1 << 20;
+/// the pool (waking its threads, putting the caller to sleep) costs more than the second
+/// core saves. At 2²⁰ the default trainer run spent 1.0–1.2 s of system time against
+/// 5.7–6.7 s of user time in such wake-ups; at 2²² 0.6–0.7 s with the same wall time (idle
+/// Xeon, 2 vCPUs).
+const PAR_MIN_PRODUCT: usize = 1 << 22;
+
+/// A packed product streams its whole right operand once per row tile, so one with fewer
+/// rows costs about as much as one with this many (the LSTM at batch 1 and `n = 512`:
+/// `U` is 4 MiB, more than one core's L2, and gains from both cores reading half).
+const PACKED_MIN_ROWS: usize = 8;
 
 /// A `(1, n)` bias as a `(rows, n)` matrix of equal rows (stride 0, no copy).
 fn rows_of<'a, E>(
@@ -222,7 +229,8 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
     ) -> Result<(), ModelError> {
         let (m, k, n) =
             host::matmul_dims(a.dim(), Transpose::No, b.dims(), Transpose::No, c.dim())?;
-        let parallel = m.saturating_mul(k).saturating_mul(n) >= PAR_MIN_PRODUCT;
+        let parallel =
+            m.max(PACKED_MIN_ROWS).saturating_mul(k).saturating_mul(n) >= PAR_MIN_PRODUCT;
         #[cfg(feature = "product-stats")]
         let start = std::time::Instant::now();
         match parallel {
