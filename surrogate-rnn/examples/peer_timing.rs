@@ -3,10 +3,12 @@
 //! last step, printed as one JSON line. Same arguments as `benches/peers/jax_models.py`:
 //!
 //! `peer_timing --model gilr-lstm|lstm|sru|qrnn2|qrnn10 --steps T --batch B --hidden n
-//!  [--input p] [--one-hot] [--iterations k]`
+//!  [--input p] [--one-hot] [--iterations k] [--shapes]`
 //!
 //! With `--one-hot` the inputs are one-hot vectors in `p` dimensions stored densely, as
-//! the JAX side feeds them; otherwise a fixed pseudo-random dense input.
+//! the JAX side feeds them; otherwise a fixed pseudo-random dense input. With `--shapes`
+//! (and the feature `product-stats`), a table of one step's products per shape and
+//! layout (calls, time, rate) goes to stderr.
 
 use std::time::Instant;
 
@@ -25,6 +27,8 @@ struct Options {
     n_input: usize,
     one_hot: bool,
     iterations: usize,
+    /// Print each product shape's time and rate (feature `product-stats`) to stderr.
+    shapes: bool,
 }
 
 fn parse() -> Result<Options, String> {
@@ -37,11 +41,16 @@ fn parse() -> Result<Options, String> {
         n_input: 128,
         one_hot: false,
         iterations: 5,
+        shapes: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--one-hot" {
             options.one_hot = true;
+            continue;
+        }
+        if flag == "--shapes" {
+            options.shapes = true;
             continue;
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -109,7 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
     #[cfg(feature = "product-stats")]
-    let products = products::measure(&mut step, median, &scan)?;
+    let products = products::measure(&mut step, median, &scan, options.shapes)?;
     #[cfg(not(feature = "product-stats"))]
     let products = String::new();
     println!(
@@ -137,10 +146,26 @@ mod products {
         step: &mut impl FnMut() -> Result<R, ModelError>,
         median_s: f64,
         scan: &dyn LinearScan<f32>,
+        shapes: bool,
     ) -> Result<String, ModelError> {
         product_stats::take();
         step()?;
         let stats = product_stats::take();
+        if shapes {
+            eprintln!("| m × k × n | layout | calls | GFLOP | seconds | GFLOP/s |");
+            eprintln!("|---|---|---:|---:|---:|---:|");
+            for s in &stats.by_shape {
+                let [m, k, n] = s.dims;
+                eprintln!(
+                    "| {m} × {k} × {n} | {} | {} | {:.2} | {:.4} | {:.1} |",
+                    s.layout,
+                    s.calls,
+                    s.flops() * 1e-9,
+                    s.seconds,
+                    s.flops() / s.seconds.max(1e-12) * 1e-9
+                );
+            }
+        }
         let [m, k, n] = stats.largest;
         let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.1);
         let b = Array2::from_shape_fn((k, n), |(i, j)| ((i * 5 + j * 2) % 13) as f32 * 0.1);

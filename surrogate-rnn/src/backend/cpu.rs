@@ -201,7 +201,18 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
             false => self.serial(|| run(&mut c)),
         }
         #[cfg(feature = "product-stats")]
-        super::product_stats::record(m, k, n, start.elapsed());
+        super::product_stats::record(
+            m,
+            k,
+            n,
+            match (transpose_a, transpose_b) {
+                (Transpose::No, Transpose::No) => "A·B",
+                (Transpose::Yes, Transpose::No) => "Aᵀ·B",
+                (Transpose::No, Transpose::Yes) => "A·Bᵀ",
+                (Transpose::Yes, Transpose::Yes) => "Aᵀ·Bᵀ",
+            },
+            start.elapsed(),
+        );
         Ok(())
     }
 
@@ -238,7 +249,7 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
             false => self.serial(|| packed::matmul(a, b, c.view_mut(), accumulate, false)),
         }
         #[cfg(feature = "product-stats")]
-        super::product_stats::record(m, k, n, start.elapsed());
+        super::product_stats::record(m, k, n, "A·packed", start.elapsed());
         Ok(())
     }
 
