@@ -3,7 +3,7 @@
 
 use gemm::Parallelism;
 use ndarray::parallel::prelude::*;
-use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 use scan_core::LinearScan;
 
 use super::host::{self, host_storage};
@@ -183,7 +183,18 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         };
         let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
         let parallel = m.saturating_mul(k).saturating_mul(n) >= PAR_MIN_PRODUCT;
-        let run = |c: &mut ArrayViewMut2<'_, E>| {
+        #[cfg(feature = "product-stats")]
+        let start = std::time::Instant::now();
+        let split = product::k_parts(m, k, n).filter(|_| parallel);
+        let partials = match split.and_then(|parts| parts.checked_mul(m)) {
+            Some(rows) => Some(self.scratch(rows, n)?),
+            None => None,
+        };
+        let run = |c: &mut ArrayViewMut2<'_, E>, partials: Option<&mut Array2<E>>| {
+            if let Some(partials) = partials {
+                product::gemm_split_k(a, b, c.view_mut(), accumulate, partials.view_mut());
+                return;
+            }
             if !product::few_rows(a, b, c.view_mut(), accumulate, parallel) {
                 let threads = match parallel {
                     true => Parallelism::Rayon(0),
@@ -194,11 +205,13 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         };
         // Large products are split over the flushing pool, so every thread that computes
         // them does so in this backend's subnormal mode.
-        #[cfg(feature = "product-stats")]
-        let start = std::time::Instant::now();
+        let mut partials = partials;
         match parallel {
-            true => self.on_pool(|| run(&mut c)),
-            false => self.serial(|| run(&mut c)),
+            true => self.on_pool(|| run(&mut c, partials.as_mut())),
+            false => self.serial(|| run(&mut c, partials.as_mut())),
+        }
+        if let Some(partials) = partials {
+            self.recycle(partials);
         }
         #[cfg(feature = "product-stats")]
         super::product_stats::record(
