@@ -2,8 +2,9 @@
 //! the layers compute, at their real shapes, timed with ndarray/matrixmultiply, with the
 //! `gemm` crate on one thread and on both, and through `CpuBackend::matmul` (the path the
 //! layers take), once per gate block (`G` products into separate `(rows, n)` buffers) and
-//! once as one product into a `(rows, G·n)` buffer. Prints one table measured in one run,
-//! with a large square product as the machine's reference rate.
+//! once as one product into a `(rows, G·n)` buffer, and through `CpuBackend::matmul_packed`
+//! on the weight packed once (the LSTM's per-step products). Prints one table measured in
+//! one run, with a large square product as the machine's reference rate.
 //!
 //! `cargo run --release -p surrogate-rnn --example gemm_pick [-- --quick]`
 //!
@@ -17,7 +18,7 @@ use gemm::Parallelism;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 use scan_cpu::Serial;
-use surrogate_rnn::backend::Transpose;
+use surrogate_rnn::backend::{PackedMatrix, Transpose};
 use surrogate_rnn::{Backend, CpuBackend};
 
 /// Which product a group times: the layers' forward projection, the weight gradient and
@@ -49,6 +50,9 @@ enum Library {
     GemmOneThread,
     GemmBothThreads,
     Backend,
+    /// `CpuBackend::matmul_packed` on the weight packed once (outside the timing), as the
+    /// LSTM's per-step products run.
+    BackendPacked,
 }
 
 /// Deterministic values in [−1, 1).
@@ -119,6 +123,8 @@ fn product(
         Library::Backend => backend
             .matmul(a, Transpose::No, b, Transpose::No, c, accumulate)
             .expect("shapes fit"),
+        // Run through `Operands::packed_product`, which holds the packed weight.
+        Library::BackendPacked => unreachable!("packed products take a packed weight"),
     }
 }
 
@@ -131,12 +137,18 @@ struct Operands {
     grad_x: Array2<f32>,
     grad_w: Array2<f32>,
     w_t: Array2<f32>,
+    /// `W` and `Wᵀ` packed by the backend.
+    packed: [PackedMatrix<f32>; 2],
 }
 
 impl Operands {
-    fn new(g: &Group) -> Self {
+    fn new(g: &Group, backend: &CpuBackend<'_, f32>) -> Self {
         let width = g.gates * g.n;
+        let w = filled(g.m, width, 2);
+        let pack = |t| backend.pack(w.view(), t).expect("packable");
+        let packed = [pack(Transpose::No), pack(Transpose::Yes)];
         Self {
+            packed,
             x: filled(g.rows, g.m, 1),
             w: filled(g.m, width, 2),
             merged: filled(g.rows, width, 3),
@@ -152,6 +164,16 @@ impl Operands {
     /// Runs the group's products once, merged or per gate.
     fn run(&mut self, g: &Group, library: Library, merged: bool, backend: &CpuBackend<'_, f32>) {
         let n = g.n;
+        if library == Library::BackendPacked {
+            let (a, packed, c, accumulate) = match g.kind {
+                Kind::Forward => (&self.x, &self.packed[0], self.merged.view_mut(), false),
+                _ => (&self.merged, &self.packed[1], self.grad_x.view_mut(), true),
+            };
+            backend
+                .matmul_packed(a.view(), packed, c, accumulate)
+                .expect("shapes fit");
+            return;
+        }
         match (g.kind, merged) {
             (Kind::Forward, true) => product(
                 library,
@@ -319,11 +341,12 @@ fn main() {
     );
     println!(
         "| product | M × K × N (G gate blocks) | matrixmultiply per gate | matrixmultiply one \
-         | gemm 1 thread one | gemm 2 threads one | backend per gate | backend one |"
+         | gemm 1 thread one | gemm 2 threads one | backend per gate | backend one \
+         | backend packed one |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for group in groups(quick) {
-        let mut ops = Operands::new(&group);
+        let mut ops = Operands::new(&group, &backend);
         let (rows, width) = (group.rows, group.gates * group.n);
         let dims = match group.kind {
             Kind::Forward => (rows, group.m, width),
@@ -338,7 +361,11 @@ fn main() {
             (Library::GemmBothThreads, true),
             (Library::Backend, false),
             (Library::Backend, true),
+            (Library::BackendPacked, true),
         ];
+        // A weight gradient has no fixed right operand to pack.
+        let packable = group.kind != Kind::WeightGrad;
+        let runs = &runs[..runs.len() - usize::from(!packable)];
         let batches: Vec<usize> = runs
             .iter()
             .map(|&(library, merged)| batch_size(|| ops.run(&group, library, merged, &backend)))
@@ -347,15 +374,18 @@ fn main() {
         // column alike and the minimum is the least disturbed sample.
         let mut best = vec![f64::INFINITY; runs.len()];
         for _ in 0..rounds {
-            for ((best, &(library, merged)), &batch) in best.iter_mut().zip(&runs).zip(&batches) {
+            for ((best, &(library, merged)), &batch) in best.iter_mut().zip(runs).zip(&batches) {
                 let t = sample(batch, || ops.run(&group, library, merged, &backend));
                 *best = best.min(t);
             }
         }
-        let rates: Vec<String> = best
+        let mut rates: Vec<String> = best
             .iter()
             .map(|t| format!("{:.1}", flops / t / 1e9))
             .collect();
+        if !packable {
+            rates.push("—".into());
+        }
         println!(
             "| {} | {} × {} × {} ({}) | {} |",
             group.label,
