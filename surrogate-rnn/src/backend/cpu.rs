@@ -170,7 +170,14 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         mut c: ArrayViewMut2<'_, E>,
         accumulate: bool,
     ) -> Result<(), ModelError> {
-        host::matmul_dims(a.dim(), transpose_a, b.dim(), transpose_b, c.dim())?;
+        host::matmul_dims(
+            "Backend::matmul",
+            a.dim(),
+            transpose_a,
+            b.dim(),
+            transpose_b,
+            c.dim(),
+        )?;
         let a = if transpose_a == Transpose::Yes {
             a.t()
         } else {
@@ -186,13 +193,14 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         #[cfg(feature = "product-stats")]
         let start = std::time::Instant::now();
         let split = product::k_parts(m, k, n).filter(|_| parallel);
-        let partials = match split.and_then(|parts| parts.checked_mul(m)) {
-            Some(rows) => Some(self.scratch(rows, n)?),
+        let mut partials = match split.and_then(|parts| Some((parts, parts.checked_mul(m)?))) {
+            Some((parts, rows)) => Some((parts, self.scratch(rows, n)?)),
             None => None,
         };
-        let run = |c: &mut ArrayViewMut2<'_, E>, partials: Option<&mut Array2<E>>| {
-            if let Some(partials) = partials {
-                product::gemm_split_k(a, b, c.view_mut(), accumulate, partials.view_mut());
+        let run = |c: &mut ArrayViewMut2<'_, E>, partials: Option<&mut (usize, Array2<E>)>| {
+            if let Some((parts, partials)) = partials {
+                let partials = partials.view_mut();
+                product::gemm_split_k(a, b, c.view_mut(), accumulate, *parts, partials);
                 return;
             }
             if !product::few_rows(a, b, c.view_mut(), accumulate, parallel) {
@@ -205,12 +213,11 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         };
         // Large products are split over the flushing pool, so every thread that computes
         // them does so in this backend's subnormal mode.
-        let mut partials = partials;
         match parallel {
             true => self.on_pool(|| run(&mut c, partials.as_mut())),
             false => self.serial(|| run(&mut c, partials.as_mut())),
         }
-        if let Some(partials) = partials {
+        if let Some((_, partials)) = partials {
             self.recycle(partials);
         }
         #[cfg(feature = "product-stats")]
@@ -251,8 +258,14 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         mut c: ArrayViewMut2<'_, E>,
         accumulate: bool,
     ) -> Result<(), ModelError> {
-        let (m, k, n) =
-            host::matmul_dims(a.dim(), Transpose::No, b.dims(), Transpose::No, c.dim())?;
+        let (m, k, n) = host::matmul_dims(
+            "Backend::matmul_packed",
+            a.dim(),
+            Transpose::No,
+            b.dims(),
+            Transpose::No,
+            c.dim(),
+        )?;
         let parallel =
             m.max(PACKED_MIN_ROWS).saturating_mul(k).saturating_mul(n) >= PAR_MIN_PRODUCT;
         #[cfg(feature = "product-stats")]

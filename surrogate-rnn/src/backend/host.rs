@@ -149,6 +149,7 @@ pub(crate) fn bias_row<E>(
 
 /// Checks the operands of `c (+)= op(a)·op(b)`, returning `(m, k, n)`.
 pub(crate) fn matmul_dims(
+    operation: &'static str,
     a: (usize, usize),
     transpose_a: super::Transpose,
     b: (usize, usize),
@@ -163,8 +164,8 @@ pub(crate) fn matmul_dims(
         }
     };
     let (a, b) = (flip(a, transpose_a), flip(b, transpose_b));
-    check_shape("Backend::matmul", "b", &[a.1, c.1], &[b.0, b.1])?;
-    check_shape("Backend::matmul", "c", &[a.0, b.1], &[c.0, c.1])?;
+    check_shape(operation, "b", &[a.1, c.1], &[b.0, b.1])?;
+    check_shape(operation, "c", &[a.0, b.1], &[c.0, c.1])?;
     Ok((a.0, a.1, b.1))
 }
 

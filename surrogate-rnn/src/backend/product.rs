@@ -77,8 +77,12 @@ pub(super) fn gemm<E: Real>(
     }
 }
 
-/// Inner-dimension rows per part of a product split over `k` ([`k_parts`]).
+/// Inner-dimension rows per part of a product split over `k` ([`k_parts`]), at least.
 const K_PART: usize = 8192;
+
+/// The most parts [`k_parts`] splits `k` into: the partial results take `parts·m·n`
+/// elements of scratch, so that stays at most 16 results' worth however long `k` is.
+const MAX_K_PARTS: usize = 16;
 
 /// The largest result (`m·n` elements) that [`k_parts`] splits over `k`.
 const K_SPLIT_MAX_RESULT: usize = 512 * 512;
@@ -90,41 +94,45 @@ const K_SPLIT_MAX_RESULT: usize = 512 * 512;
 /// same layer). Depends on the shape only, so results do not depend on the thread count.
 pub(super) fn k_parts(m: usize, k: usize, n: usize) -> Option<usize> {
     let small = m.saturating_mul(n) <= K_SPLIT_MAX_RESULT;
-    (small && k >= 2 * K_PART && k >= 16 * m.max(n)).then(|| k.div_ceil(K_PART))
+    let long = k >= 2 * K_PART && k >= m.max(n).saturating_mul(16);
+    (small && long).then(|| k.div_ceil(K_PART).min(MAX_K_PARTS))
 }
 
 /// `c = a·b`, or `c += a·b` when `accumulate`, as the sum in order of the products over
-/// the [`K_PART`]-row parts of `k`, each computed on one thread of the current rayon pool
-/// into its `(m, n)` block of `partials` (`(parts·m, n)`, any contents).
+/// `parts` equal parts of `k`, each computed on one thread of the current rayon pool into
+/// its `(m, n)` block of `partials` (`(parts·m, n)`, any contents).
 ///
 /// # Panics
-/// When the shapes do not match (a caller bug).
+/// When the shapes do not match or `parts` is 0 (a caller bug).
 #[track_caller]
 pub(super) fn gemm_split_k<E: Real>(
     a: ArrayView2<'_, E>,
     b: ArrayView2<'_, E>,
     mut c: ArrayViewMut2<'_, E>,
     accumulate: bool,
+    parts: usize,
     mut partials: ArrayViewMut2<'_, E>,
 ) {
     let (m, k) = a.dim();
-    let parts = k.div_ceil(K_PART);
-    assert!(
-        b.nrows() == k && c.nrows() == m && partials.dim() == (parts * m, c.ncols()),
-        "product operands do not fit"
-    );
+    let fits = b.nrows() == k
+        && c.dim() == (m, b.ncols())
+        && parts > 0
+        && parts.checked_mul(m) == Some(partials.nrows())
+        && partials.ncols() == c.ncols();
+    assert!(fits, "product operands do not fit");
     if !accumulate {
         c.fill(E::zero());
     }
     if c.is_empty() {
         return;
     }
+    let bound = |i: usize| k / parts * i + (k % parts).min(i);
     partials
         .axis_chunks_iter_mut(Axis(0), m)
         .into_par_iter()
         .enumerate()
         .for_each(|(i, part)| {
-            let rows = i * K_PART..((i + 1) * K_PART).min(k);
+            let rows = bound(i)..bound(i + 1);
             let (a_part, b_part) = (a.slice(s![.., rows.clone()]), b.slice(s![rows, ..]));
             gemm(a_part, b_part, part, false, Parallelism::None);
         });
@@ -374,8 +382,8 @@ mod tests {
             k in 2 * K_PART..3 * K_PART + 100,
             accumulate in any::<bool>(),
         ) {
-            let parts = k.div_ceil(K_PART);
-            prop_assert_eq!(k_parts(m.max(1), k, n.max(1)), Some(parts));
+            let parts = k_parts(m.max(1), k, n.max(1)).unwrap();
+            prop_assert_eq!(parts, k.div_ceil(K_PART));
             let stored_a = filled(k, m, 1);
             let b = filled(k, n, 2);
             let start = filled(m, n, 3);
@@ -384,7 +392,8 @@ mod tests {
                 let mut partials = Array2::from_elem((parts * m, n), f64::NAN);
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 pool.install(|| {
-                    gemm_split_k(stored_a.t(), b.view(), c.view_mut(), accumulate, partials.view_mut())
+                    let (a, c, p) = (stored_a.t(), c.view_mut(), partials.view_mut());
+                    gemm_split_k(a, b.view(), c, accumulate, parts, p)
                 });
                 c
             };
@@ -405,6 +414,9 @@ mod tests {
         assert_eq!(k_parts(64, 2 * K_PART - 1, 64), None);
         assert_eq!(k_parts(1024, 65536, 512), None);
         assert_eq!(k_parts(8, 4 * K_PART, 4 * K_PART), None);
+        // However long `k` is, the scratch stays at MAX_K_PARTS results.
+        assert_eq!(k_parts(512, 1 << 24, 512), Some(MAX_K_PARTS));
+        assert_eq!(k_parts(usize::MAX, usize::MAX, 2), None);
     }
 
     #[test]

@@ -88,7 +88,14 @@ impl<E: Real> Backend<E> for ReferenceBackend {
         mut c: ArrayViewMut2<'_, E>,
         accumulate: bool,
     ) -> Result<(), ModelError> {
-        let (m, k, n) = host::matmul_dims(a.dim(), transpose_a, b.dim(), transpose_b, c.dim())?;
+        let (m, k, n) = host::matmul_dims(
+            "Backend::matmul",
+            a.dim(),
+            transpose_a,
+            b.dim(),
+            transpose_b,
+            c.dim(),
+        )?;
         let at = |i: usize, l: usize| match transpose_a {
             Transpose::No => a[[i, l]],
             Transpose::Yes => a[[l, i]],
@@ -121,6 +128,14 @@ impl<E: Real> Backend<E> for ReferenceBackend {
         c: ArrayViewMut2<'_, E>,
         accumulate: bool,
     ) -> Result<(), ModelError> {
+        host::matmul_dims(
+            "Backend::matmul_packed",
+            a.dim(),
+            Transpose::No,
+            b.dim(),
+            Transpose::No,
+            c.dim(),
+        )?;
         self.matmul(a, Transpose::No, b.view(), Transpose::No, c, accumulate)
     }
 

@@ -21,7 +21,8 @@ use super::recurrence::prelude::*;
 /// (with `∂h_t = ∂out_t + ∂P_{t+1} Uᵀ` and the carried `∂c`); afterwards
 /// `∂U += h_{t-1}ᵀ∂P_t`, `∂V += xᵀ∂P`, `∂b += Σ∂P`, `∂x = ∂P Vᵀ` as single products.
 /// The per-step products read `U` (forward) and `Uᵀ` (backward) laid out once per pass by
-/// [`Backend::pack`], so no step packs or allocates.
+/// [`Backend::pack`] (unless the pass has a single product), so no step packs or
+/// allocates.
 #[derive(Clone, Debug)]
 pub struct Lstm<E: Real> {
     input_weight: Param<E, Ix2>,
@@ -49,6 +50,55 @@ impl<E: Real> Lstm<E> {
 
 layer_from_recurrence!(Lstm: input_weight, recurrent_weight, bias);
 
+/// The recurrent weight as a pass's per-step products read it: packed once when the pass
+/// has more than one of them (packing costs about one product at batch 1, so a one-step
+/// pass, e.g. streamed inference step by step, reads it as it is).
+enum StepWeight<'a, E: Real, B: Backend<E>> {
+    Packed(B::Packed),
+    Plain(B::View<'a>, Transpose),
+}
+
+impl<'a, E: Real, B: Backend<E>> StepWeight<'a, E, B> {
+    fn new(
+        b: &B,
+        weight: B::View<'a>,
+        transpose: Transpose,
+        products: usize,
+    ) -> Result<Self, ModelError> {
+        Ok(match products > 1 {
+            true => Self::Packed(b.pack(weight, transpose)?),
+            false => Self::Plain(weight, transpose),
+        })
+    }
+
+    /// `c (+)= a·op(U)`.
+    fn product(
+        &self,
+        b: &B,
+        a: B::View<'_>,
+        c: B::ViewMut<'_>,
+        accumulate: bool,
+    ) -> Result<(), ModelError> {
+        match self {
+            Self::Packed(packed) => b.matmul_packed(a, packed, c, accumulate),
+            Self::Plain(weight, transpose) => b.matmul(
+                a,
+                Transpose::No,
+                b.shorten(weight),
+                *transpose,
+                c,
+                accumulate,
+            ),
+        }
+    }
+
+    fn recycle(self, b: &B) {
+        if let Self::Packed(packed) = self {
+            b.recycle_packed(packed);
+        }
+    }
+}
+
 impl<E: Real> Recurrence<E> for Lstm<E> {
     fn sizes(&self) -> (usize, usize) {
         let m = self.input_weight.value.nrows();
@@ -74,10 +124,12 @@ impl<E: Real> Recurrence<E> for Lstm<E> {
             true,
         )?;
         let [mut cell, mut h] = matrices::<E, B, 2>(b, run.rows(), n, false)?;
-        let u = b.pack(b.host(self.recurrent_weight.value.view()), Transpose::No)?;
+        let h_0 = run.initial(0);
+        let products = run.n_steps - usize::from(h_0.is_none());
+        let u = b.host(self.recurrent_weight.value.view());
+        let u = StepWeight::new(b, u, Transpose::No, products)?;
         // c_{t−1}, carried in its own buffer (the cell pass reads it while writing c_t).
         let mut c_prev = run.initial(1).map(|c| copy_matrix(b, c)).transpose()?;
-        let h_0 = run.initial(0);
         for t in 0..run.n_steps {
             let start = t * n_batch;
             let mut pre = b.rows_mut(b.view_mut(&mut gates), start, n_batch)?;
@@ -86,7 +138,7 @@ impl<E: Real> Recurrence<E> for Lstm<E> {
                 _ => Some(b.rows(b.view(&h), start - n_batch, n_batch)?),
             };
             if let Some(h_prev) = h_prev {
-                b.matmul_packed(h_prev, &u, b.reborrow(&mut pre), true)?;
+                u.product(b, h_prev, b.reborrow(&mut pre), true)?;
             }
             let c_t = b.rows_mut(b.view_mut(&mut cell), start, n_batch)?;
             let h_t = b.rows_mut(b.view_mut(&mut h), start, n_batch)?;
@@ -98,7 +150,7 @@ impl<E: Real> Recurrence<E> for Lstm<E> {
             }
         }
         recycle(b, c_prev);
-        b.recycle_packed(u);
+        u.recycle(b);
         let state = vec![last_step(b, &h, n_batch)?, last_step(b, &cell, n_batch)?];
         ran(h, vec![gates, cell], state)
     }
@@ -111,7 +163,9 @@ impl<E: Real> Recurrence<E> for Lstm<E> {
             None => b.zeros(n_batch, n),
         };
         let (mut grad_recurrent, mut grad_cell) = (carried(0)?, carried(1)?);
-        let u_t = b.pack(b.host(self.recurrent_weight.value.view()), Transpose::Yes)?;
+        let products = run.n_steps - usize::from(!run.has_initial());
+        let u = b.host(self.recurrent_weight.value.view());
+        let u_t = StepWeight::new(b, u, Transpose::Yes, products)?;
         let c_0 = run.initial(1);
         for t in (0..run.n_steps).rev() {
             let start = t * n_batch;
@@ -127,10 +181,10 @@ impl<E: Real> Recurrence<E> for Lstm<E> {
             if t > 0 || run.has_initial() {
                 let dp = b.rows(b.view(&gates), start, n_batch)?;
                 let dh = b.view_mut(&mut grad_recurrent);
-                b.matmul_packed(dp, &u_t, dh, false)?;
+                u_t.product(b, dp, dh, false)?;
             }
         }
-        b.recycle_packed(u_t);
+        u_t.recycle(b);
         let shifted = run.rows() - n_batch;
         let late = b.rows(b.view(&gates), n_batch, shifted)?;
         let grad_u = b.host_mut(self.recurrent_weight.grad.view_mut());
