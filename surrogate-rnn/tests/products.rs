@@ -64,7 +64,8 @@ fn packed_products_reject_operands_that_do_not_fit() {
     let u = filled::<f64>(5, 12, 1);
     let scan = Serial::default();
     let cpu = CpuBackend::new(&scan);
-    let cases: [((usize, usize), (usize, usize), &str); 3] = [
+    // (shape of a, shape of c, the argument the error names)
+    let cases = [
         ((3, 4), (3, 12), "b"), // a has 4 columns, the packed operand 5 rows
         ((3, 5), (3, 11), "b"), // c has 11 columns: b checked against a and c
         ((3, 5), (2, 12), "c"), // c has 2 rows, not 3

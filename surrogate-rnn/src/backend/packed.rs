@@ -419,7 +419,7 @@ macro_rules! panel_kernel {
                         while o.m - r >= $rows {
                             let mut q = q0;
                             $(
-                                while q + $width <= q1 {
+                                while q1 - q >= $width {
                                     // SAFETY: `r + rows ≤ m`, `q + width ≤ q1 ≤ count`.
                                     unsafe { tile::<$rows, $width>(o, r, q) };
                                     q += $width;
