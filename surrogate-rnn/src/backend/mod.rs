@@ -51,6 +51,16 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
 use crate::{ModelError, Real};
 
+/// Runs a whole pass of the CPU backend on its flushing pool (see [`Subnormals::install`]):
+/// the caller then sleeps once per pass, and serial work between parallel passes runs on a
+/// pool thread while the other one waits for the next pass, instead of the caller's thread
+/// competing with two spinning workers for two cores. On the default trainer run (idle
+/// Xeon, 2 vCPUs) this cut involuntary context switches from 60–100 thousand to 1.4
+/// thousand, system time from 0.55–0.73 s to 0.46–0.48 s and wall time by 10–20 %.
+pub(crate) fn on_cpu_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    Subnormals::FlushToZero.install(work)
+}
+
 /// Whether a matrix operand of [`Backend::matmul`] is used as is or transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transpose {

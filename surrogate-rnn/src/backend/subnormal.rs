@@ -15,6 +15,10 @@
 //!   and restores the thread's previous MXCSR when dropped (also on unwinding), so the
 //!   caller's own arithmetic never sees the mode. The guarded code calls nothing that
 //!   could run foreign work on the thread (no rayon call, no user callback);
+//! * a `Classifier`'s CPU entry points (forward, backward, logits, chunked and streamed
+//!   passes) run their whole pass on that pool ([`on_cpu_pool`](super::on_cpu_pool)), so
+//!   the backend's serial work runs on a pool thread (already in the mode) and the caller
+//!   waits once per pass instead of once per parallel pass;
 //! * parallel work (passes split over several tasks, the scan) runs on a private rayon
 //!   pool whose threads always compute with FTZ|DAZ ([`flushing_pool`]); only this module
 //!   submits work to it, so no task of the user's runs there, and the caller waits for it

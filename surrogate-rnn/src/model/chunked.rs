@@ -127,7 +127,10 @@ impl<E: Real> Stream<'_, E> {
     ) -> Result<(), ModelError> {
         self.model.next_generation();
         let backend = self.model.cpu(scan);
-        let (logits, state) = self.model.infer_on(&backend, chunk, self.state.as_ref())?;
+        let model = self.model;
+        let previous = self.state.as_ref();
+        let (logits, state) =
+            crate::backend::on_cpu_pool(|| model.infer_on(&backend, chunk, previous))?;
         if let Some(previous) = self.state.replace(state) {
             previous.recycle(&backend);
         }
@@ -210,7 +213,7 @@ impl<E: Real> Classifier<E> {
         state: Option<&ModelState<Array2<E>>>,
     ) -> Result<(ForwardPass<E>, ModelState<Array2<E>>), ModelError> {
         self.next_generation();
-        self.forward_on(&self.cpu(scan), input, state)
+        crate::backend::on_cpu_pool(|| self.forward_on(&self.cpu(scan), input, state))
     }
 
     /// Backpropagates through a chunk: `grad_logits` if the loss reads this chunk's
@@ -226,10 +229,10 @@ impl<E: Real> Classifier<E> {
         grad_state: Option<&ModelState<Array2<E>>>,
     ) -> Result<PassGrads<E>, ModelError> {
         let workspace = self.take_workspace();
-        let result = {
+        let result = crate::backend::on_cpu_pool(|| {
             let backend = CpuBackend::pooled(scan, &workspace);
             self.backward_on(&backend, input, pass, grad_logits, grad_state)
-        };
+        });
         self.restore_workspace(workspace);
         result
     }
@@ -252,13 +255,15 @@ impl<E: Real> Classifier<E> {
         let (n_steps, _) = self.check_input(OP, &input)?;
         let bounds = chunks(OP, n_steps, chunk_len)?;
         let workspace = self.take_workspace();
-        let result = self.backprop_chunks(
-            &CpuBackend::pooled(scan, &workspace),
-            input,
-            labels,
-            &bounds,
-            mode,
-        );
+        let result = crate::backend::on_cpu_pool(|| {
+            self.backprop_chunks(
+                &CpuBackend::pooled(scan, &workspace),
+                input,
+                labels,
+                &bounds,
+                mode,
+            )
+        });
         self.restore_workspace(workspace);
         result
     }

@@ -485,7 +485,7 @@ impl<E: Real> Classifier<E> {
         input: ModelInput<'_, E>,
     ) -> Result<ForwardPass<E>, ModelError> {
         self.workspace.next_generation();
-        Ok(self.forward_on(&self.cpu(scan), input, None)?.0)
+        crate::backend::on_cpu_pool(|| Ok(self.forward_on(&self.cpu(scan), input, None)?.0))
     }
 
     /// The logits `(B, classes)` only: each layer's cache and input are dropped as soon as
@@ -497,7 +497,7 @@ impl<E: Real> Classifier<E> {
     ) -> Result<Array2<E>, ModelError> {
         self.workspace.next_generation();
         let b = self.cpu(scan);
-        let (logits, state) = self.infer_on(&b, input, None)?;
+        let (logits, state) = crate::backend::on_cpu_pool(|| self.infer_on(&b, input, None))?;
         recycle(
             &b,
             state.layers.into_iter().flat_map(LayerState::into_parts),
@@ -563,10 +563,10 @@ impl<E: Real> Classifier<E> {
         grad_logits: ArrayView2<'_, E>,
     ) -> Result<Option<Array3<E>>, ModelError> {
         let workspace = std::mem::take(&mut self.workspace);
-        let result = {
+        let result = crate::backend::on_cpu_pool(|| {
             let b = CpuBackend::pooled(scan, &workspace);
             self.backward_on(&b, input, pass, Some(grad_logits), None)
-        };
+        });
         self.workspace = workspace;
         Ok(result?.input)
     }
