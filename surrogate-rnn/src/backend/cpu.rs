@@ -27,7 +27,8 @@ use crate::{ModelError, Real};
 /// holds only for the backend's own work: serial work runs on the calling thread under a
 /// guard that restores the thread's mode on return, parallel passes and the scan run on a
 /// private rayon pool whose threads compute that way (so the scan it was built with runs
-/// there too). [`CpuBackend::with_subnormals`] chooses IEEE gradual underflow instead.
+/// there too; a `Classifier` runs its whole passes there). [`CpuBackend::with_subnormals`]
+/// chooses IEEE gradual underflow instead.
 #[derive(Clone, Copy)]
 pub struct CpuBackend<'a, E: Real> {
     scan: &'a dyn LinearScan<E>,
