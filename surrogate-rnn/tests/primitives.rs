@@ -176,7 +176,7 @@ proptest! {
         let (mut grad_x, mut grad_w) = (Array2::zeros((rows, m)), Array2::zeros((m, n_gates * n)));
         let mut grad_b = Array2::zeros((1, n_gates * n));
         let grads: Vec<_> = weights.iter().map(|w| B.view(w)).collect();
-        project_backward(&B, inputs[0].view(), inputs[1].view(), grad_w.view_mut(), Some(grad_b.view_mut()), &grads, grad_x.view_mut()).unwrap();
+        project_backward(&B, inputs[0].view(), inputs[1].view(), grad_w.view_mut(), Some(grad_b.view_mut()), &grads, Some(grad_x.view_mut())).unwrap();
         let sums: Vec<f64> = weights.iter().flat_map(|w| w.sum_axis(ndarray::Axis(0)).to_vec()).collect();
         for (a, e) in grad_b.iter().zip(&sums) {
             prop_assert!((a - e).abs() <= 1e-12 * e.abs().max(1.0), "bias gradient {a} vs {e}");

@@ -221,7 +221,7 @@ mod parallel {
                 };
                 if backward {
                     let grad_logits = loss.as_ref().map(|l| l.grad_logits.view());
-                    model.backward_on(&backend, input, pass, grad_logits, None)?;
+                    model.backward_params_on(&backend, input, pass, grad_logits, None)?;
                 }
                 Ok(loss.map(|l| (l.loss, l.n_correct)))
             })

@@ -78,16 +78,12 @@ impl<E: Real> Recurrence<E> for Dense<E> {
         )?;
         let grad_b = b.host_mut(self.bias.grad.view_mut().insert_axis(Axis(0)));
         b.add_column_sums(run.grad_h, grad_b)?;
-        let mut grad_x = b.scratch(run.rows(), self.sizes().0)?;
-        let w = b.host(self.weight.value.view());
-        b.matmul(
-            run.grad_h,
-            Transpose::No,
-            w,
-            Transpose::Yes,
-            b.view_mut(&mut grad_x),
-            false,
-        )?;
+        let mut grad_x = run.grad_input(b, self.sizes().0, false)?;
+        if let Some(grad_x) = grad_x.as_mut() {
+            let w = b.host(self.weight.value.view());
+            let gx = b.view_mut(grad_x);
+            b.matmul(run.grad_h, Transpose::No, w, Transpose::Yes, gx, false)?;
+        }
         Ok(Grads {
             input: grad_x,
             initial: None,

@@ -70,7 +70,7 @@ impl<E: Real> Recurrence<E> for Gilr<E> {
         let (w, bias, grad_x) = (
             &mut self.input_weight,
             &mut self.bias,
-            b.zeros(run.rows(), m)?,
+            run.grad_input(b, m, true)?,
         );
         let gates = [g, i];
         let grad_x = project_input_backward(b, run.x, w, bias, &gates, grad_x)?;

@@ -161,7 +161,7 @@ impl<E: Real> Recurrence<E> for GilrLstm<E> {
         let (w, bias, grad_x) = (
             &mut self.input_weight,
             &mut self.bias,
-            b.zeros(run.rows(), m)?,
+            run.grad_input(b, m, true)?,
         );
         let gates = [g, j, f, i, o, z];
         let grad_x = project_input_backward(b, run.x, w, bias, &gates, grad_x)?;
@@ -187,7 +187,15 @@ impl<E: Real> GilrLstm<E> {
     ) -> Result<(), ModelError> {
         let u = b.host(self.recurrent_weight.value.view());
         let grad_u = b.host_mut(self.recurrent_weight.grad.view_mut());
-        project_backward(b, previous, u, grad_u, None, grad_gates, grad_previous)
+        project_backward(
+            b,
+            previous,
+            u,
+            grad_u,
+            None,
+            grad_gates,
+            Some(grad_previous),
+        )
     }
 
     /// The layer with the bounded output `h = o ⊙ tanh(c)`.

@@ -212,16 +212,12 @@ impl<E: Real> Recurrence<E> for Lstm<E> {
         )?;
         let grad_bias = b.host_mut(self.bias.grad.view_mut().insert_axis(Axis(0)));
         b.add_column_sums(b.view(&gates), grad_bias)?;
-        let mut grad_x = b.scratch(run.rows(), self.sizes().0)?;
-        let v = b.host(self.input_weight.value.view());
-        b.matmul(
-            b.view(&gates),
-            Transpose::No,
-            v,
-            Transpose::Yes,
-            b.view_mut(&mut grad_x),
-            false,
-        )?;
+        let mut grad_x = run.grad_input(b, self.sizes().0, false)?;
+        if let Some(grad_x) = grad_x.as_mut() {
+            let v = b.host(self.input_weight.value.view());
+            let (dp, gx) = (b.view(&gates), b.view_mut(grad_x));
+            b.matmul(dp, Transpose::No, v, Transpose::Yes, gx, false)?;
+        }
         recycle(b, [gates, cell]);
         let initial = if run.has_initial() {
             Some(vec![grad_recurrent, grad_cell])

@@ -175,6 +175,24 @@ pub trait Layer<E: Real>: Parameters<E> {
         grad_output: B::View<'a>,
         grad_final: Option<&'a LayerState<B::Matrix>>,
     ) -> Result<LayerGrads<B::Matrix>, ModelError>;
+
+    /// [`Layer::backward`] for an input that needs no gradient (the model's data, not
+    /// another layer's output): accumulates the parameter gradients and returns only
+    /// ∂L/∂(incoming state). The recurrent layers skip the products that form ∂L/∂input;
+    /// the parameter gradients are the same as [`Layer::backward`]'s.
+    fn backward_params<'a, B: Backend<E>>(
+        &mut self,
+        backend: &B,
+        input: B::View<'a>,
+        output: B::View<'a>,
+        cache: LayerCache<B::Matrix>,
+        grad_output: B::View<'a>,
+        grad_final: Option<&'a LayerState<B::Matrix>>,
+    ) -> Result<Option<LayerState<B::Matrix>>, ModelError> {
+        let grads = self.backward(backend, input, output, cache, grad_output, grad_final)?;
+        backend.recycle(grads.input);
+        Ok(grads.initial)
+    }
 }
 
 /// A state with the part shapes it must have.

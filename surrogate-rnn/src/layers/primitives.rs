@@ -83,7 +83,8 @@ pub fn project<E: Real, B: Backend<E>>(
 }
 
 /// Backward of [`project`] (plus a per-gate bias when `grad_bias` is given), per gate in
-/// order: `∂W_k += xᵀ·∂P_k`, `∂b_k += Σ_rows ∂P_k`, `∂x += ∂P_k·W_kᵀ`.
+/// order: `∂W_k += xᵀ·∂P_k`, `∂b_k += Σ_rows ∂P_k`, and `∂x += ∂P_k·W_kᵀ` when `grad_x`
+/// is given.
 pub fn project_backward<E: Real, B: Backend<E>>(
     backend: &B,
     x: B::View<'_>,
@@ -91,7 +92,7 @@ pub fn project_backward<E: Real, B: Backend<E>>(
     mut grad_w: B::ViewMut<'_>,
     mut grad_bias: Option<B::ViewMut<'_>>,
     grad_gates: &[B::View<'_>],
-    mut grad_x: B::ViewMut<'_>,
+    mut grad_x: Option<B::ViewMut<'_>>,
 ) -> Result<(), ModelError> {
     let n = block_width(backend, w, grad_gates.len())?;
     for (k, &dp) in grad_gates.iter().enumerate() {
@@ -101,9 +102,11 @@ pub fn project_backward<E: Real, B: Backend<E>>(
             let gb = backend.columns_mut(backend.reborrow(grad_bias), k * n, n)?;
             backend.add_column_sums(dp, gb)?;
         }
-        let w_k = backend.columns(w, k * n, n)?;
-        let gx = backend.reborrow(&mut grad_x);
-        backend.matmul(dp, Transpose::No, w_k, Transpose::Yes, gx, true)?;
+        if let Some(grad_x) = grad_x.as_mut() {
+            let w_k = backend.columns(w, k * n, n)?;
+            let gx = backend.reborrow(grad_x);
+            backend.matmul(dp, Transpose::No, w_k, Transpose::Yes, gx, true)?;
+        }
     }
     Ok(())
 }
@@ -336,20 +339,20 @@ pub(crate) fn project_input<E: Real, B: Backend<E>, const G: usize>(
 }
 
 /// Backward of [`project_input`] plus a per-gate bias: `∂W`, `∂b` accumulate into the
-/// parameters' gradients, `∂x` into `grad_x`, which is returned.
+/// parameters' gradients, `∂x` into `grad_x` (if given), which is returned.
 pub(crate) fn project_input_backward<E: Real, B: Backend<E>>(
     backend: &B,
     x: B::View<'_>,
     weight: &mut crate::Param<E, ndarray::Ix2>,
     bias: &mut crate::Param<E, ndarray::Ix1>,
     grad_gates: &[B::Matrix],
-    mut grad_x: B::Matrix,
-) -> Result<B::Matrix, ModelError> {
+    mut grad_x: Option<B::Matrix>,
+) -> Result<Option<B::Matrix>, ModelError> {
     let grad_bias = backend.host_mut(bias.grad.view_mut().insert_axis(Axis(0)));
     let w = backend.host(weight.value.view());
     let grad_w = backend.host_mut(weight.grad.view_mut());
     let views: Vec<_> = grad_gates.iter().map(|g| backend.view(g)).collect();
-    let gx = backend.view_mut(&mut grad_x);
+    let gx = grad_x.as_mut().map(|g| backend.view_mut(g));
     project_backward(backend, x, w, grad_w, Some(grad_bias), &views, gx)?;
     Ok(grad_x)
 }

@@ -124,7 +124,7 @@ impl<E: Real> Recurrence<E> for Qrnn<E> {
         let grad_c0 = gated_scan_backward(b, n_steps, [&mut f, &mut z], Candidate::Tanh, grad)?;
         recycle(b, [grad_c, c]);
         let window = run.initial(1);
-        let mut grad_x = b.zeros(run.rows(), m)?;
+        let mut grad_x = run.grad_input(b, m, true)?;
         let mut grad_window = window.map(|w| b.zeros(b.dims(w).0, m)).transpose()?;
         let grads = [&z, &f, &o];
         for tap in 0..self.width() {
@@ -133,7 +133,10 @@ impl<E: Real> Recurrence<E> for Qrnn<E> {
             let mut grad_w = self.filter.grad.index_axis_mut(Axis(0), tap);
             if rows.from_input > 0 {
                 let dp = rows_of_each_ref(b, grads, rows.output_start, rows.from_input)?;
-                let gx = b.rows_mut(b.view_mut(&mut grad_x), 0, rows.from_input)?;
+                let gx = grad_x
+                    .as_mut()
+                    .map(|g| b.rows_mut(b.view_mut(g), 0, rows.from_input))
+                    .transpose()?;
                 let source = b.rows(run.x, 0, rows.from_input)?;
                 project_backward(b, source, w, b.host_mut(grad_w.view_mut()), None, &dp, gx)?;
             }
@@ -143,6 +146,7 @@ impl<E: Real> Recurrence<E> for Qrnn<E> {
                 let dp = rows_of_each_ref(b, grads, 0, rows.from_window)?;
                 let gw = b.rows_mut(b.view_mut(gw), rows.window_start, rows.from_window)?;
                 let source = b.rows(window, rows.window_start, rows.from_window)?;
+                let gw = Some(gw);
                 project_backward(b, source, w, b.host_mut(grad_w.view_mut()), None, &dp, gw)?;
             }
         }
@@ -159,7 +163,7 @@ impl<E: Real> Recurrence<E> for Qrnn<E> {
                 self.last_inputs_backward(
                     b,
                     grad_next,
-                    &mut grad_x,
+                    grad_x.as_mut(),
                     grad_window.as_mut(),
                     n_steps,
                     n_batch,
@@ -213,13 +217,13 @@ impl<E: Real> Qrnn<E> {
         Ok(next)
     }
 
-    /// Backward of [`Qrnn::last_inputs`]: adds the next window's gradient to `∂x` and to
-    /// the incoming window's gradient.
+    /// Backward of [`Qrnn::last_inputs`]: adds the next window's gradient to `∂x` (when
+    /// wanted) and to the incoming window's gradient.
     fn last_inputs_backward<B: Backend<E>>(
         &self,
         b: &B,
         grad_next: B::View<'_>,
-        grad_x: &mut B::Matrix,
+        grad_x: Option<&mut B::Matrix>,
         grad_window: Option<&mut B::Matrix>,
         n_steps: usize,
         n_batch: usize,
@@ -233,10 +237,13 @@ impl<E: Real> Qrnn<E> {
                 b.rows_mut(b.view_mut(grad_window), window_start, from_window)?,
             )?;
         }
-        let source = b.rows(grad_next, from_window, rows - from_window)?;
-        b.add_assign(
-            source,
-            b.rows_mut(b.view_mut(grad_x), x_start, rows - from_window)?,
-        )
+        match grad_x {
+            Some(grad_x) => {
+                let source = b.rows(grad_next, from_window, rows - from_window)?;
+                let target = b.rows_mut(b.view_mut(grad_x), x_start, rows - from_window)?;
+                b.add_assign(source, target)
+            }
+            None => Ok(()),
+        }
     }
 }

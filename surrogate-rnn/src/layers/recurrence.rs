@@ -3,9 +3,7 @@
 //! equations ([`Recurrence::run`], [`Recurrence::run_backward`]).
 
 use super::primitives::ScanGrad;
-use super::{
-    check_backward, check_forward, copy_state, LayerCache, LayerGrads, LayerOutput, LayerState,
-};
+use super::{check_backward, check_forward, copy_state, LayerCache, LayerOutput, LayerState};
 use crate::backend::{Backend, ScanEnds};
 use crate::{ModelError, Parameters, Real};
 
@@ -38,7 +36,7 @@ pub(crate) struct Run<'a, E: Real, B: Backend<E>> {
 }
 
 /// A checked backward call: the forward call's input and output, ∂L/∂output, the cached
-/// buffers, the incoming state and ∂L/∂(final state).
+/// buffers, the incoming state, ∂L/∂(final state) and whether ∂L/∂input is wanted.
 pub(crate) struct BackRun<'a, E: Real, B: Backend<E>> {
     pub(crate) x: B::View<'a>,
     pub(crate) h: B::View<'a>,
@@ -48,6 +46,7 @@ pub(crate) struct BackRun<'a, E: Real, B: Backend<E>> {
     pub(crate) buffers: Vec<B::Matrix>,
     initial: Option<Vec<B::View<'a>>>,
     grad_final: Option<Vec<B::View<'a>>>,
+    want_input: bool,
 }
 
 /// Part `k` of an optional list of state views.
@@ -126,6 +125,26 @@ impl<'a, E: Real, B: Backend<E>> BackRun<'a, E, B> {
         }
     }
 
+    /// Whether the caller wants ∂L/∂input (not when the input is data).
+    pub(crate) fn wants_input(&self) -> bool {
+        self.want_input
+    }
+
+    /// A zeroed (or, with `zeroed` false, unspecified) `(T·B, m)` matrix for ∂L/∂input,
+    /// or `None` when the caller needs no input gradient (the input is data).
+    pub(crate) fn grad_input(
+        &self,
+        b: &B,
+        m: usize,
+        zeroed: bool,
+    ) -> Result<Option<B::Matrix>, ModelError> {
+        match (self.want_input, zeroed) {
+            (false, _) => Ok(None),
+            (true, true) => b.zeros(self.rows(), m).map(Some),
+            (true, false) => b.scratch(self.rows(), m).map(Some),
+        }
+    }
+
     /// Whether the forward pass started from a given state (so its gradient is wanted).
     pub(crate) fn has_initial(&self) -> bool {
         self.initial.is_some()
@@ -184,10 +203,10 @@ fn entered_state<M>(entered: Vec<Option<M>>) -> Result<Option<LayerState<M>>, Mo
         })
 }
 
-/// What a layer's backward computation returns: ∂L/∂input and, when the forward pass
-/// had an incoming state, its gradient.
+/// What a layer's backward computation returns: ∂L/∂input (when wanted) and, when the
+/// forward pass had an incoming state, its gradient.
 pub(crate) struct Grads<M> {
-    pub(crate) input: M,
+    pub(crate) input: Option<M>,
     pub(crate) initial: Option<Vec<M>>,
 }
 
@@ -250,7 +269,28 @@ macro_rules! layer_from_recurrence {
                 grad_h: B::View<'a>,
                 grad_final: Option<&'a $crate::layers::LayerState<B::Matrix>>,
             ) -> Result<$crate::layers::LayerGrads<B::Matrix>, ModelError> {
-                $crate::layers::recurrence::backward(self, stringify!($layer), (b, x, h), cache, grad_h, grad_final)
+                let (input, initial) = $crate::layers::recurrence::backward(self, stringify!($layer), (b, x, h), cache, grad_h, grad_final, true)?;
+                let input = input.ok_or_else(|| ModelError::InvalidInput {
+                    operation: "Layer::backward",
+                    reason: "the layer returned no input gradient".into(),
+                })?;
+                Ok($crate::layers::LayerGrads { input, initial })
+            }
+
+            fn backward_params<'a, B: $crate::backend::Backend<E>>(
+                &mut self,
+                b: &B,
+                x: B::View<'a>,
+                h: B::View<'a>,
+                cache: $crate::layers::LayerCache<B::Matrix>,
+                grad_h: B::View<'a>,
+                grad_final: Option<&'a $crate::layers::LayerState<B::Matrix>>,
+            ) -> Result<Option<$crate::layers::LayerState<B::Matrix>>, ModelError> {
+                let (input, initial) = $crate::layers::recurrence::backward(self, stringify!($layer), (b, x, h), cache, grad_h, grad_final, false)?;
+                if let Some(input) = input {
+                    b.recycle(input);
+                }
+                Ok(initial)
             }
         }
     };
@@ -298,8 +338,12 @@ pub(crate) fn forward<'a, E: Real, L: Recurrence<E>, B: Backend<E>>(
     })
 }
 
-/// [`Layer::backward`] of a [`Recurrence`]: checks, the cache taken apart, the layer's
-/// backward equations.
+/// ∂L/∂input (when wanted) and ∂L/∂(incoming state) (when the forward pass had one).
+pub(crate) type GradsOut<M> = (Option<M>, Option<LayerState<M>>);
+
+/// [`Layer::backward`] (or, without `want_input`, [`Layer::backward_params`]) of a
+/// [`Recurrence`]: checks, the cache taken apart, the layer's backward equations; returns
+/// ∂L/∂input (when wanted) and ∂L/∂(incoming state).
 pub(crate) fn backward<'a, E: Real, L: Recurrence<E>, B: Backend<E>>(
     layer: &mut L,
     name: &'static str,
@@ -307,7 +351,8 @@ pub(crate) fn backward<'a, E: Real, L: Recurrence<E>, B: Backend<E>>(
     cache: LayerCache<B::Matrix>,
     grad_h: B::View<'a>,
     grad_final: Option<&'a LayerState<B::Matrix>>,
-) -> Result<LayerGrads<B::Matrix>, ModelError> {
+    want_input: bool,
+) -> Result<GradsOut<B::Matrix>, ModelError> {
     let (m, n) = layer.sizes();
     let finals = grad_final.map(|s| (s, layer.parts(cache.n_batch)));
     let dims = check_backward(b, name, &cache, x, m, h, grad_h, n, finals)?;
@@ -332,13 +377,11 @@ pub(crate) fn backward<'a, E: Real, L: Recurrence<E>, B: Backend<E>>(
         buffers,
         initial: views(b, initial.as_ref()),
         grad_final: grad_final.map(|s| s.parts.iter().map(|p| b.view(p)).collect()),
+        want_input,
     };
     let grads = layer.run_backward(b, run)?;
     if let Some(initial) = initial {
         super::recycle(b, initial.parts);
     }
-    Ok(LayerGrads {
-        input: grads.input,
-        initial: grads.initial.map(LayerState::new),
-    })
+    Ok((grads.input, grads.initial.map(LayerState::new)))
 }

@@ -76,6 +76,14 @@ impl<E: Real> Recurrence<E> for Sru<E> {
             operation: "Sru::backward",
             reason: "the highway gradient is missing".into(),
         })?;
+        // The highway's ∂x is a by-product of ∂r; it is dropped when no ∂x is wanted.
+        let grad_x = match run.wants_input() {
+            true => Some(grad_x),
+            false => {
+                b.recycle(grad_x);
+                None
+            }
+        };
         let grad = run.scan_grad(b, b.view(&c), b.view(&grad_c), 0);
         let grad_c0 =
             gated_scan_backward(b, run.n_steps, [&mut f, &mut xt], Candidate::Identity, grad)?;

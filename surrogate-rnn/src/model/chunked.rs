@@ -318,9 +318,8 @@ impl<E: Real> Classifier<E> {
         let (pass, final_state) = self.forward_on(b, chunk.input(), initial.as_ref())?;
         final_state.recycle(b);
         let loss = softmax_cross_entropy(pass.logits(), labels)?;
-        let grads =
-            self.backward_on(b, chunk.input(), pass, Some(loss.grad_logits.view()), None)?;
-        let mut carried = grads.state;
+        let grad_logits = Some(loss.grad_logits.view());
+        let mut carried = self.backward_params_on(b, chunk.input(), pass, grad_logits, None)?;
         if let Some(initial) = initial {
             initial.recycle(b);
         }
@@ -330,8 +329,9 @@ impl<E: Real> Classifier<E> {
                 let initial = states.pop().flatten();
                 let (pass, final_state) = self.forward_on(b, chunk.input(), initial.as_ref())?;
                 final_state.recycle(b);
-                let grads = self.backward_on(b, chunk.input(), pass, None, carried.as_ref())?;
-                if let Some(previous) = std::mem::replace(&mut carried, grads.state) {
+                let state =
+                    self.backward_params_on(b, chunk.input(), pass, None, carried.as_ref())?;
+                if let Some(previous) = std::mem::replace(&mut carried, state) {
                     previous.recycle(b);
                 }
                 if let Some(initial) = initial {

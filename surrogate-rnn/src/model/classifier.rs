@@ -105,6 +105,10 @@ pub struct PassGrads<E, M = Array2<E>> {
     pub state: Option<ModelState<M>>,
 }
 
+/// What a backward pass starts from: ∂L/∂logits (if the loss reads the pass's logits)
+/// and ∂L/∂(final state) (from the next chunk, if any).
+type GradsIn<'a, 's, E, M> = (Option<ArrayView2<'a, E>>, Option<&'s ModelState<M>>);
+
 /// A dense `(T, B, F)` input as `(T·B, F)` rows, copied only if not contiguous.
 pub(crate) fn dense_rows<'a, E: Real>(
     x: ndarray::ArrayView3<'a, E>,
@@ -336,6 +340,33 @@ impl<E: Real> Classifier<E> {
         grad_logits: Option<ArrayView2<'_, E>>,
         grad_state: Option<&ModelState<B::Matrix>>,
     ) -> Result<PassGrads<E, B::Matrix>, ModelError> {
+        self.backward_pass(b, input, pass, (grad_logits, grad_state), true)
+    }
+
+    /// [`Classifier::backward_on`] for a caller that needs no ∂L/∂input (training): the
+    /// same parameter gradients without the products that form the input's gradient.
+    /// Returns ∂L/∂(incoming state) if the pass started from one.
+    pub fn backward_params_on<B: Backend<E>>(
+        &mut self,
+        b: &B,
+        input: ModelInput<'_, E>,
+        pass: ForwardPass<E, B::Matrix>,
+        grad_logits: Option<ArrayView2<'_, E>>,
+        grad_state: Option<&ModelState<B::Matrix>>,
+    ) -> Result<Option<ModelState<B::Matrix>>, ModelError> {
+        let grads = self.backward_pass(b, input, pass, (grad_logits, grad_state), false)?;
+        Ok(grads.state)
+    }
+
+    /// The backward pass; ∂L/∂input (for dense inputs) only `with_input`.
+    fn backward_pass<B: Backend<E>>(
+        &mut self,
+        b: &B,
+        input: ModelInput<'_, E>,
+        pass: ForwardPass<E, B::Matrix>,
+        (grad_logits, grad_state): GradsIn<'_, '_, E, B::Matrix>,
+        with_input: bool,
+    ) -> Result<PassGrads<E, B::Matrix>, ModelError> {
         const OP: &str = "Classifier::backward";
         let dims = self.check_input(OP, &input)?;
         self.check_pass(&pass, dims)?;
@@ -393,14 +424,24 @@ impl<E: Real> Classifier<E> {
                 _ => b.view(&outputs[k - 1]),
             };
             let grad_final = grad_state.map(|s| &s.layers[k]);
-            let grads = self.layers[k].backward(
-                b,
-                layer_input,
-                b.view(&output),
-                cache,
-                b.view(&grad),
-                grad_final,
-            )?;
+            let (output_view, grad_view) = (b.view(&output), b.view(&grad));
+            let layer = &mut self.layers[k];
+            if k == 0 && encoded.is_none() && !with_input {
+                // The first layer reads the data: no ∂L/∂input to form.
+                let initial = layer.backward_params(
+                    b,
+                    layer_input,
+                    output_view,
+                    cache,
+                    grad_view,
+                    grad_final,
+                )?;
+                b.recycle(output);
+                grad_initial.push(initial);
+                continue;
+            }
+            let grads =
+                layer.backward(b, layer_input, output_view, cache, grad_view, grad_final)?;
             b.recycle(std::mem::replace(&mut grad, grads.input));
             b.recycle(output);
             grad_initial.push(grads.initial);
@@ -419,21 +460,22 @@ impl<E: Real> Classifier<E> {
                 let encoded = encoded.as_ref().ok_or_else(mismatched_input)?;
                 let rows = dense_rows(x)?;
                 let cache = LayerCache::stateless("Dense", (n_steps, n_batch));
-                let grads = d.backward(
-                    b,
-                    b.host(rows.view()),
-                    b.view(encoded),
-                    cache,
-                    b.view(&grad),
-                    None,
-                )?;
-                let grad_x = to_3d(b.download(b.view(&grads.input)), n_steps, n_batch)?;
-                b.recycle(grads.input);
-                Some(grad_x)
+                let (x, y, dy) = (b.host(rows.view()), b.view(encoded), b.view(&grad));
+                if with_input {
+                    let grads = d.backward(b, x, y, cache, dy, None)?;
+                    let grad_x = to_3d(b.download(b.view(&grads.input)), n_steps, n_batch)?;
+                    b.recycle(grads.input);
+                    Some(grad_x)
+                } else {
+                    d.backward_params(b, x, y, cache, dy, None)?;
+                    None
+                }
             }
-            (None, ModelInput::Dense(_)) => {
-                Some(to_3d(b.download(b.view(&grad)), n_steps, n_batch)?)
-            }
+            // Without `with_input`, `grad` is still ∂L/∂(first layer's output).
+            (None, ModelInput::Dense(_)) => match with_input {
+                true => Some(to_3d(b.download(b.view(&grad)), n_steps, n_batch)?),
+                false => None,
+            },
             _ => return Err(mismatched_input()),
         };
         b.recycle(grad);
@@ -580,7 +622,14 @@ impl<E: Real> Classifier<E> {
     ) -> Result<BatchStats, ModelError> {
         let pass = self.forward(scan, input)?;
         let loss = softmax_cross_entropy(pass.logits(), labels)?;
-        self.backward(scan, input, pass, loss.grad_logits.view())?;
+        let workspace = std::mem::take(&mut self.workspace);
+        let result = crate::backend::on_cpu_pool(|| {
+            let b = CpuBackend::pooled(scan, &workspace);
+            let grad_logits = Some(loss.grad_logits.view());
+            self.backward_params_on(&b, input, pass, grad_logits, None)
+        });
+        self.workspace = workspace;
+        result?;
         Ok(batch_stats(loss.loss, loss.n_correct, labels.len()))
     }
 

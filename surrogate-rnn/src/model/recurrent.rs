@@ -108,6 +108,18 @@ impl<E: Real> Layer<E> for RecurrentLayer<E> {
     ) -> Result<LayerGrads<B::Matrix>, ModelError> {
         dispatch!(self, l => l.backward(backend, input, output, cache, grad_output, grad_final))
     }
+
+    fn backward_params<'a, B: Backend<E>>(
+        &mut self,
+        backend: &B,
+        input: B::View<'a>,
+        output: B::View<'a>,
+        cache: LayerCache<B::Matrix>,
+        grad_output: B::View<'a>,
+        grad_final: Option<&'a LayerState<B::Matrix>>,
+    ) -> Result<Option<LayerState<B::Matrix>>, ModelError> {
+        dispatch!(self, l => l.backward_params(backend, input, output, cache, grad_output, grad_final))
+    }
 }
 
 impl<E: Real> Parameters<E> for RecurrentLayer<E> {
