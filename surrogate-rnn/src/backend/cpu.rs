@@ -179,16 +179,10 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
             transpose_b,
             c.dim(),
         )?;
-        let a = if transpose_a == Transpose::Yes {
-            a.t()
-        } else {
-            a.view()
-        };
-        let b = if transpose_b == Transpose::Yes {
-            b.t()
-        } else {
-            b.view()
-        };
+        let (a, b) = (
+            host::oriented(a, transpose_a),
+            host::oriented(b, transpose_b),
+        );
         let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
         let parallel = m.saturating_mul(k).saturating_mul(n) >= PAR_MIN_PRODUCT;
         #[cfg(feature = "product-stats")]
@@ -242,10 +236,7 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         b: ArrayView2<'_, E>,
         transpose: Transpose,
     ) -> Result<PackedMatrix<E>, ModelError> {
-        let b = match transpose {
-            Transpose::No => b,
-            Transpose::Yes => b.reversed_axes(),
-        };
+        let b = host::oriented(b, transpose);
         let isa = isa::widest();
         let (rows, cols) = packed::buffer_dims::<E>(isa, b.nrows(), b.ncols())?;
         let buffer = self.scratch(rows, cols)?;

@@ -147,6 +147,17 @@ pub(crate) fn bias_row<E>(
     check_shape(operation, "bias", &[1, n], bias.shape())
 }
 
+/// `op(a)`: `a` itself, or its transpose (a view with the axes swapped, no copy).
+pub(crate) fn oriented<'a, E>(
+    a: ArrayView2<'a, E>,
+    transpose: super::Transpose,
+) -> ArrayView2<'a, E> {
+    match transpose {
+        super::Transpose::No => a,
+        super::Transpose::Yes => a.reversed_axes(),
+    }
+}
+
 /// Checks the operands of `c (+)= op(a)·op(b)`, returning `(m, k, n)`.
 pub(crate) fn matmul_dims(
     operation: &'static str,

@@ -39,6 +39,8 @@ mod product;
 pub mod product_stats;
 mod reference;
 mod subnormal;
+#[cfg(test)]
+mod test_values;
 
 pub mod conformance;
 

@@ -504,14 +504,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    /// Deterministic values in [−1, 1].
-    fn filled<E: Real>(rows: usize, cols: usize, seed: u64) -> Array2<E> {
-        Array2::from_shape_fn((rows, cols), |(r, j)| {
-            let x = (r as u64 * 31 + j as u64 * 17 + seed * 7) % 23;
-            E::from_f64(x as f64 / 11.0 - 1.0)
-        })
-    }
+    use crate::backend::test_values::filled;
 
     /// `c + a·b`, each element one `mul_add` chain over `k` in increasing order.
     fn fma_chains<E: Real>(a: ArrayView2<'_, E>, b: ArrayView2<'_, E>, c: &Array2<E>) -> Array2<E> {

@@ -332,10 +332,7 @@ mod tests {
     }
 
     fn filled(rows: usize, cols: usize, seed: u64) -> Array2<f64> {
-        Array2::from_shape_fn((rows, cols), |(r, j)| {
-            let x = (r as u64 * 31 + j as u64 * 17 + seed * 7) % 23;
-            x as f64 / 11.0 - 1.0
-        })
+        crate::backend::test_values::filled(rows, cols, seed)
     }
 
     proptest! {

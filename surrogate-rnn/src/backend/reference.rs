@@ -96,18 +96,14 @@ impl<E: Real> Backend<E> for ReferenceBackend {
             transpose_b,
             c.dim(),
         )?;
-        let at = |i: usize, l: usize| match transpose_a {
-            Transpose::No => a[[i, l]],
-            Transpose::Yes => a[[l, i]],
-        };
-        let bt = |l: usize, j: usize| match transpose_b {
-            Transpose::No => b[[l, j]],
-            Transpose::Yes => b[[j, l]],
-        };
+        let (a, b) = (
+            host::oriented(a, transpose_a),
+            host::oriented(b, transpose_b),
+        );
         each((m, n), |i, j| {
             let mut sum = if accumulate { f(c[[i, j]]) } else { 0.0 };
             for l in 0..k {
-                sum += f(at(i, l)) * f(bt(l, j));
+                sum += f(a[[i, l]]) * f(b[[l, j]]);
             }
             c[[i, j]] = e(sum);
         });
@@ -115,10 +111,7 @@ impl<E: Real> Backend<E> for ReferenceBackend {
     }
 
     fn pack(&self, b: ArrayView2<'_, E>, transpose: Transpose) -> Result<Array2<E>, ModelError> {
-        Ok(match transpose {
-            Transpose::No => b.to_owned(),
-            Transpose::Yes => b.t().to_owned(),
-        })
+        Ok(host::oriented(b, transpose).to_owned())
     }
 
     fn matmul_packed(
