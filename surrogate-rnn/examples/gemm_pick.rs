@@ -3,10 +3,12 @@
 //! `gemm` crate on one thread and on both, and through `CpuBackend::matmul` (the path the
 //! layers take), once per gate block (`G` products into separate `(rows, n)` buffers) and
 //! once as one product into a `(rows, G·n)` buffer, and through `CpuBackend::matmul_packed`
-//! on the weight packed once (the LSTM's per-step products). Prints one table measured in
-//! one run, with a large square product as the machine's reference rate.
+//! on the weight packed once (the LSTM's per-step products); with the feature `openblas`,
+//! also OpenBLAS's `sgemm` (the system library, its own threads). Prints one table measured
+//! in one run, with a large square product as the machine's reference rate.
 //!
-//! `cargo run --release -p surrogate-rnn --example gemm_pick [-- --quick]`
+//! `cargo run --release -p surrogate-rnn --example gemm_pick [--features openblas] [-- --quick]`
+//! (`-- --check` only checks the OpenBLAS call against matrixmultiply, for CI.)
 //!
 //! Shapes (`rows = T·B`): GILR-LSTM at (T, n, B) = (1024, 512, 8) and (8192, 64, 8) with a
 //! one-hot p = 128 input, Table 2's GILR-LSTM (2 × 256, input 4, B·T = 65,536), and the
@@ -53,6 +55,110 @@ enum Library {
     /// `CpuBackend::matmul_packed` on the weight packed once (outside the timing), as the
     /// LSTM's per-step products run.
     BackendPacked,
+    /// OpenBLAS's `cblas_sgemm`, threaded by OpenBLAS itself.
+    #[cfg(feature = "openblas")]
+    OpenBlas,
+}
+
+/// `c (+)= a·b` through OpenBLAS.
+#[cfg(feature = "openblas")]
+mod openblas {
+    use cblas_sys::{cblas_sgemm, CblasNoTrans, CblasRowMajor, CblasTrans, CBLAS_TRANSPOSE};
+    use ndarray::{ArrayView2, ArrayViewMut2};
+
+    #[link(name = "openblas")]
+    extern "C" {
+        /// The kernel family OpenBLAS chose (or was told by `OPENBLAS_CORETYPE`).
+        fn openblas_get_corename() -> *const std::ffi::c_char;
+    }
+
+    /// OpenBLAS's kernel family, for the table's header.
+    pub fn core_name() -> String {
+        // SAFETY: OpenBLAS returns a pointer to a static NUL-terminated string.
+        unsafe { std::ffi::CStr::from_ptr(openblas_get_corename()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// How CBLAS reads `a` as a row-major operand: `(transpose, leading dimension)`, or
+    /// `None` when neither axis is contiguous.
+    fn layout(a: &ArrayView2<'_, f32>) -> Option<(CBLAS_TRANSPOSE, i32)> {
+        let [rows, cols] = [a.nrows() as isize, a.ncols() as isize];
+        let [row_stride, col_stride] = [a.strides()[0], a.strides()[1]];
+        let (transpose, ld) = if col_stride == 1 || cols <= 1 {
+            (CblasNoTrans, row_stride.max(cols))
+        } else if row_stride == 1 || rows <= 1 {
+            (CblasTrans, col_stride.max(rows))
+        } else {
+            return None;
+        };
+        Some((transpose, i32::try_from(ld.max(1)).ok()?))
+    }
+
+    pub fn product(
+        a: ArrayView2<'_, f32>,
+        b: ArrayView2<'_, f32>,
+        mut c: ArrayViewMut2<'_, f32>,
+        accumulate: bool,
+    ) {
+        let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+        assert!(b.nrows() == k && c.dim() == (m, n));
+        let ((ta, lda), (tb, ldb)) = (layout(&a).unwrap(), layout(&b).unwrap());
+        let (c_rows, c_cols) = (c.strides()[0], c.strides()[1]);
+        assert!(c_cols == 1 || n <= 1, "c must be row-major");
+        let ldc = i32::try_from(c_rows.max(n as isize).max(1)).unwrap();
+        let dim = |x: usize| i32::try_from(x).unwrap();
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        // SAFETY: the shapes are checked above and each leading dimension is the stride of
+        // the view's rows (or, transposed, columns), so OpenBLAS reads and writes only
+        // elements of the views; `c` is a unique borrow.
+        unsafe {
+            cblas_sgemm(
+                CblasRowMajor,
+                ta,
+                tb,
+                dim(m),
+                dim(n),
+                dim(k),
+                1.0,
+                a.as_ptr(),
+                lda,
+                b.as_ptr(),
+                ldb,
+                beta,
+                c.as_mut_ptr(),
+                ldc,
+            );
+        }
+    }
+
+    /// Checks the strides' mapping once: OpenBLAS against matrixmultiply on column blocks
+    /// and transposed views, as the table uses them.
+    pub fn check() {
+        let (a, b) = (super::filled(37, 21, 1), super::filled(21, 50, 2));
+        let b_block = b.slice(ndarray::s![.., 3..20]);
+        let a_t = a.t().as_standard_layout().into_owned();
+        for (a, b) in [
+            (a.view(), b_block),
+            (a_t.t(), b_block),
+            (
+                a.view(),
+                b_block
+                    .t()
+                    .as_standard_layout()
+                    .into_owned()
+                    .reversed_axes()
+                    .view(),
+            ),
+        ] {
+            let mut expected = super::filled(37, 17, 3);
+            let mut actual = expected.clone();
+            ndarray::linalg::general_mat_mul(1.0, &a, &b, 1.0, &mut expected);
+            product(a, b, actual.view_mut(), true);
+            let diff = (&expected - &actual).fold(0.0_f32, |m, d| m.max(d.abs()));
+            assert!(diff < 1e-4, "OpenBLAS differs by {diff}");
+        }
+    }
 }
 
 /// Deterministic values in [−1, 1).
@@ -125,6 +231,8 @@ fn product(
             .expect("shapes fit"),
         // Run through `Operands::packed_product`, which holds the packed weight.
         Library::BackendPacked => unreachable!("packed products take a packed weight"),
+        #[cfg(feature = "openblas")]
+        Library::OpenBlas => openblas::product(a, b, c, accumulate),
     }
 }
 
@@ -320,31 +428,56 @@ fn main() {
         rayon::current_num_threads(),
         load()
     );
+    #[cfg(feature = "openblas")]
+    {
+        openblas::check();
+        println!("OpenBLAS kernels: {}", openblas::core_name());
+    }
+    if std::env::args().any(|a| a == "--check") {
+        return;
+    }
     let side = if quick { 1024 } else { 2048 };
     let (a, b) = (filled(side, side, 7), filled(side, side, 8));
     let mut c = Array2::zeros((side, side));
     let flops = 2.0 * (side as f64).powi(3);
-    let plain = [Library::Matrixmultiply, Library::GemmBothThreads];
-    let mut best = [f64::INFINITY; 2];
+    #[cfg_attr(not(feature = "openblas"), allow(unused_mut))]
+    let mut plain = vec![
+        ("matrixmultiply", Library::Matrixmultiply),
+        ("gemm (2 threads)", Library::GemmBothThreads),
+    ];
+    #[cfg(feature = "openblas")]
+    plain.push(("OpenBLAS", Library::OpenBlas));
+    let mut best = vec![f64::INFINITY; plain.len()];
     for _ in 0..rounds {
-        for (best, &library) in best.iter_mut().zip(&plain) {
+        for (best, &(_, library)) in best.iter_mut().zip(&plain) {
             let t = sample(1, || {
                 product(library, &backend, a.view(), b.view(), c.view_mut(), false)
             });
             *best = best.min(t);
         }
     }
-    println!(
-        "plain {side}³ product: matrixmultiply {:.0}, gemm (2 threads) {:.0}\n",
-        flops / best[0] / 1e9,
-        flops / best[1] / 1e9
-    );
+    let rates: Vec<String> = plain
+        .iter()
+        .zip(&best)
+        .map(|((name, _), t)| format!("{name} {:.0}", flops / t / 1e9))
+        .collect();
+    println!("plain {side}³ product: {}\n", rates.join(", "));
     println!(
         "| product | M × K × N (G gate blocks) | matrixmultiply per gate | matrixmultiply one \
          | gemm 1 thread one | gemm 2 threads one | backend per gate | backend one \
-         | backend packed one |"
+         | backend packed one |{}",
+        if cfg!(feature = "openblas") {
+            " OpenBLAS per gate | OpenBLAS one |"
+        } else {
+            ""
+        }
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let extra = if cfg!(feature = "openblas") {
+        "---:|---:|"
+    } else {
+        ""
+    };
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|{extra}");
     for group in groups(quick) {
         let mut ops = Operands::new(&group, &backend);
         let (rows, width) = (group.rows, group.gates * group.n);
@@ -365,7 +498,11 @@ fn main() {
         ];
         // A weight gradient has no fixed right operand to pack.
         let packable = group.kind != Kind::WeightGrad;
-        let runs = &runs[..runs.len() - usize::from(!packable)];
+        #[cfg_attr(not(feature = "openblas"), allow(unused_mut))]
+        let mut runs = runs[..runs.len() - usize::from(!packable)].to_vec();
+        #[cfg(feature = "openblas")]
+        runs.extend([(Library::OpenBlas, false), (Library::OpenBlas, true)]);
+        let runs = &runs[..];
         let batches: Vec<usize> = runs
             .iter()
             .map(|&(library, merged)| batch_size(|| ops.run(&group, library, merged, &backend)))
@@ -384,7 +521,7 @@ fn main() {
             .map(|t| format!("{:.1}", flops / t / 1e9))
             .collect();
         if !packable {
-            rates.push("—".into());
+            rates.insert(6, "—".into());
         }
         println!(
             "| {} | {} × {} × {} ({}) | {} |",
