@@ -20,7 +20,8 @@ const TILE_ROWS: usize = 256;
 /// walks memory downwards (time-inverted views), which the hardware prefetchers of the
 /// Xeon VM we measured followed poorly: with this, `scan_bench` at (2²⁰, 4) backward went
 /// from 1.0 to 0.81 ns per element and (2²⁰, 64) forward from 0.58 to 0.47 (1 and 2 KiB
-/// measured alike; 4 KiB worse).
+/// measured alike; 4 KiB worse); on one thread, where (65536, 256) runs on the wide path,
+/// backward went from 2.6–2.8 to 1.5–1.9 ns.
 const PREFETCH_BYTES: usize = 1024;
 
 /// When a loop over `n_rows` rows `row_stride` elements apart prefetches: `(rows ahead,
@@ -373,7 +374,10 @@ unsafe fn rows_wide<E: Element, M: MulAdd, const PASS: u8>(
     let ahead = prefetch_plan::<E>(job.decay.row, job.n_rows).map(|(ahead, _)| ahead);
     for i in 0..job.n_rows {
         if let Some(ahead) = ahead {
-            prefetch_row(job, i + ahead, 0, w * std::mem::size_of::<E>(), job.stream);
+            // The start of the row ahead: the hardware follows the rest of a row, which
+            // ascends (a whole 256 KiB row ahead measured slower).
+            let bytes = (w * std::mem::size_of::<E>()).min(PREFETCH_BYTES);
+            prefetch_row(job, i + ahead, 0, bytes, job.stream);
         }
         // SAFETY: row i of every sequence holds `w` contiguous elements; outputs do not
         // overlap inputs (they come from distinct ndarray borrows), so the shared slices
