@@ -515,8 +515,28 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
         _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(any, any)) != 0
     };
     let mut serial_from = None;
+    // Registers to prefetch ahead (see `super::PREFETCH_BYTES`), four at a time: the
+    // lowest address of the four and the 128 bytes from it (the next group's prefetch
+    // covers a line the four straddle).
+    let ahead = super::PREFETCH_BYTES / 32;
+    let prefetch_group = |k: usize| {
+        let o = offset(k).min(offset(k + 3));
+        let line = |p: *const L| p.wrapping_add(o);
+        super::prefetch::<L, false>(line(bases.decay), 128);
+        super::prefetch::<L, false>(line(bases.impulse), 128);
+        if MODE != REDUCE {
+            super::prefetch::<L, true>(line(bases.out), 128);
+        }
+        if MODE == SCAN_FUSED {
+            super::prefetch::<L, false>(line(bases.prev_state), 128);
+            super::prefetch::<L, true>(line(bases.grad_decay), 128);
+        }
+    };
     let mut k = 0;
     while k + 4 <= n_regs {
+        if k + ahead + 4 <= n_regs {
+            prefetch_group(k + ahead);
+        }
         let (a, x) = prepare(k);
         let mut h = [zero; 4];
         for j in 0..4 {

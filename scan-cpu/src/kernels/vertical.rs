@@ -10,20 +10,12 @@ use std::ops::Range;
 
 use scan_core::Element;
 
-use super::{flush_subnormal, InstructionSet, Isa, Job};
+use super::{flush_subnormal, prefetch, InstructionSet, Isa, Job, PREFETCH_BYTES};
 
 /// Widths above this walk whole rows with the state in memory.
 const WIDE: usize = 64;
 /// Rows per tile in the narrow path.
 const TILE_ROWS: usize = 256;
-/// How far ahead along each sequence, in bytes, the loops prefetch. The backward pass
-/// walks memory downwards (time-inverted views), which the hardware prefetchers of the
-/// Xeon VM we measured followed poorly: with this, `scan_bench` at (2²⁰, 4) backward went
-/// from 1.0 to 0.81 ns per element and (2²⁰, 64) forward from 0.58 to 0.47 (1 and 2 KiB
-/// measured alike; 4 KiB worse); on one thread, where (65536, 256) runs on the wide path,
-/// backward went from 2.6–2.8 to 1.5–1.9 ns.
-const PREFETCH_BYTES: usize = 1024;
-
 /// When a loop over `n_rows` rows `row_stride` elements apart prefetches: `(rows ahead,
 /// every how many rows)` — once per cache line, and not at all when the rows ahead lie
 /// past the job (a short job's data is either in cache already or not worth a hint).
@@ -36,31 +28,6 @@ fn prefetch_plan<E>(row_stride: isize, n_rows: usize) -> Option<(usize, usize)> 
     // A power of two, so that the test per row is a mask.
     let every = 1 << per_line.ilog2();
     (n_rows > ahead).then_some((ahead, every))
-}
-
-/// Asks for the `bytes` from `ptr` in the cache, to read (`WRITE` false) or to write:
-/// a hint that never faults, whatever the address.
-#[inline(always)]
-fn prefetch<E, const WRITE: bool>(ptr: *const E, bytes: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0, _MM_HINT_T0};
-        let mut offset = 0;
-        while offset < bytes {
-            let line = ptr.cast::<i8>().wrapping_add(offset);
-            // SAFETY: PREFETCHh/PREFETCHW (SSE, on every x86-64 CPU; PREFETCHW decodes as a
-            // no-op where absent) are hints: they never fault and change no program state,
-            // so any address is allowed.
-            unsafe {
-                match WRITE {
-                    true => _mm_prefetch::<_MM_HINT_ET0>(line),
-                    false => _mm_prefetch::<_MM_HINT_T0>(line),
-                }
-            }
-            offset += 64;
-        }
-    }
-    let _ = (ptr, bytes);
 }
 
 /// Prefetches row `i` of every sequence the job reads, and of those it writes unless
