@@ -159,7 +159,8 @@ proptest! {
         prop_assert_eq!(stats.loss, loss.loss);
         prop_assert_eq!(grads(&model), expected.clone(), "loss_and_grad");
 
-        // In chunks the first chunk's input is still data; only rounding may differ.
+        // In chunks (every chunk's input is data, and the state's gradient flows through
+        // `backward_params`) the products split differently: only rounding may differ.
         model.zero_grad();
         model.loss_and_grad_chunked(&scan, input, &labels, chunk_len, Backprop::Full).unwrap();
         let chunked = grads(&model);

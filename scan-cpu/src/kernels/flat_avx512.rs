@@ -185,17 +185,7 @@ pub(super) unsafe fn kernel<L: Wide, const REV: bool, const MODE: u8, const GROU
     for k in 0..n_regs {
         let o = offset(k);
         if k + ahead < n_regs {
-            let o = offset(k + ahead);
-            let line = |p: *const L| p.wrapping_add(o);
-            super::prefetch::<L, false>(line(bases.decay), 64);
-            super::prefetch::<L, false>(line(bases.impulse), 64);
-            if MODE != REDUCE {
-                super::prefetch::<L, true>(line(bases.out), 64);
-            }
-            if MODE == SCAN_FUSED {
-                super::prefetch::<L, false>(line(bases.prev_state), 64);
-                super::prefetch::<L, true>(line(bases.grad_decay), 64);
-            }
+            bases.prefetch::<MODE>(offset(k + ahead), 64);
         }
         // SAFETY: o + per <= n_elems for every base (the caller's contract); AVX-512 F,
         // AVX2 and FMA are enabled for this function.

@@ -166,6 +166,24 @@ pub(super) struct Bases<L> {
     pub grad_decay: *mut L,
 }
 
+impl<L> Bases<L> {
+    /// Prefetches the `bytes` from element `offset` of every sequence a kernel in `MODE`
+    /// touches (see `super::prefetch`).
+    #[inline(always)]
+    pub(super) fn prefetch<const MODE: u8>(&self, offset: usize, bytes: usize) {
+        let at = |p: *const L| p.wrapping_add(offset);
+        super::prefetch(at(self.decay), bytes);
+        super::prefetch(at(self.impulse), bytes);
+        if MODE != REDUCE {
+            super::prefetch(at(self.out), bytes);
+        }
+        if MODE == SCAN_FUSED {
+            super::prefetch(at(self.prev_state), bytes);
+            super::prefetch(at(self.grad_decay), bytes);
+        }
+    }
+}
+
 /// What the kernel does with each step.
 const SCAN: u8 = 0;
 pub(super) const SCAN_FUSED: u8 = 1;
@@ -519,23 +537,11 @@ unsafe fn kernel<L: Lane, const REV: bool, const MODE: u8, const GROUP: usize>(
     // lowest address of the four and the 128 bytes from it (the next group's prefetch
     // covers a line the four straddle).
     let ahead = super::PREFETCH_BYTES / 32;
-    let prefetch_group = |k: usize| {
-        let o = offset(k).min(offset(k + 3));
-        let line = |p: *const L| p.wrapping_add(o);
-        super::prefetch::<L, false>(line(bases.decay), 128);
-        super::prefetch::<L, false>(line(bases.impulse), 128);
-        if MODE != REDUCE {
-            super::prefetch::<L, true>(line(bases.out), 128);
-        }
-        if MODE == SCAN_FUSED {
-            super::prefetch::<L, false>(line(bases.prev_state), 128);
-            super::prefetch::<L, true>(line(bases.grad_decay), 128);
-        }
-    };
     let mut k = 0;
     while k + 4 <= n_regs {
         if k + ahead + 4 <= n_regs {
-            prefetch_group(k + ahead);
+            let lowest = offset(k + ahead).min(offset(k + ahead + 3));
+            bases.prefetch::<MODE>(lowest, 128);
         }
         let (a, x) = prepare(k);
         let mut h = [zero; 4];

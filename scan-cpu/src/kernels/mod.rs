@@ -330,30 +330,24 @@ pub(crate) unsafe fn scan<E: Element>(job: &Job<E>, carry: &mut [E], isa: Isa, k
 /// How far ahead along each sequence, in bytes, the kernels prefetch. The backward pass
 /// walks memory downwards (time-inverted views), which the hardware prefetchers of the
 /// Xeon VM we measured followed poorly: with this, `scan_bench` at (2²⁰, 4) backward went
-/// from 1.0 to 0.81 ns per element and (2²⁰, 64) forward from 0.58 to 0.47 (1 and 2 KiB
-/// measured alike; 4 KiB worse); on one thread, where (65536, 256) runs on the wide path,
-/// backward went from 2.6–2.8 to 1.5–1.9 ns.
+/// from 1.0–1.2 to 0.81–0.83 ns per element and (2²⁰, 64) forward from 0.58 to 0.47–0.55
+/// (1 and 2 KiB measured alike; 4 KiB worse); on one thread, where (65536, 256) runs on
+/// the wide path, backward went from 2.6–2.8 to 1.5–1.9 ns.
 pub(crate) const PREFETCH_BYTES: usize = 1024;
 
-/// Asks for the `bytes` from `ptr` in the cache, to read (`WRITE` false) or to write:
-/// a hint that never faults, whatever the address.
+/// Asks for the cache lines of the `bytes` from `ptr` (PREFETCHT0, also for lines about
+/// to be written): a hint that never faults, whatever the address.
 #[inline(always)]
-pub(crate) fn prefetch<E, const WRITE: bool>(ptr: *const E, bytes: usize) {
+pub(crate) fn prefetch<E>(ptr: *const E, bytes: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0, _MM_HINT_T0};
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let mut offset = 0;
         while offset < bytes {
             let line = ptr.cast::<i8>().wrapping_add(offset);
-            // SAFETY: PREFETCHh/PREFETCHW (SSE, on every x86-64 CPU; PREFETCHW decodes as a
-            // no-op where absent) are hints: they never fault and change no program state,
-            // so any address is allowed.
-            unsafe {
-                match WRITE {
-                    true => _mm_prefetch::<_MM_HINT_ET0>(line),
-                    false => _mm_prefetch::<_MM_HINT_T0>(line),
-                }
-            }
+            // SAFETY: PREFETCHT0 (SSE, on every x86-64 CPU) is a hint: it never faults and
+            // changes no program state, so any address is allowed.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line) };
             offset += 64;
         }
     }

@@ -17,8 +17,9 @@ const WIDE: usize = 64;
 /// Rows per tile in the narrow path.
 const TILE_ROWS: usize = 256;
 /// When a loop over `n_rows` rows `row_stride` elements apart prefetches: `(rows ahead,
-/// every how many rows)` — once per cache line, and not at all when the rows ahead lie
-/// past the job (a short job's data is either in cache already or not worth a hint).
+/// every how many rows)` — once per cache line, and not at all when the job has no more
+/// rows than the distance (a short job's data is in cache already or not worth a hint).
+/// Near a job's end the hints point past it, which is harmless.
 fn prefetch_plan<E>(row_stride: isize, n_rows: usize) -> Option<(usize, usize)> {
     let row_bytes = row_stride
         .unsigned_abs()
@@ -34,15 +35,15 @@ fn prefetch_plan<E>(row_stride: isize, n_rows: usize) -> Option<(usize, usize)> 
 /// `streamed` (written past the cache), `bytes` from column `col`.
 #[inline(always)]
 fn prefetch_row<E>(job: &Job<E>, i: usize, col: usize, bytes: usize, streamed: bool) {
-    prefetch::<E, false>(job.decay.at(i, col), bytes);
-    prefetch::<E, false>(job.impulse.at(i, col), bytes);
+    prefetch(job.decay.at(i, col), bytes);
+    prefetch(job.impulse.at(i, col), bytes);
     if let Some(fused) = job.fused {
-        prefetch::<E, false>(fused.prev_state.at(i, col), bytes);
+        prefetch(fused.prev_state.at(i, col), bytes);
     }
     if !streamed {
-        prefetch::<E, true>(job.out.at(i, col), bytes);
+        prefetch(job.out.at(i, col), bytes);
         if let Some(fused) = job.fused {
-            prefetch::<E, true>(fused.grad_decay.at(i, col), bytes);
+            prefetch(fused.grad_decay.at(i, col), bytes);
         }
     }
 }

@@ -321,6 +321,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::backend::test_values::filled;
 
     /// `c + a·b` by plain loops in `f64`.
     fn expected(a: &Array2<f64>, b: ArrayView2<'_, f64>, c: &Array2<f64>) -> Array2<f64> {
@@ -329,10 +330,6 @@ mod tests {
             *x += (0..a.ncols()).map(|p| a[[r, p]] * b[[p, j]]).sum::<f64>();
         }
         out
-    }
-
-    fn filled(rows: usize, cols: usize, seed: u64) -> Array2<f64> {
-        crate::backend::test_values::filled(rows, cols, seed)
     }
 
     proptest! {
@@ -348,10 +345,10 @@ mod tests {
             accumulate in any::<bool>(),
             parallel in any::<bool>(),
         ) {
-            let a = filled(m, k, 1);
-            let stored = filled(k, n + 3, 2);
+            let a = filled::<f64>(m, k, 1);
+            let stored = filled::<f64>(k, n + 3, 2);
             let b = if block { stored.slice(s![.., 1..n + 1]) } else { stored.slice(s![.., ..n]) };
-            let start = filled(m, n, 3);
+            let start = filled::<f64>(m, n, 3);
             let mut c = start.clone();
             let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
             let done = pool.install(|| few_rows(a.view(), b, c.view_mut(), accumulate, parallel));
@@ -381,9 +378,9 @@ mod tests {
         ) {
             let parts = k_parts(m.max(1), k, n.max(1)).unwrap();
             prop_assert_eq!(parts, k.div_ceil(K_PART));
-            let stored_a = filled(k, m, 1);
-            let b = filled(k, n, 2);
-            let start = filled(m, n, 3);
+            let stored_a = filled::<f64>(k, m, 1);
+            let b = filled::<f64>(k, n, 2);
+            let start = filled::<f64>(m, n, 3);
             let run = |threads: usize| {
                 let mut c = start.clone();
                 let mut partials = Array2::from_elem((parts * m, n), f64::NAN);
@@ -418,17 +415,17 @@ mod tests {
 
     #[test]
     fn other_layouts_are_left_to_gemm() {
-        let a = filled(4, 8, 1);
-        let b = filled(16, 8, 2);
+        let a = filled::<f64>(4, 8, 1);
+        let b = filled::<f64>(16, 8, 2);
         let mut c = Array2::zeros((4, 16));
         assert!(c.row_mut(0).as_slice_mut().is_some());
         // `b` transposed (contiguous columns), then with strided rows.
         assert!(!few_rows(a.view(), b.t(), c.view_mut(), false, false));
-        let wide = filled(8, 32, 2);
+        let wide = filled::<f64>(8, 32, 2);
         let strided = wide.slice(s![.., ..;2]);
         assert!(!few_rows(a.view(), strided, c.view_mut(), false, false));
         // A result with more than FEW_ROWS rows.
-        let tall = filled(FEW_ROWS + 1, 8, 1);
+        let tall = filled::<f64>(FEW_ROWS + 1, 8, 1);
         let mut c_tall = Array2::zeros((FEW_ROWS + 1, 16));
         assert!(!few_rows(
             tall.view(),

@@ -272,7 +272,7 @@ macro_rules! layer_from_recurrence {
                 let (input, initial) = $crate::layers::recurrence::backward(self, stringify!($layer), (b, x, h), cache, grad_h, grad_final, true)?;
                 let input = input.ok_or_else(|| ModelError::InvalidInput {
                     operation: "Layer::backward",
-                    reason: "the layer returned no input gradient".into(),
+                    reason: "internal error: the layer formed no input gradient although one was asked for".into(),
                 })?;
                 Ok($crate::layers::LayerGrads { input, initial })
             }

@@ -77,12 +77,11 @@ impl<E: Real> Recurrence<E> for Sru<E> {
             reason: "the highway gradient is missing".into(),
         })?;
         // The highway's ∂x is a by-product of ∂r; it is dropped when no ∂x is wanted.
-        let grad_x = match run.wants_input() {
-            true => Some(grad_x),
-            false => {
-                b.recycle(grad_x);
-                None
-            }
+        let grad_x = if run.wants_input() {
+            Some(grad_x)
+        } else {
+            b.recycle(grad_x);
+            None
         };
         let grad = run.scan_grad(b, b.view(&c), b.view(&grad_c), 0);
         let grad_c0 =

@@ -99,7 +99,7 @@ pub struct TrainStats {
 /// The result of [`Classifier::backward_on`].
 #[derive(Debug)]
 pub struct PassGrads<E, M = Array2<E>> {
-    /// ∂L/∂input `(T, B, size)` for dense inputs without an encoder.
+    /// ∂L/∂input `(T, B, size)` for dense inputs (with or without a linear encoder).
     pub input: Option<Array3<E>>,
     /// ∂L/∂(incoming state), if the forward pass started from one.
     pub state: Option<ModelState<M>>,
@@ -472,10 +472,10 @@ impl<E: Real> Classifier<E> {
                 }
             }
             // Without `with_input`, `grad` is still ∂L/∂(first layer's output).
-            (None, ModelInput::Dense(_)) => match with_input {
-                true => Some(to_3d(b.download(b.view(&grad)), n_steps, n_batch)?),
-                false => None,
-            },
+            (None, ModelInput::Dense(_)) if with_input => {
+                Some(to_3d(b.download(b.view(&grad)), n_steps, n_batch)?)
+            }
+            (None, ModelInput::Dense(_)) => None,
             _ => return Err(mismatched_input()),
         };
         b.recycle(grad);
@@ -596,7 +596,7 @@ impl<E: Real> Classifier<E> {
     }
 
     /// Backpropagates ∂L/∂logits through a forward pass, accumulating every parameter's
-    /// gradient. Returns ∂L/∂input for dense inputs without an encoder (else `None`).
+    /// gradient. Returns ∂L/∂input for dense inputs (else `None`).
     pub fn backward(
         &mut self,
         scan: &dyn LinearScan<E>,
@@ -604,13 +604,25 @@ impl<E: Real> Classifier<E> {
         pass: ForwardPass<E>,
         grad_logits: ArrayView2<'_, E>,
     ) -> Result<Option<Array3<E>>, ModelError> {
+        let grads = self.on_pooled_cpu(scan, |model, b| {
+            model.backward_on(b, input, pass, Some(grad_logits), None)
+        })?;
+        Ok(grads.input)
+    }
+
+    /// Runs `work` on this model's pooled `CpuBackend`, on the backend's pool.
+    fn on_pooled_cpu<R: Send>(
+        &mut self,
+        scan: &dyn LinearScan<E>,
+        work: impl FnOnce(&mut Self, &CpuBackend<'_, E>) -> Result<R, ModelError> + Send,
+    ) -> Result<R, ModelError> {
         let workspace = std::mem::take(&mut self.workspace);
         let result = crate::backend::on_cpu_pool(|| {
             let b = CpuBackend::pooled(scan, &workspace);
-            self.backward_on(&b, input, pass, Some(grad_logits), None)
+            work(self, &b)
         });
         self.workspace = workspace;
-        Ok(result?.input)
+        result
     }
 
     /// Forward, loss and backward: accumulates the gradients of the mean cross-entropy.
@@ -622,14 +634,10 @@ impl<E: Real> Classifier<E> {
     ) -> Result<BatchStats, ModelError> {
         let pass = self.forward(scan, input)?;
         let loss = softmax_cross_entropy(pass.logits(), labels)?;
-        let workspace = std::mem::take(&mut self.workspace);
-        let result = crate::backend::on_cpu_pool(|| {
-            let b = CpuBackend::pooled(scan, &workspace);
-            let grad_logits = Some(loss.grad_logits.view());
-            self.backward_params_on(&b, input, pass, grad_logits, None)
-        });
-        self.workspace = workspace;
-        result?;
+        let grad_logits = Some(loss.grad_logits.view());
+        self.on_pooled_cpu(scan, |model, b| {
+            model.backward_params_on(b, input, pass, grad_logits, None)
+        })?;
         Ok(batch_stats(loss.loss, loss.n_correct, labels.len()))
     }
 
