@@ -16,6 +16,9 @@ use surrogate_rnn::{
     LayerState, ModelConfig, ModelInput, OneHotSequence, Parameters, RecurrentLayer,
 };
 
+mod common;
+use common::{grads, layer_kinds};
+
 const TOLERANCE: f64 = 1e-10;
 
 fn close(what: &str, expected: &[f64], actual: &[f64]) -> Result<(), TestCaseError> {
@@ -34,23 +37,6 @@ fn close(what: &str, expected: &[f64], actual: &[f64]) -> Result<(), TestCaseErr
 
 fn flat(a: &Array2<f64>) -> Vec<f64> {
     a.iter().copied().collect()
-}
-
-fn grads<P: Parameters<f64>>(model: &P) -> Vec<f64> {
-    let mut out = Vec::new();
-    model.visit_params(&mut |_, _, g| out.extend(g.iter().copied()));
-    out
-}
-
-fn layer_kinds() -> impl Strategy<Value = LayerKind> {
-    prop_oneof![
-        Just(LayerKind::Gilr),
-        Just(LayerKind::GilrLstm),
-        Just(LayerKind::GilrLstmTanh),
-        (1_usize..=4).prop_map(|width| LayerKind::Qrnn { width }),
-        Just(LayerKind::Sru),
-        Just(LayerKind::Lstm),
-    ]
 }
 
 /// Splits `n_steps` into chunks of the given lengths (cycled), the last one shorter.

@@ -13,22 +13,8 @@ use surrogate_rnn::{
     InputKind, Layer, LayerKind, LayerState, ModelConfig, ModelInput, Parameters, RecurrentLayer,
 };
 
-fn grads<P: Parameters<f64>>(model: &P) -> Vec<f64> {
-    let mut out = Vec::new();
-    model.visit_params(&mut |_, _, g| out.extend(g.iter().copied()));
-    out
-}
-
-fn layer_kinds() -> impl Strategy<Value = LayerKind> {
-    prop_oneof![
-        Just(LayerKind::Gilr),
-        Just(LayerKind::GilrLstm),
-        Just(LayerKind::GilrLstmTanh),
-        (1_usize..=4).prop_map(|width| LayerKind::Qrnn { width }),
-        Just(LayerKind::Sru),
-        Just(LayerKind::Lstm),
-    ]
-}
+mod common;
+use common::{grads, layer_kinds};
 
 fn random(rng: &mut ChaCha8Rng, dims: (usize, usize)) -> Array2<f64> {
     Array2::from_shape_simple_fn(dims, || rng.gen_range(-1.0..1.0))
