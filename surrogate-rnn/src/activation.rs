@@ -19,7 +19,8 @@ const EXP_MAX: f32 = 88.3;
 pub(crate) fn exp(x: f32) -> f32 {
     let x = x.clamp(EXP_MIN, EXP_MAX);
     // x = n·ln 2 + r with |r| ≤ ln 2 / 2, then e^x = 2^n · e^r.
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let rounded = x * std::f32::consts::LOG2_E + ROUND;
+    let n = rounded - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     // e^r = 1 + r + r²·q(r), fitted for relative error on |r| ≤ ln 2 / 2.
     let q = 1.381_463e-3;
@@ -28,8 +29,12 @@ pub(crate) fn exp(x: f32) -> f32 {
     let q = q * r + 1.666_652_1e-1;
     let q = q * r + 4.999_999_4e-1;
     let e_r = 1.0 + r + r * r * q;
-    // 2^n built from its exponent bits; the clamp keeps n in [-126, 127].
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n built from its exponent bits; the clamp keeps n in [-126, 127]. `rounded` holds
+    // n in its low mantissa bits (its bits are those of ROUND plus n), which gives n as an
+    // integer without a float-to-int conversion: Rust's saturating `as` has no vector
+    // instruction, so it kept the gate passes scalar.
+    let n_bits = rounded.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     e_r * scale
 }
 

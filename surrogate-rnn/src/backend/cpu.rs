@@ -2,16 +2,17 @@
 //! passes, pooled buffers, subnormals flushed to zero (see [`Subnormals`]).
 
 use gemm::Parallelism;
-use ndarray::parallel::prelude::*;
-use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 use scan_core::LinearScan;
 
+use super::gate_kernels as kernels;
 use super::host::{self, host_storage};
 use super::packed::{self, PackedMatrix};
+use super::rowwise::{self, bias_slice, unit_rows, RowBlocks, UnitRowsMut};
 use super::subnormal::{self, Subnormals};
 use super::{isa, product};
 use super::{Backend, Candidate, Transpose};
-use crate::ops::{par_zip, sigmoid, tanh, PAR_MIN_ELEMENTS};
+use crate::ops::PAR_MIN_ELEMENTS;
 use crate::workspace::Workspace;
 use crate::{ModelError, Real};
 
@@ -73,9 +74,34 @@ impl<'a, E: Real> CpuBackend<'a, E> {
     }
 
     /// Runs an elementwise pass over `elements` values: on the flushing pool when
-    /// [`par_zip!`] would split it, else like [`CpuBackend::serial`].
+    /// [`CpuBackend::rowwise`] would split it, else like [`CpuBackend::serial`].
     fn within<R: Send>(&self, elements: usize, work: impl FnOnce() -> R + Send) -> R {
         subnormal::run(self.subnormals, elements >= 2 * PAR_MIN_ELEMENTS, work)
+    }
+
+    /// Runs an elementwise pass over `operands` of `dims` on blocks of rows (split over
+    /// the flushing pool when large, see [`rowwise::for_row_blocks`]).
+    fn rowwise<T: RowBlocks>(&self, dims: (usize, usize), operands: T, work: impl Fn(T) + Sync) {
+        let min_rows = rowwise::min_rows(PAR_MIN_ELEMENTS, dims.1);
+        self.within(dims.0.saturating_mul(dims.1), || {
+            rowwise::for_row_blocks(operands, min_rows, &work)
+        });
+    }
+
+    /// Runs an LSTM cell pass over `operands` of `n_batch` rows of `n` states: split over
+    /// the pool when there are enough rows (see [`cell_rows_per_task`]), else serially.
+    fn lstm_rows<T: RowBlocks>(
+        &self,
+        n_batch: usize,
+        n: usize,
+        operands: T,
+        work: impl Fn(T) + Sync,
+    ) {
+        let min_rows = cell_rows_per_task(n);
+        match n_batch >= 2 * min_rows {
+            true => self.on_pool(|| rowwise::for_row_blocks(operands, min_rows, &work)),
+            false => self.serial(|| work(operands)),
+        }
     }
 
     /// Runs `work`, which may use rayon or code that is not this backend's, on the
@@ -110,22 +136,6 @@ const PAR_MIN_PRODUCT: usize = 1 << 22;
 /// rows costs about as much as one with this many (the LSTM at batch 1 and `n = 512`:
 /// `U` is 4 MiB, more than one core's L2, and gains from both cores reading half).
 const PACKED_MIN_ROWS: usize = 8;
-
-/// A `(1, n)` bias as a `(rows, n)` matrix of equal rows (stride 0, no copy).
-fn rows_of<'a, E>(
-    operation: &'static str,
-    bias: &'a ArrayView2<'_, E>,
-    dims: (usize, usize),
-) -> Result<ArrayView2<'a, E>, ModelError> {
-    host::bias_row(operation, bias, dims.1)?;
-    bias.broadcast(dims)
-        .ok_or_else(|| ModelError::ShapeMismatch {
-            operation,
-            argument: "bias",
-            expected: vec![1, dims.1],
-            actual: bias.shape().to_vec(),
-        })
-}
 
 /// Checks that every operand has the shape `dims`.
 fn all_same(
@@ -328,7 +338,7 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         candidate: ArrayViewMut2<'_, E>,
         candidate_bias: ArrayView2<'_, E>,
         activation: Candidate,
-        mut impulse: ArrayViewMut2<'_, E>,
+        impulse: ArrayViewMut2<'_, E>,
     ) -> Result<(), ModelError> {
         const OP: &str = "Backend::decay_gates";
         let dims = decay.dim();
@@ -337,22 +347,15 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
             dims,
             &[("candidate", candidate.dim()), ("impulse", impulse.dim())],
         )?;
-        let (b_f, b_v) = (
-            rows_of(OP, &decay_bias, dims)?,
-            rows_of(OP, &candidate_bias, dims)?,
-        );
+        let b_f = bias_slice(OP, decay_bias, dims.1)?;
+        let b_v = bias_slice(OP, candidate_bias, dims.1)?;
         let squash = activation == Candidate::Tanh;
-        self.within(dims.0 * dims.1, || {
-            par_zip!(
-                (decay, candidate, &mut impulse, b_f, b_v),
-                |f, v, x, &b_f, &b_v| {
-                    let fv = sigmoid(*f + b_f);
-                    let vv = if squash { tanh(*v + b_v) } else { *v + b_v };
-                    *f = fv;
-                    *v = vv;
-                    *x = (E::one() - fv) * vv;
-                }
-            )
+        let mut f = UnitRowsMut::new(decay);
+        let mut v = UnitRowsMut::new(candidate);
+        let mut x = UnitRowsMut::new(impulse);
+        let operands = (f.view_mut(), v.view_mut(), x.view_mut());
+        self.rowwise(dims, operands, |(f, v, x)| {
+            kernels::decay_gates(isa::widest(), f, v, x, &b_f, &b_v, squash)
         });
         Ok(())
     }
@@ -375,20 +378,12 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
                 ("grad_impulse", grad_impulse.dim()),
             ],
         )?;
-        let tanh = activation == Candidate::Tanh;
-        self.within(dims.0 * dims.1, || {
-            par_zip!(
-                (decay, candidate, grad_decay, grad_impulse),
-                |f, v, &da, &dx| {
-                    let (fv, vv) = (*f, *v);
-                    *f = (da - dx * vv) * fv * (E::one() - fv);
-                    *v = if tanh {
-                        dx * (E::one() - fv) * (E::one() - vv * vv)
-                    } else {
-                        dx * (E::one() - fv)
-                    };
-                }
-            )
+        let squash = activation == Candidate::Tanh;
+        let (mut f, mut v) = (UnitRowsMut::new(decay), UnitRowsMut::new(candidate));
+        let (da, dx) = (unit_rows(grad_decay), unit_rows(grad_impulse));
+        let operands = (f.view_mut(), v.view_mut(), da.view(), dx.view());
+        self.rowwise(dims, operands, |(f, v, da, dx)| {
+            kernels::decay_gates_backward(isa::widest(), f, v, da, dx, squash)
         });
         Ok(())
     }
@@ -401,7 +396,7 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         input_bias: ArrayView2<'_, E>,
         candidate: ArrayViewMut2<'_, E>,
         candidate_bias: ArrayView2<'_, E>,
-        mut impulse: ArrayViewMut2<'_, E>,
+        impulse: ArrayViewMut2<'_, E>,
     ) -> Result<(), ModelError> {
         const OP: &str = "Backend::input_gates";
         let dims = forget.dim();
@@ -414,20 +409,14 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
                 ("impulse", impulse.dim()),
             ],
         )?;
-        let b_f = rows_of(OP, &forget_bias, dims)?;
-        let b_i = rows_of(OP, &input_bias, dims)?;
-        let b_z = rows_of(OP, &candidate_bias, dims)?;
-        self.within(dims.0 * dims.1, || {
-            par_zip!((forget, b_f), |f, &b_f| *f = sigmoid(*f + b_f));
-            par_zip!(
-                (input, candidate, &mut impulse, b_i, b_z),
-                |i, z, x, &b_i, &b_z| {
-                    let (iv, zv) = (sigmoid(*i + b_i), tanh(*z + b_z));
-                    *i = iv;
-                    *z = zv;
-                    *x = iv * zv;
-                }
-            )
+        let b_f = bias_slice(OP, forget_bias, dims.1)?;
+        let b_i = bias_slice(OP, input_bias, dims.1)?;
+        let b_z = bias_slice(OP, candidate_bias, dims.1)?;
+        let (mut f, mut i) = (UnitRowsMut::new(forget), UnitRowsMut::new(input));
+        let (mut z, mut x) = (UnitRowsMut::new(candidate), UnitRowsMut::new(impulse));
+        let operands = (f.view_mut(), i.view_mut(), z.view_mut(), x.view_mut());
+        self.rowwise(dims, operands, |(f, i, z, x)| {
+            kernels::input_gates(isa::widest(), f, i, z, x, &b_f, &b_i, &b_z)
         });
         Ok(())
     }
@@ -451,16 +440,18 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
                 ("grad_impulse", grad_impulse.dim()),
             ],
         )?;
-        self.within(dims.0 * dims.1, || {
-            par_zip!(
-                (forget, input, candidate, grad_decay, grad_impulse),
-                |f, i, z, &da, &dx| {
-                    let (fv, iv, zv) = (*f, *i, *z);
-                    *f = da * fv * (E::one() - fv);
-                    *i = dx * zv * iv * (E::one() - iv);
-                    *z = dx * iv * (E::one() - zv * zv);
-                }
-            )
+        let (mut f, mut i) = (UnitRowsMut::new(forget), UnitRowsMut::new(input));
+        let mut z = UnitRowsMut::new(candidate);
+        let (da, dx) = (unit_rows(grad_decay), unit_rows(grad_impulse));
+        let operands = (
+            f.view_mut(),
+            i.view_mut(),
+            z.view_mut(),
+            da.view(),
+            dx.view(),
+        );
+        self.rowwise(dims, operands, |(f, i, z, da, dx)| {
+            kernels::input_gates_backward(isa::widest(), f, i, z, da, dx)
         });
         Ok(())
     }
@@ -471,27 +462,31 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         bias: ArrayView2<'_, E>,
         cell: ArrayView2<'_, E>,
         skip: Option<ArrayView2<'_, E>>,
-        mut out: ArrayViewMut2<'_, E>,
+        out: ArrayViewMut2<'_, E>,
     ) -> Result<(), ModelError> {
         const OP: &str = "Backend::output_gate";
         let dims = gate.dim();
         all_same(OP, dims, &[("cell", cell.dim()), ("out", out.dim())])?;
-        let b_o = rows_of(OP, &bias, dims)?;
+        let b_o = bias_slice(OP, bias, dims.1)?;
         if let Some(x) = &skip {
             host::same(OP, "skip", dims, x.dim())?;
         }
-        self.within(dims.0 * dims.1, || match skip {
-            None => par_zip!((&mut out, gate, b_o, cell), |h, o, &b_o, &c| {
-                let ov = sigmoid(*o + b_o);
-                *o = ov;
-                *h = ov * c;
+        let (mut h, mut o, c) = (
+            UnitRowsMut::new(out),
+            UnitRowsMut::new(gate),
+            unit_rows(cell),
+        );
+        match skip.map(unit_rows) {
+            None => self.rowwise(dims, (h.view_mut(), o.view_mut(), c.view()), |(h, o, c)| {
+                kernels::output_gate(isa::widest(), h, o, &b_o, c)
             }),
-            Some(x) => par_zip!((&mut out, gate, b_o, cell, x), |h, r, &b_r, &c, &x| {
-                let rv = sigmoid(*r + b_r);
-                *r = rv;
-                *h = rv * c + (E::one() - rv) * x;
-            }),
-        });
+            Some(x) => {
+                let operands = (h.view_mut(), o.view_mut(), c.view(), x.view());
+                self.rowwise(dims, operands, |(h, r, c, x)| {
+                    kernels::highway_gate(isa::widest(), h, r, &b_o, c, x)
+                })
+            }
+        }
         Ok(())
     }
 
@@ -501,7 +496,7 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         cell: ArrayView2<'_, E>,
         skip: Option<ArrayView2<'_, E>>,
         grad_out: ArrayView2<'_, E>,
-        mut grad_cell: ArrayViewMut2<'_, E>,
+        grad_cell: ArrayViewMut2<'_, E>,
         grad_skip: Option<ArrayViewMut2<'_, E>>,
     ) -> Result<(), ModelError> {
         const OP: &str = "Backend::output_gate_backward";
@@ -515,26 +510,28 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
                 ("grad_cell", grad_cell.dim()),
             ],
         )?;
+        let (mut dc, mut o) = (UnitRowsMut::new(grad_cell), UnitRowsMut::new(gate));
+        let (dh, c) = (unit_rows(grad_out), unit_rows(cell));
         match (skip, grad_skip) {
-            (None, None) => self.within(dims.0 * dims.1, || {
-                par_zip!((&mut grad_cell, gate, grad_out, cell), |dc, o, &dh, &c| {
-                    let ov = *o;
-                    *dc = dh * ov;
-                    *o = dh * c * ov * (E::one() - ov);
+            (None, None) => {
+                let operands = (dc.view_mut(), o.view_mut(), dh.view(), c.view());
+                self.rowwise(dims, operands, |(dc, o, dh, c)| {
+                    kernels::output_gate_backward(isa::widest(), dc, o, dh, c)
                 })
-            }),
-            (Some(x), Some(mut dx)) => {
+            }
+            (Some(x), Some(dx)) => {
                 all_same(OP, dims, &[("skip", x.dim()), ("grad_skip", dx.dim())])?;
-                self.within(dims.0 * dims.1, || {
-                    par_zip!(
-                        (&mut grad_cell, &mut dx, gate, grad_out, cell, x),
-                        |dc, dx, r, &dh, &c, &x| {
-                            let rv = *r;
-                            *dc = dh * rv;
-                            *dx = dh * (E::one() - rv);
-                            *r = dh * (c - x) * rv * (E::one() - rv);
-                        }
-                    )
+                let (x, mut dx) = (unit_rows(x), UnitRowsMut::new(dx));
+                let operands = (
+                    dc.view_mut(),
+                    dx.view_mut(),
+                    o.view_mut(),
+                    dh.view(),
+                    c.view(),
+                    x.view(),
+                );
+                self.rowwise(dims, operands, |(dc, dx, r, dh, c, x)| {
+                    kernels::highway_gate_backward(isa::widest(), dc, dx, r, dh, c, x)
                 })
             }
             _ => return Err(skip_mismatch(OP)),
@@ -544,10 +541,10 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
 
     fn lstm_cell(
         &self,
-        mut gates: ArrayViewMut2<'_, E>,
+        gates: ArrayViewMut2<'_, E>,
         cell_prev: Option<ArrayView2<'_, E>>,
-        mut cell: ArrayViewMut2<'_, E>,
-        mut out: ArrayViewMut2<'_, E>,
+        cell: ArrayViewMut2<'_, E>,
+        out: ArrayViewMut2<'_, E>,
     ) -> Result<(), ModelError> {
         let (n_batch, n) = lstm_dims(
             "Backend::lstm_cell",
@@ -555,52 +552,37 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
             cell_prev.map(|c| c.dim()),
             &[cell.dim(), out.dim()],
         )?;
-        let zero = [[E::zero()]];
-        let zero = ndarray::aview2(&zero);
-        let prev = match cell_prev {
-            Some(ref c) => c.view(),
-            None => zeros(&zero, (n_batch, n))?,
-        };
-        let step =
-            |mut g: RowMut<'_, E>, mut c: RowMut<'_, E>, mut h: RowMut<'_, E>, p: Row<'_, E>| {
-                for j in 0..n {
-                    let f = sigmoid(g[j]);
-                    let i = sigmoid(g[n + j]);
-                    let o = sigmoid(g[2 * n + j]);
-                    let z = tanh(g[3 * n + j]);
-                    g[j] = f;
-                    g[n + j] = i;
-                    g[2 * n + j] = o;
-                    g[3 * n + j] = z;
-                    let cv = f * p[j] + i * z;
-                    c[j] = cv;
-                    h[j] = o * tanh(cv);
-                }
-            };
-        let rows = Zip::from(gates.rows_mut())
-            .and(cell.rows_mut())
-            .and(out.rows_mut())
-            .and(prev.rows());
-        let min_rows = cell_rows_per_task(n);
-        match n_batch >= 2 * min_rows {
-            true => self.on_pool(|| {
-                rows.into_par_iter()
-                    .with_min_len(min_rows)
-                    .for_each(|(g, c, h, p)| step(g, c, h, p))
-            }),
-            false => self.serial(|| rows.for_each(step)),
+        let (mut g, mut c, mut h) = (
+            UnitRowsMut::new(gates),
+            UnitRowsMut::new(cell),
+            UnitRowsMut::new(out),
+        );
+        let isa = isa::widest();
+        match cell_prev.map(unit_rows) {
+            Some(p) => {
+                let operands = (g.view_mut(), c.view_mut(), h.view_mut(), p.view());
+                self.lstm_rows(n_batch, n, operands, |(g, c, h, p)| {
+                    kernels::lstm_cell(isa, g, c, h, Some(p))
+                })
+            }
+            None => {
+                let operands = (g.view_mut(), c.view_mut(), h.view_mut());
+                self.lstm_rows(n_batch, n, operands, |(g, c, h)| {
+                    kernels::lstm_cell(isa, g, c, h, None)
+                })
+            }
         }
         Ok(())
     }
 
     fn lstm_cell_backward(
         &self,
-        mut gates: ArrayViewMut2<'_, E>,
+        gates: ArrayViewMut2<'_, E>,
         cell: ArrayView2<'_, E>,
         cell_prev: Option<ArrayView2<'_, E>>,
         grad_out: ArrayView2<'_, E>,
         grad_recurrent: ArrayView2<'_, E>,
-        mut grad_cell: ArrayViewMut2<'_, E>,
+        grad_cell: ArrayViewMut2<'_, E>,
     ) -> Result<(), ModelError> {
         let (n_batch, n) = lstm_dims(
             "Backend::lstm_cell_backward",
@@ -613,81 +595,50 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
                 grad_cell.dim(),
             ],
         )?;
-        let zero = [[E::zero()]];
-        let zero = ndarray::aview2(&zero);
-        let prev = match cell_prev {
-            Some(ref c) => c.view(),
-            None => zeros(&zero, (n_batch, n))?,
-        };
-        let step = |mut g: RowMut<'_, E>,
-                    mut carry: RowMut<'_, E>,
-                    c: Row<'_, E>,
-                    p: Row<'_, E>,
-                    dh_out: Row<'_, E>,
-                    dh_rec: Row<'_, E>| {
-            for j in 0..n {
-                let dh = dh_out[j] + dh_rec[j];
-                let (f, i) = (g[j], g[n + j]);
-                let (o, z) = (g[2 * n + j], g[3 * n + j]);
-                let tc = tanh(c[j]);
-                let dc = dh * o * (E::one() - tc * tc) + carry[j];
-                carry[j] = dc * f;
-                g[j] = dc * p[j] * f * (E::one() - f);
-                g[n + j] = dc * z * i * (E::one() - i);
-                g[2 * n + j] = dh * tc * o * (E::one() - o);
-                g[3 * n + j] = dc * i * (E::one() - z * z);
+        let (mut g, mut carry) = (UnitRowsMut::new(gates), UnitRowsMut::new(grad_cell));
+        let (c, a, b) = (
+            unit_rows(cell),
+            unit_rows(grad_out),
+            unit_rows(grad_recurrent),
+        );
+        let isa = isa::widest();
+        let operands = (g.view_mut(), carry.view_mut(), c.view(), a.view(), b.view());
+        match cell_prev.map(unit_rows) {
+            Some(p) => {
+                let (g, carry, c, a, b) = operands;
+                let operands = (g, carry, c, a, b, p.view());
+                self.lstm_rows(n_batch, n, operands, |(g, carry, c, a, b, p)| {
+                    kernels::lstm_cell_backward(isa, g, carry, c, Some(p), a, b)
+                })
             }
-        };
-        let rows = Zip::from(gates.rows_mut())
-            .and(grad_cell.rows_mut())
-            .and(cell.rows())
-            .and(prev.rows())
-            .and(grad_out.rows())
-            .and(grad_recurrent.rows());
-        let min_rows = cell_rows_per_task(n);
-        match n_batch >= 2 * min_rows {
-            true => self.on_pool(|| {
-                rows.into_par_iter()
-                    .with_min_len(min_rows)
-                    .for_each(|(g, carry, c, p, a, b)| step(g, carry, c, p, a, b))
+            None => self.lstm_rows(n_batch, n, operands, |(g, carry, c, a, b)| {
+                kernels::lstm_cell_backward(isa, g, carry, c, None, a, b)
             }),
-            false => self.serial(|| rows.for_each(step)),
         }
         Ok(())
     }
 
-    fn tanh(&self, x: ArrayView2<'_, E>, mut out: ArrayViewMut2<'_, E>) -> Result<(), ModelError> {
+    fn tanh(&self, x: ArrayView2<'_, E>, out: ArrayViewMut2<'_, E>) -> Result<(), ModelError> {
         host::same("Backend::tanh", "out", x.dim(), out.dim())?;
-        self.within(x.len(), || par_zip!((&mut out, x), |y, &v| *y = tanh(v)));
+        let (x, mut y) = (unit_rows(x), UnitRowsMut::new(out));
+        self.rowwise(x.dim(), (y.view_mut(), x.view()), |(y, x)| {
+            kernels::tanh_rows(isa::widest(), y, x)
+        });
         Ok(())
     }
 
     fn tanh_backward(
         &self,
         y: ArrayView2<'_, E>,
-        mut grad: ArrayViewMut2<'_, E>,
+        grad: ArrayViewMut2<'_, E>,
     ) -> Result<(), ModelError> {
         host::same("Backend::tanh_backward", "grad", y.dim(), grad.dim())?;
-        self.within(y.len(), || {
-            par_zip!((&mut grad, y), |g, &yv| *g = *g * (E::one() - yv * yv))
+        let (y, mut g) = (unit_rows(y), UnitRowsMut::new(grad));
+        self.rowwise(y.dim(), (g.view_mut(), y.view()), |(g, y)| {
+            kernels::tanh_backward_rows(isa::widest(), g, y)
         });
         Ok(())
     }
-}
-
-type Row<'a, E> = ArrayView1<'a, E>;
-type RowMut<'a, E> = ArrayViewMut1<'a, E>;
-
-/// `zero` (a `1 × 1` zero) seen as a `dims` matrix of zeros, without allocating.
-fn zeros<'a, E>(
-    zero: &'a ArrayView2<'_, E>,
-    dims: (usize, usize),
-) -> Result<ArrayView2<'a, E>, ModelError> {
-    zero.broadcast(dims)
-        .ok_or_else(|| ModelError::InvalidInput {
-            operation: "Backend::lstm_cell",
-            reason: "the zero state does not broadcast".into(),
-        })
 }
 
 /// Batch rows per parallel task of an LSTM cell pass: at least `PAR_MIN_ELEMENTS / 8`

@@ -31,6 +31,7 @@
 //! [`ModelError::ShapeMismatch`]: no call panics.
 
 mod cpu;
+mod gate_kernels;
 pub(crate) mod host;
 mod isa;
 mod packed;
@@ -38,6 +39,7 @@ mod product;
 #[cfg(feature = "product-stats")]
 pub mod product_stats;
 mod reference;
+mod rowwise;
 mod subnormal;
 #[cfg(test)]
 mod test_values;
