@@ -17,4 +17,4 @@ pub(crate) fn tanh<E: crate::Real>(x: E) -> E {
 /// work, well above rayon's cost of splitting off a task (≈ 1 µs), so small arrays (tests,
 /// short sequences) run serially and large ones are split into many tasks that balance
 /// across busy cores.
-pub(crate) const PAR_MIN_ELEMENTS: usize = 1 << 14;
+pub(crate) const PAR_MIN_ELEMENTS: usize = 1 << 15;

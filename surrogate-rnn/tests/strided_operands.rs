@@ -143,7 +143,12 @@ fn run(layout: Layout, rows: usize, n: usize) -> Vec<Array2<f32>> {
         v.view_mut(),
     )
     .unwrap();
-    m.iter().chain([&gates]).map(Stored::values).collect()
+    let mut sums = Stored::new(&values(1, n, 8), layout);
+    b.add_column_sums(v.view(), sums.view_mut()).unwrap();
+    m.iter()
+        .chain([&gates, &sums])
+        .map(Stored::values)
+        .collect()
 }
 
 #[test]

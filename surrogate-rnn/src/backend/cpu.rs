@@ -2,7 +2,7 @@
 //! passes, pooled buffers, subnormals flushed to zero (see [`Subnormals`]).
 
 use gemm::Parallelism;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use scan_core::LinearScan;
 
 use super::gate_kernels as kernels;
@@ -129,8 +129,23 @@ impl<'a, E: Real> CpuBackend<'a, E> {
 /// the pool (waking its threads, putting the caller to sleep) costs more than the second
 /// core saves. At 2²⁰ the default trainer run spent 1.0–1.2 s of system time against
 /// 5.7–6.7 s of user time in such wake-ups; at 2²² 0.6–0.7 s with the same wall time (idle
-/// Xeon, 2 vCPUs).
-const PAR_MIN_PRODUCT: usize = 1 << 22;
+/// Xeon, 2 vCPUs). Once the elementwise passes were vectorized (user time 5.4 → 2.9 s),
+/// 2²² left 0.30–0.41 s of system time (11–12 % of user time); 2²⁴ gives 0.25–0.27 s
+/// (8–9 %) with the same wall time.
+const PAR_MIN_PRODUCT: usize = 1 << 24;
+
+/// [`Backend::matmul_packed`]'s threshold: the LSTM's per-step product at `n = 512` and
+/// batch 8 (8.4 million multiply-adds, once per time step) gains from both cores.
+const PAR_MIN_PACKED_PRODUCT: usize = 1 << 22;
+
+/// The fewest columns one parallel task of [`Backend::add_column_sums`] sums: a cache
+/// line of `f32`.
+const COLUMNS_PER_SUM_TASK: usize = 16;
+
+/// Column sums of fewer elements run on the calling thread: they take a fraction of a
+/// millisecond, less than waking the other thread costs the default trainer run in
+/// system time (idle Xeon VM, 2 vCPUs).
+const PAR_MIN_COLUMN_SUMS: usize = 1 << 21;
 
 /// A packed product streams its whole right operand once per row tile, so one with fewer
 /// rows costs about as much as one with this many (the LSTM at batch 1 and `n = 512`:
@@ -269,7 +284,7 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
             c.dim(),
         )?;
         let parallel =
-            m.max(PACKED_MIN_ROWS).saturating_mul(k).saturating_mul(n) >= PAR_MIN_PRODUCT;
+            m.max(PACKED_MIN_ROWS).saturating_mul(k).saturating_mul(n) >= PAR_MIN_PACKED_PRODUCT;
         #[cfg(feature = "product-stats")]
         let start = std::time::Instant::now();
         match parallel {
@@ -291,9 +306,18 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         mut dst: ArrayViewMut2<'_, E>,
     ) -> Result<(), ModelError> {
         host::bias_row("Backend::add_column_sums", &dst.view(), src.ncols())?;
-        self.serial(|| {
-            let sums = src.sum_axis(Axis(0));
-            dst.row_mut(0).zip_mut_with(&sums, |g, &s| *g = *g + s);
+        // Split over blocks of columns (the transposes' rows), so that every column is
+        // still summed from the first row down, whatever the number of threads.
+        let src = unit_rows(src);
+        let operands = (src.view().reversed_axes(), dst.view_mut().reversed_axes());
+        let min_columns = match src.len() >= PAR_MIN_COLUMN_SUMS {
+            true => COLUMNS_PER_SUM_TASK,
+            false => usize::MAX,
+        };
+        self.within(src.len(), || {
+            rowwise::for_row_blocks(operands, min_columns, &|(src, dst)| {
+                kernels::add_column_sums(isa::widest(), src.reversed_axes(), dst.reversed_axes())
+            })
         });
         Ok(())
     }

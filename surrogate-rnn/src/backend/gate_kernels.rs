@@ -283,6 +283,23 @@ vectorized! {
     }
 }
 
+vectorized! {
+    /// `dst += Σ_rows src` into the `(1, n)` row `dst`, every column summed from the
+    /// first row down (a serial loop's order).
+    fn add_column_sums(src: Rows<'_, E>, dst: RowsMut<'_, E>) {
+        let mut dst = dst;
+        let mut sums = vec![E::zero(); src.ncols()];
+        for r in src.rows() {
+            for (s, &x) in izip!(&mut sums, row(r)) {
+                *s = *s + x;
+            }
+        }
+        for (d, s) in izip!(dst.iter_mut(), sums) {
+            *d = *d + s;
+        }
+    }
+}
+
 /// One row of gates `[f i o z]` (each `n` wide) as four slices.
 #[inline(always)]
 fn gate_blocks<E>(gates: &mut [E], n: usize) -> [&mut [E]; 4] {
@@ -469,6 +486,7 @@ mod tests {
             );
             tanh_rows(isa, a.view_mut(), f.view());
             tanh_backward_rows(isa, b.view_mut(), a.view());
+            add_column_sums(isa, a.view(), f.slice_mut(ndarray::s![0..1, ..]));
             lstm_cell(
                 isa,
                 gates.view_mut(),
