@@ -1,6 +1,7 @@
 //! Products through `CpuBackend` on the routes the conformance suite's small shapes do not
 //! reach, against the reference backend: a weight gradient long enough to be split over
-//! its inner dimension (`Xᵀ·∂P` with `k = 16384`, 2²² multiply-adds), in f32 and f64;
+//! its inner dimension (`Xᵀ·∂P` with `k = 65536`, 2²⁴ multiply-adds: the smallest product
+//! that runs on both threads), in f32 and f64;
 //! and the shape errors of the packed products.
 
 use ndarray::Array2;
@@ -15,7 +16,7 @@ fn filled<E: Real>(rows: usize, cols: usize, seed: usize) -> Array2<E> {
 }
 
 fn split_weight_gradient<E: Real>(tolerance: f64) {
-    let (k, m, n) = (16384, 16, 16);
+    let (k, m, n) = (65536, 16, 16);
     let x = filled::<E>(k, m, 1);
     let grad = filled::<E>(k, n, 2);
     let scan = Serial::default();

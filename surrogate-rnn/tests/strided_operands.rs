@@ -1,7 +1,8 @@
 //! The CPU backend's elementwise passes accept every view the `Backend` trait allows: a
 //! column block of a wider matrix (the rows strided) and a transposed view (the columns
-//! strided, which the passes copy into contiguous rows and write back). Each gives the
-//! same bits as contiguous operands.
+//! strided, which the passes copy into contiguous rows and write back; with it, a bias
+//! whose columns are strided). Each gives the same bits as contiguous operands and writes
+//! nothing outside its block.
 
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 use scan_cpu::Serial;
@@ -62,7 +63,35 @@ impl Stored {
     }
 
     fn values(&self) -> Array2<f32> {
+        if let Layout::ColumnBlock = self.layout {
+            let outside = [s![.., ..3], s![.., 3 + self.n..]];
+            let untouched = outside
+                .iter()
+                .all(|&o| self.data.slice(o).iter().all(|v| v.is_nan()));
+            assert!(untouched, "a pass wrote outside its column block");
+        }
         self.view().to_owned()
+    }
+}
+
+/// A `(1, n)` bias stored in `layout`; for [`Layout::Transposed`], every second value of
+/// a row (its columns strided).
+fn bias(values: &Array2<f32>, layout: Layout) -> (Array2<f32>, Layout) {
+    match layout {
+        Layout::Transposed => {
+            let mut wide = Array2::from_elem((1, 2 * values.ncols()), f32::NAN);
+            wide.slice_mut(s![.., ..;2]).assign(values);
+            (wide, layout)
+        }
+        _ => (Stored::new(values, layout).data, layout),
+    }
+}
+
+fn bias_view(data: &Array2<f32>, layout: Layout, n: usize) -> ArrayView2<'_, f32> {
+    match layout {
+        Layout::Contiguous => data.view(),
+        Layout::ColumnBlock => data.slice(s![.., 3..3 + n]),
+        Layout::Transposed => data.slice(s![.., ..;2]),
     }
 }
 
@@ -81,7 +110,12 @@ fn run(layout: Layout, rows: usize, n: usize) -> Vec<Array2<f32>> {
         .map(|k| Stored::new(&values(rows, n, k), layout))
         .collect();
     let mut gates = Stored::new(&values(rows, 4 * n, 6), layout);
-    let bias = Stored::new(&values(1, n, 7), layout);
+    let (bias_data, bias_layout) = bias(&values(1, n, 7), layout);
+    let bias = Biased {
+        data: &bias_data,
+        layout: bias_layout,
+        n,
+    };
     let [p, q, r, u, v, w] = &mut m[..] else {
         unreachable!()
     };
@@ -151,6 +185,19 @@ fn run(layout: Layout, rows: usize, n: usize) -> Vec<Array2<f32>> {
         .collect()
 }
 
+/// The bias operand of [`run`].
+struct Biased<'a> {
+    data: &'a Array2<f32>,
+    layout: Layout,
+    n: usize,
+}
+
+impl Biased<'_> {
+    fn view(&self) -> ArrayView2<'_, f32> {
+        bias_view(self.data, self.layout, self.n)
+    }
+}
+
 #[test]
 fn strided_operands_give_the_contiguous_bits() {
     // 37 columns: not a multiple of any vector width; 3000 rows: split over the pool.
@@ -163,5 +210,27 @@ fn strided_operands_give_the_contiguous_bits() {
                 assert!(same, "{layout:?}, {rows} × {n}, operand {k} differs");
             }
         }
+    }
+}
+
+/// Column sums large enough to be split over columns on the pool, in every layout.
+#[test]
+fn large_column_sums_give_the_contiguous_bits() {
+    let scan = Serial::default();
+    let b = CpuBackend::new(&scan);
+    let (rows, n) = (60_000, 37);
+    let sums = |layout| {
+        let src = Stored::new(&values(rows, n, 1), layout);
+        let mut dst = Stored::new(&values(1, n, 2), layout);
+        b.add_column_sums(src.view(), dst.view_mut()).unwrap();
+        dst.values()
+    };
+    let expected = sums(Layout::Contiguous);
+    for layout in [Layout::ColumnBlock, Layout::Transposed] {
+        let same = sums(layout)
+            .iter()
+            .zip(&expected)
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{layout:?} column sums differ");
     }
 }

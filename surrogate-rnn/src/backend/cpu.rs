@@ -73,8 +73,9 @@ impl<'a, E: Real> CpuBackend<'a, E> {
         subnormal::run(self.subnormals, false, work)
     }
 
-    /// Runs an elementwise pass over `elements` values: on the flushing pool when
-    /// [`CpuBackend::rowwise`] would split it, else like [`CpuBackend::serial`].
+    /// Runs an elementwise pass over `elements` values: on the flushing pool from
+    /// `2·PAR_MIN_ELEMENTS` elements on (where [`CpuBackend::rowwise`] splits it), else like
+    /// [`CpuBackend::serial`].
     fn within<R: Send>(&self, elements: usize, work: impl FnOnce() -> R + Send) -> R {
         subnormal::run(self.subnormals, elements >= 2 * PAR_MIN_ELEMENTS, work)
     }
@@ -310,11 +311,11 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         // still summed from the first row down, whatever the number of threads.
         let src = unit_rows(src);
         let operands = (src.view().reversed_axes(), dst.view_mut().reversed_axes());
-        let min_columns = match src.len() >= PAR_MIN_COLUMN_SUMS {
-            true => COLUMNS_PER_SUM_TASK,
-            false => usize::MAX,
+        let (min_columns, parallel_elements) = match src.len() >= PAR_MIN_COLUMN_SUMS {
+            true => (COLUMNS_PER_SUM_TASK, src.len()),
+            false => (usize::MAX, 0),
         };
-        self.within(src.len(), || {
+        self.within(parallel_elements, || {
             rowwise::for_row_blocks(operands, min_columns, &|(src, dst)| {
                 kernels::add_column_sums(isa::widest(), src.reversed_axes(), dst.reversed_axes())
             })
@@ -534,17 +535,17 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
                 ("grad_cell", grad_cell.dim()),
             ],
         )?;
+        match (&skip, &grad_skip) {
+            (None, None) => {}
+            (Some(x), Some(dx)) => {
+                all_same(OP, dims, &[("skip", x.dim()), ("grad_skip", dx.dim())])?
+            }
+            _ => return Err(skip_mismatch(OP)),
+        }
         let (mut dc, mut o) = (UnitRowsMut::new(grad_cell), UnitRowsMut::new(gate));
         let (dh, c) = (unit_rows(grad_out), unit_rows(cell));
         match (skip, grad_skip) {
-            (None, None) => {
-                let operands = (dc.view_mut(), o.view_mut(), dh.view(), c.view());
-                self.rowwise(dims, operands, |(dc, o, dh, c)| {
-                    kernels::output_gate_backward(isa::widest(), dc, o, dh, c)
-                })
-            }
             (Some(x), Some(dx)) => {
-                all_same(OP, dims, &[("skip", x.dim()), ("grad_skip", dx.dim())])?;
                 let (x, mut dx) = (unit_rows(x), UnitRowsMut::new(dx));
                 let operands = (
                     dc.view_mut(),
@@ -558,7 +559,12 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
                     kernels::highway_gate_backward(isa::widest(), dc, dx, r, dh, c, x)
                 })
             }
-            _ => return Err(skip_mismatch(OP)),
+            _ => {
+                let operands = (dc.view_mut(), o.view_mut(), dh.view(), c.view());
+                self.rowwise(dims, operands, |(dc, o, dh, c)| {
+                    kernels::output_gate_backward(isa::widest(), dc, o, dh, c)
+                })
+            }
         }
         Ok(())
     }

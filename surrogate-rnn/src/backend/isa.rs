@@ -27,7 +27,13 @@ impl Isa {
         {
             let fma = is_x86_feature_detected!("fma");
             match self {
-                Isa::Avx512 => fma && is_x86_feature_detected!("avx512f"),
+                // The AVX-512 code is compiled with `avx512f`, which implies AVX2 and F16C
+                // to the compiler; a hypervisor may report AVX-512F without them.
+                Isa::Avx512 => {
+                    fma && is_x86_feature_detected!("avx512f")
+                        && is_x86_feature_detected!("avx2")
+                        && is_x86_feature_detected!("f16c")
+                }
                 Isa::Avx2 => fma && is_x86_feature_detected!("avx2"),
                 Isa::None => true,
             }

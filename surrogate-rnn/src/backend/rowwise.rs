@@ -49,6 +49,7 @@ macro_rules! row_blocks_tuple {
             #[allow(non_snake_case)]
             fn split_rows(self, at: usize) -> (Self, Self) {
                 let ($first, $($rest,)*) = self;
+                $(debug_assert_eq!($rest.n_rows(), $first.n_rows(), "operands' rows differ");)*
                 let $first = $first.split_rows(at);
                 $(let $rest = $rest.split_rows(at);)*
                 (($first.0, $($rest.0,)*), ($first.1, $($rest.1,)*))
