@@ -7,10 +7,11 @@ use scan_core::LinearScan;
 
 use super::gate_kernels as kernels;
 use super::host::{self, host_storage};
+use super::isa::{self, Isa};
 use super::packed::{self, PackedMatrix};
+use super::product;
 use super::rowwise::{self, bias_slice, unit_rows, RowBlocks, UnitRowsMut};
 use super::subnormal::{self, Subnormals};
-use super::{isa, product};
 use super::{Backend, Candidate, Transpose};
 use crate::ops::PAR_MIN_ELEMENTS;
 use crate::workspace::Workspace;
@@ -82,23 +83,31 @@ impl<'a, E: Real> CpuBackend<'a, E> {
 
     /// Runs an elementwise pass over `operands` of `dims` on blocks of rows (split over
     /// the flushing pool when large, see [`rowwise::for_row_blocks`]).
-    fn rowwise<T: RowBlocks>(&self, dims: (usize, usize), operands: T, work: impl Fn(T) + Sync) {
-        let min_rows = rowwise::min_rows(PAR_MIN_ELEMENTS, dims.1);
+    /// `work` gets the instruction set of the kernels with each block.
+    fn rowwise<T: RowBlocks>(
+        &self,
+        dims: (usize, usize),
+        operands: T,
+        work: impl Fn(Isa, T) + Sync,
+    ) {
+        let (isa, min_rows) = (isa::widest(), rowwise::min_rows(PAR_MIN_ELEMENTS, dims.1));
         self.within(dims.0.saturating_mul(dims.1), || {
-            rowwise::for_row_blocks(operands, min_rows, &work)
+            rowwise::for_row_blocks(operands, min_rows, &|block| work(isa, block))
         });
     }
 
     /// Runs an LSTM cell pass over `operands` of `n_batch` rows of `n` states: split over
-    /// the pool when there are enough rows (see [`cell_rows_per_task`]), else serially.
+    /// the pool when there are enough rows (see [`cell_rows_per_task`]), else serially;
+    /// `work` gets the instruction set as in [`CpuBackend::rowwise`].
     fn lstm_rows<T: RowBlocks>(
         &self,
         n_batch: usize,
         n: usize,
         operands: T,
-        work: impl Fn(T) + Sync,
+        work: impl Fn(Isa, T) + Sync,
     ) {
-        let min_rows = cell_rows_per_task(n);
+        let (isa, min_rows) = (isa::widest(), cell_rows_per_task(n));
+        let work = |block| work(isa, block);
         match n_batch >= 2 * min_rows {
             true => self.on_pool(|| rowwise::for_row_blocks(operands, min_rows, &work)),
             false => self.serial(|| work(operands)),
@@ -315,9 +324,10 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
             true => (COLUMNS_PER_SUM_TASK, src.len()),
             false => (usize::MAX, 0),
         };
+        let isa = isa::widest();
         self.within(parallel_elements, || {
             rowwise::for_row_blocks(operands, min_columns, &|(src, dst)| {
-                kernels::add_column_sums(isa::widest(), src.reversed_axes(), dst.reversed_axes())
+                kernels::add_column_sums(isa, src.reversed_axes(), dst.reversed_axes())
             })
         });
         Ok(())
@@ -379,8 +389,8 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         let mut v = UnitRowsMut::new(candidate);
         let mut x = UnitRowsMut::new(impulse);
         let operands = (f.view_mut(), v.view_mut(), x.view_mut());
-        self.rowwise(dims, operands, |(f, v, x)| {
-            kernels::decay_gates(isa::widest(), f, v, x, &b_f, &b_v, squash)
+        self.rowwise(dims, operands, |isa, (f, v, x)| {
+            kernels::decay_gates(isa, f, v, x, &b_f, &b_v, squash)
         });
         Ok(())
     }
@@ -407,8 +417,8 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         let (mut f, mut v) = (UnitRowsMut::new(decay), UnitRowsMut::new(candidate));
         let (da, dx) = (unit_rows(grad_decay), unit_rows(grad_impulse));
         let operands = (f.view_mut(), v.view_mut(), da.view(), dx.view());
-        self.rowwise(dims, operands, |(f, v, da, dx)| {
-            kernels::decay_gates_backward(isa::widest(), f, v, da, dx, squash)
+        self.rowwise(dims, operands, |isa, (f, v, da, dx)| {
+            kernels::decay_gates_backward(isa, f, v, da, dx, squash)
         });
         Ok(())
     }
@@ -440,8 +450,8 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         let (mut f, mut i) = (UnitRowsMut::new(forget), UnitRowsMut::new(input));
         let (mut z, mut x) = (UnitRowsMut::new(candidate), UnitRowsMut::new(impulse));
         let operands = (f.view_mut(), i.view_mut(), z.view_mut(), x.view_mut());
-        self.rowwise(dims, operands, |(f, i, z, x)| {
-            kernels::input_gates(isa::widest(), f, i, z, x, &b_f, &b_i, &b_z)
+        self.rowwise(dims, operands, |isa, (f, i, z, x)| {
+            kernels::input_gates(isa, f, i, z, x, &b_f, &b_i, &b_z)
         });
         Ok(())
     }
@@ -475,8 +485,8 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
             da.view(),
             dx.view(),
         );
-        self.rowwise(dims, operands, |(f, i, z, da, dx)| {
-            kernels::input_gates_backward(isa::widest(), f, i, z, da, dx)
+        self.rowwise(dims, operands, |isa, (f, i, z, da, dx)| {
+            kernels::input_gates_backward(isa, f, i, z, da, dx)
         });
         Ok(())
     }
@@ -502,13 +512,15 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
             unit_rows(cell),
         );
         match skip.map(unit_rows) {
-            None => self.rowwise(dims, (h.view_mut(), o.view_mut(), c.view()), |(h, o, c)| {
-                kernels::output_gate(isa::widest(), h, o, &b_o, c)
-            }),
+            None => self.rowwise(
+                dims,
+                (h.view_mut(), o.view_mut(), c.view()),
+                |isa, (h, o, c)| kernels::output_gate(isa, h, o, &b_o, c),
+            ),
             Some(x) => {
                 let operands = (h.view_mut(), o.view_mut(), c.view(), x.view());
-                self.rowwise(dims, operands, |(h, r, c, x)| {
-                    kernels::highway_gate(isa::widest(), h, r, &b_o, c, x)
+                self.rowwise(dims, operands, |isa, (h, r, c, x)| {
+                    kernels::highway_gate(isa, h, r, &b_o, c, x)
                 })
             }
         }
@@ -555,14 +567,14 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
                     c.view(),
                     x.view(),
                 );
-                self.rowwise(dims, operands, |(dc, dx, r, dh, c, x)| {
-                    kernels::highway_gate_backward(isa::widest(), dc, dx, r, dh, c, x)
+                self.rowwise(dims, operands, |isa, (dc, dx, r, dh, c, x)| {
+                    kernels::highway_gate_backward(isa, dc, dx, r, dh, c, x)
                 })
             }
             _ => {
                 let operands = (dc.view_mut(), o.view_mut(), dh.view(), c.view());
-                self.rowwise(dims, operands, |(dc, o, dh, c)| {
-                    kernels::output_gate_backward(isa::widest(), dc, o, dh, c)
+                self.rowwise(dims, operands, |isa, (dc, o, dh, c)| {
+                    kernels::output_gate_backward(isa, dc, o, dh, c)
                 })
             }
         }
@@ -587,17 +599,16 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
             UnitRowsMut::new(cell),
             UnitRowsMut::new(out),
         );
-        let isa = isa::widest();
         match cell_prev.map(unit_rows) {
             Some(p) => {
                 let operands = (g.view_mut(), c.view_mut(), h.view_mut(), p.view());
-                self.lstm_rows(n_batch, n, operands, |(g, c, h, p)| {
+                self.lstm_rows(n_batch, n, operands, |isa, (g, c, h, p)| {
                     kernels::lstm_cell(isa, g, c, h, Some(p))
                 })
             }
             None => {
                 let operands = (g.view_mut(), c.view_mut(), h.view_mut());
-                self.lstm_rows(n_batch, n, operands, |(g, c, h)| {
+                self.lstm_rows(n_batch, n, operands, |isa, (g, c, h)| {
                     kernels::lstm_cell(isa, g, c, h, None)
                 })
             }
@@ -631,17 +642,16 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
             unit_rows(grad_out),
             unit_rows(grad_recurrent),
         );
-        let isa = isa::widest();
         let operands = (g.view_mut(), carry.view_mut(), c.view(), a.view(), b.view());
         match cell_prev.map(unit_rows) {
             Some(p) => {
                 let (g, carry, c, a, b) = operands;
                 let operands = (g, carry, c, a, b, p.view());
-                self.lstm_rows(n_batch, n, operands, |(g, carry, c, a, b, p)| {
+                self.lstm_rows(n_batch, n, operands, |isa, (g, carry, c, a, b, p)| {
                     kernels::lstm_cell_backward(isa, g, carry, c, Some(p), a, b)
                 })
             }
-            None => self.lstm_rows(n_batch, n, operands, |(g, carry, c, a, b)| {
+            None => self.lstm_rows(n_batch, n, operands, |isa, (g, carry, c, a, b)| {
                 kernels::lstm_cell_backward(isa, g, carry, c, None, a, b)
             }),
         }
@@ -651,8 +661,8 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
     fn tanh(&self, x: ArrayView2<'_, E>, out: ArrayViewMut2<'_, E>) -> Result<(), ModelError> {
         host::same("Backend::tanh", "out", x.dim(), out.dim())?;
         let (x, mut y) = (unit_rows(x), UnitRowsMut::new(out));
-        self.rowwise(x.dim(), (y.view_mut(), x.view()), |(y, x)| {
-            kernels::tanh_rows(isa::widest(), y, x)
+        self.rowwise(x.dim(), (y.view_mut(), x.view()), |isa, (y, x)| {
+            kernels::tanh_rows(isa, y, x)
         });
         Ok(())
     }
@@ -664,8 +674,8 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
     ) -> Result<(), ModelError> {
         host::same("Backend::tanh_backward", "grad", y.dim(), grad.dim())?;
         let (y, mut g) = (unit_rows(y), UnitRowsMut::new(grad));
-        self.rowwise(y.dim(), (g.view_mut(), y.view()), |(g, y)| {
-            kernels::tanh_backward_rows(isa::widest(), g, y)
+        self.rowwise(y.dim(), (g.view_mut(), y.view()), |isa, (g, y)| {
+            kernels::tanh_backward_rows(isa, g, y)
         });
         Ok(())
     }
