@@ -1,8 +1,8 @@
 //! Products through `CpuBackend` on the routes the conformance suite's small shapes do not
 //! reach, against the reference backend: a weight gradient long enough to be split over
 //! its inner dimension (`Xᵀ·∂P` with `k = 65536`, 2²⁴ multiply-adds: the smallest product
-//! that runs on both threads), in f32 and f64;
-//! and the shape errors of the packed products.
+//! that runs on both threads) and the thin products of a layer of a few units (`k` and `n`
+//! of 4–8 over 40,000 rows), in f32 and f64; and the shape errors of the packed products.
 
 use ndarray::Array2;
 use scan_cpu::Serial;
@@ -15,49 +15,78 @@ fn filled<E: Real>(rows: usize, cols: usize, seed: usize) -> Array2<E> {
     })
 }
 
-fn split_weight_gradient<E: Real>(tolerance: f64) {
-    let (k, m, n) = (65536, 16, 16);
-    let x = filled::<E>(k, m, 1);
-    let grad = filled::<E>(k, n, 2);
+/// `CpuBackend::matmul` against the reference on `op(a)·op(b)`, with and without
+/// accumulation, to `tolerance` relative.
+fn agrees_with_reference<E: Real>(
+    a: &Array2<E>,
+    transpose_a: Transpose,
+    b: &Array2<E>,
+    transpose_b: Transpose,
+    tolerance: f64,
+) {
+    let m = if transpose_a == Transpose::Yes {
+        a.ncols()
+    } else {
+        a.nrows()
+    };
+    let n = if transpose_b == Transpose::Yes {
+        b.nrows()
+    } else {
+        b.ncols()
+    };
     let scan = Serial::default();
     let cpu = CpuBackend::new(&scan);
     for accumulate in [false, true] {
         let mut want = filled::<E>(m, n, 3);
         let mut got = want.clone();
+        let (a, b) = (a.view(), b.view());
         ReferenceBackend
-            .matmul(
-                x.view(),
-                Transpose::Yes,
-                grad.view(),
-                Transpose::No,
-                want.view_mut(),
-                accumulate,
-            )
+            .matmul(a, transpose_a, b, transpose_b, want.view_mut(), accumulate)
             .unwrap();
-        cpu.matmul(
-            x.view(),
-            Transpose::Yes,
-            grad.view(),
-            Transpose::No,
-            got.view_mut(),
-            accumulate,
-        )
-        .unwrap();
+        cpu.matmul(a, transpose_a, b, transpose_b, got.view_mut(), accumulate)
+            .unwrap();
         for (g, w) in got.iter().zip(&want) {
             let (g, w) = (g.as_f64(), w.as_f64());
             assert!(
                 (g - w).abs() <= tolerance * w.abs().max(1.0),
-                "{} {g} vs {w}",
+                "{} {m}×{n}: {g} vs {w}",
                 E::NAME
             );
         }
     }
 }
 
+fn split_weight_gradient<E: Real>(tolerance: f64) {
+    let (k, m, n) = (65536, 16, 16);
+    let (x, grad) = (filled::<E>(k, m, 1), filled::<E>(k, n, 2));
+    agrees_with_reference(&x, Transpose::Yes, &grad, Transpose::No, tolerance);
+}
+
 #[test]
 fn a_weight_gradient_split_over_its_inner_dimension_is_the_product() {
     split_weight_gradient::<f64>(1e-10);
     split_weight_gradient::<f32>(1e-3);
+}
+
+/// The thin products of a layer of 4 units with 8 inputs (Table 3 at n = 2²⁰), long enough
+/// to be split over both threads: `X·V`, `∂P·Uᵀ` and `Xᵀ·∂P`.
+fn thin_products<E: Real>(tolerance: f64) {
+    let rows = 40_000;
+    let (x, v, grad, u) = (
+        filled::<E>(rows, 8, 1),
+        filled::<E>(8, 4, 2),
+        filled::<E>(rows, 4, 4),
+        filled::<E>(4, 4, 5),
+    );
+    agrees_with_reference(&x, Transpose::No, &v, Transpose::No, tolerance);
+    agrees_with_reference(&grad, Transpose::No, &u, Transpose::Yes, tolerance);
+    agrees_with_reference(&x, Transpose::Yes, &grad, Transpose::No, tolerance);
+}
+
+#[test]
+fn thin_products_are_the_product() {
+    thin_products::<f64>(1e-10);
+    thin_products::<f32>(1e-3);
 }
 
 #[test]

@@ -12,6 +12,7 @@ use super::packed::{self, PackedMatrix};
 use super::product;
 use super::rowwise::{self, bias_slice, unit_rows, RowBlocks, UnitRowsMut};
 use super::subnormal::{self, Subnormals};
+use super::thin::{self, Thin};
 use super::{Backend, Candidate, Transpose};
 use crate::ops::PAR_MIN_ELEMENTS;
 use crate::workspace::Workspace;
@@ -120,6 +121,83 @@ impl<'a, E: Real> CpuBackend<'a, E> {
         subnormal::run(self.subnormals, true, work)
     }
 
+    /// `c (+)= a·b` through the `gemm` crate (split over `k` for a small result of a long
+    /// inner dimension) or, for a result of a few rows, [`product::few_rows`].
+    fn general_product(
+        &self,
+        a: ArrayView2<'_, E>,
+        b: ArrayView2<'_, E>,
+        mut c: ArrayViewMut2<'_, E>,
+        accumulate: bool,
+    ) -> Result<(), ModelError> {
+        let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+        let parallel = m.saturating_mul(k).saturating_mul(n) >= PAR_MIN_PRODUCT;
+        let split = product::k_parts(m, k, n).filter(|_| parallel);
+        let mut partials = match split.and_then(|parts| Some((parts, parts.checked_mul(m)?))) {
+            Some((parts, rows)) => Some((parts, self.scratch(rows, n)?)),
+            None => None,
+        };
+        let run = |c: &mut ArrayViewMut2<'_, E>, partials: Option<&mut (usize, Array2<E>)>| {
+            if let Some((parts, partials)) = partials {
+                let partials = partials.view_mut();
+                product::gemm_split_k(a, b, c.view_mut(), accumulate, *parts, partials);
+                return;
+            }
+            if !product::few_rows(a, b, c.view_mut(), accumulate, parallel) {
+                let threads = match parallel {
+                    true => Parallelism::Rayon(0),
+                    false => Parallelism::None,
+                };
+                product::gemm(a, b, c.view_mut(), accumulate, threads);
+            }
+        };
+        // Large products are split over the flushing pool, so every thread that computes
+        // them does so in this backend's subnormal mode.
+        match parallel {
+            true => self.on_pool(|| run(&mut c, partials.as_mut())),
+            false => self.serial(|| run(&mut c, partials.as_mut())),
+        }
+        if let Some((_, partials)) = partials {
+            self.recycle(partials);
+        }
+        Ok(())
+    }
+
+    /// `c (+)= a·b` for a product with two short sides ([`thin`]), split over the pool
+    /// when it streams at least `2·PAR_MIN_ELEMENTS` values. `false` when the operands'
+    /// layouts do not fit the thin kernels (nothing was touched).
+    fn thin_product(
+        &self,
+        thin: Thin,
+        a: ArrayView2<'_, E>,
+        b: ArrayView2<'_, E>,
+        c: ArrayViewMut2<'_, E>,
+        accumulate: bool,
+    ) -> Result<bool, ModelError> {
+        let (isa, (m, k), n) = (isa::widest(), a.dim(), b.ncols());
+        match thin {
+            Thin::Tall => {
+                let elements = m.saturating_mul(k + n);
+                let min_rows = rowwise::min_rows(PAR_MIN_ELEMENTS, k + n);
+                Ok(self.within(elements, || thin::tall(isa, a, b, c, accumulate, min_rows)))
+            }
+            Thin::LongInner { parts } => {
+                let Some(rows) = parts.checked_mul(m) else {
+                    return Ok(false);
+                };
+                let mut partials = self.scratch(rows, n)?;
+                let elements = k.saturating_mul(m + n);
+                let parallel = elements >= 2 * PAR_MIN_ELEMENTS;
+                let done = self.within(elements, || {
+                    let partials = partials.view_mut();
+                    thin::long_inner(isa, a, b, c, accumulate, partials, parallel)
+                });
+                self.recycle(partials);
+                Ok(done)
+            }
+        }
+    }
+
     /// The scan backend the recurrences run on.
     fn linear_scan(&self) -> &dyn LinearScan<E> {
         self.scan
@@ -218,48 +296,26 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
             host::oriented(a, transpose_a),
             host::oriented(b, transpose_b),
         );
-        let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
-        let parallel = m.saturating_mul(k).saturating_mul(n) >= PAR_MIN_PRODUCT;
         #[cfg(feature = "product-stats")]
         let start = std::time::Instant::now();
-        let split = product::k_parts(m, k, n).filter(|_| parallel);
-        let mut partials = match split.and_then(|parts| Some((parts, parts.checked_mul(m)?))) {
-            Some((parts, rows)) => Some((parts, self.scratch(rows, n)?)),
-            None => None,
+        let thin = match Thin::of(&a, &b) {
+            Some(thin) => self.thin_product(thin, a, b, c.view_mut(), accumulate)?,
+            None => false,
         };
-        let run = |c: &mut ArrayViewMut2<'_, E>, partials: Option<&mut (usize, Array2<E>)>| {
-            if let Some((parts, partials)) = partials {
-                let partials = partials.view_mut();
-                product::gemm_split_k(a, b, c.view_mut(), accumulate, *parts, partials);
-                return;
-            }
-            if !product::few_rows(a, b, c.view_mut(), accumulate, parallel) {
-                let threads = match parallel {
-                    true => Parallelism::Rayon(0),
-                    false => Parallelism::None,
-                };
-                product::gemm(a, b, c.view_mut(), accumulate, threads);
-            }
-        };
-        // Large products are split over the flushing pool, so every thread that computes
-        // them does so in this backend's subnormal mode.
-        match parallel {
-            true => self.on_pool(|| run(&mut c, partials.as_mut())),
-            false => self.serial(|| run(&mut c, partials.as_mut())),
-        }
-        if let Some((_, partials)) = partials {
-            self.recycle(partials);
+        if !thin {
+            self.general_product(a, b, c.view_mut(), accumulate)?;
         }
         #[cfg(feature = "product-stats")]
         super::product_stats::record(
-            m,
-            k,
-            n,
-            match (transpose_a, transpose_b) {
-                (Transpose::No, Transpose::No) => "A·B",
-                (Transpose::Yes, Transpose::No) => "Aᵀ·B",
-                (Transpose::No, Transpose::Yes) => "A·Bᵀ",
-                (Transpose::Yes, Transpose::Yes) => "Aᵀ·Bᵀ",
+            a.nrows(),
+            a.ncols(),
+            b.ncols(),
+            match (thin, transpose_a, transpose_b) {
+                (true, _, _) => "thin",
+                (false, Transpose::No, Transpose::No) => "A·B",
+                (false, Transpose::Yes, Transpose::No) => "Aᵀ·B",
+                (false, Transpose::No, Transpose::Yes) => "A·Bᵀ",
+                (false, Transpose::Yes, Transpose::Yes) => "Aᵀ·Bᵀ",
             },
             start.elapsed(),
         );

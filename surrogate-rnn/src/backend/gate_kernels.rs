@@ -10,50 +10,12 @@
 use itertools::izip;
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
-use super::isa::Isa;
+use super::isa::vectorized;
 use crate::ops::{sigmoid, tanh};
 use crate::Real;
 
 type Rows<'a, E> = ArrayView2<'a, E>;
 type RowsMut<'a, E> = ArrayViewMut2<'a, E>;
-
-/// A kernel `fn name(isa, args…)` whose body is compiled three times (AVX-512, AVX2,
-/// baseline) and run in the variant `isa` names if this CPU has it, else the baseline.
-macro_rules! vectorized {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$doc])*
-        #[allow(clippy::too_many_arguments, unsafe_code)]
-        pub(super) fn $name<E: Real>(isa: Isa, $($arg: $ty),*) {
-            #[inline(always)]
-            #[allow(clippy::too_many_arguments)]
-            fn portable<E: Real>($($arg: $ty),*) $body
-
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            fn avx512<E: Real>($($arg: $ty),*) {
-                portable($($arg),*)
-            }
-
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            fn avx2<E: Real>($($arg: $ty),*) {
-                portable($($arg),*)
-            }
-
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `runs_here` checked that this CPU has AVX-512F, AVX2, F16C and FMA.
-                Isa::Avx512 if isa.runs_here() => unsafe { avx512($($arg),*) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `runs_here` checked that this CPU has AVX2 and FMA.
-                Isa::Avx2 if isa.runs_here() => unsafe { avx2($($arg),*) },
-                _ => portable($($arg),*),
-            }
-        }
-    };
-}
 
 /// A row as a slice. The passes give the kernels only operands with contiguous rows
 /// (`rowwise::unit_rows`), so the empty fallback is never taken.
@@ -420,6 +382,7 @@ vectorized! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::isa::Isa;
     use ndarray::Array2;
 
     /// Values of every sign up to ±125 (past `e^x`'s clamp), with ±∞ and NaN among them.

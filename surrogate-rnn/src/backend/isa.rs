@@ -50,3 +50,43 @@ pub(crate) fn widest() -> Isa {
     static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
     *ISA.get_or_init(|| Isa::supported()[0])
 }
+
+/// A kernel `fn name(isa, args…)` whose body is compiled three times (AVX-512, AVX2,
+/// baseline) and run in the variant `isa` names if this CPU has it, else the baseline.
+macro_rules! vectorized {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$doc])*
+        #[allow(clippy::too_many_arguments, unsafe_code)]
+        pub(super) fn $name<E: $crate::Real>(isa: $crate::backend::isa::Isa, $($arg: $ty),*) {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn portable<E: $crate::Real>($($arg: $ty),*) $body
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            fn avx512<E: $crate::Real>($($arg: $ty),*) {
+                portable($($arg),*)
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            fn avx2<E: $crate::Real>($($arg: $ty),*) {
+                portable($($arg),*)
+            }
+
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `runs_here` checked that this CPU has AVX-512F, AVX2, F16C and FMA.
+                $crate::backend::isa::Isa::Avx512 if isa.runs_here() => unsafe { avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `runs_here` checked that this CPU has AVX2 and FMA.
+                $crate::backend::isa::Isa::Avx2 if isa.runs_here() => unsafe { avx2($($arg),*) },
+                _ => portable($($arg),*),
+            }
+        }
+    };
+}
+
+pub(crate) use vectorized;

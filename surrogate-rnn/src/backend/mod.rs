@@ -43,6 +43,7 @@ mod rowwise;
 mod subnormal;
 #[cfg(test)]
 mod test_values;
+mod thin;
 
 pub mod conformance;
 

@@ -1,0 +1,149 @@
+//! Why products with two short sides bypass the `gemm` crate: each shape timed through
+//! the `gemm` crate on both threads and through `CpuBackend::matmul` (whose thin route
+//! takes `k, n ≤ 8` with `k·n ≤ 32`, and weight gradients with `m, n ≤ 8`), in one run.
+//! Prints the median of 15 calls per shape and the ratio. (The backend's general route
+//! also splits a weight gradient's long inner dimension over both threads, which the
+//! plain `gemm` call here does not: that is the ratio of the `Xᵀ·∂P` rows not on the thin
+//! route.)
+//!
+//! `cargo run --release -p surrogate-rnn --example thin_products [-- rows]`
+//! (default 1,048,576 rows: Table 3 at n = 2²⁰ runs a 1 × 4 layer on 8 inputs, batch 8,
+//! in chunks of 2¹⁷ steps.)
+
+use std::time::Instant;
+
+use gemm::Parallelism;
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use scan_cpu::Serial;
+use surrogate_rnn::backend::Transpose;
+use surrogate_rnn::{Backend, CpuBackend};
+
+fn filled(rows: usize, cols: usize, seed: usize) -> Array2<f32> {
+    Array2::from_shape_fn((rows, cols), |(r, c)| {
+        ((r * 7 + c * 3 + seed) % 13) as f32 / 6.5 - 1.0
+    })
+}
+
+/// `c += a·b` through the `gemm` crate on rayon's pool.
+fn gemm_product(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, mut c: ArrayViewMut2<'_, f32>) {
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    assert!(b.nrows() == k && c.dim() == (m, n));
+    let (sa, sb, sc) = (a.strides(), b.strides(), c.strides());
+    let (sc_row, sc_col) = (sc[0], sc[1]);
+    let dst = c.as_mut_ptr();
+    // SAFETY: shapes checked above, so every index gemm touches lies inside the views,
+    // which ndarray keeps valid for their shapes and strides; `c` is a unique borrow.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            sc_col,
+            sc_row,
+            true,
+            a.as_ptr(),
+            sa[1],
+            sa[0],
+            b.as_ptr(),
+            sb[1],
+            sb[0],
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::Rayon(0),
+        );
+    }
+}
+
+/// Median milliseconds of 15 calls of `work`, after one warm-up call.
+fn median_ms(mut work: impl FnMut()) -> f64 {
+    work();
+    let mut times: Vec<f64> = (0..15)
+        .map(|_| {
+            let start = Instant::now();
+            work();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[7]
+}
+
+fn main() {
+    let rows = std::env::args()
+        .nth(1)
+        .map(|r| r.parse().expect("rows: a number"))
+        .unwrap_or(1 << 20);
+    let scan = Serial::default();
+    let backend = CpuBackend::<f32>::new(&scan);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("model name"))?;
+            Some(line.split(':').nth(1)?.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    println!(
+        "# c += op(a)·op(b), f32, {rows} rows, {cpu}, {} threads",
+        rayon::current_num_threads()
+    );
+    println!(
+        "| product | m × k × n | backend route | gemm crate ms | backend ms | backend / gemm |"
+    );
+    println!("|---|---|---|---:|---:|---:|");
+    for (k, n) in [(4, 4), (8, 4), (4, 8), (8, 8), (4, 16), (16, 16)] {
+        let (x, w) = (filled(rows, k, 1), filled(k, n, 2));
+        let (mut p, mut grad_x, mut grad_w) = (
+            Array2::zeros((rows, n)),
+            Array2::zeros((rows, k)),
+            Array2::zeros((k, n)),
+        );
+        let cases: [(&str, [usize; 3], f64, f64); 3] = [
+            (
+                "X·W",
+                [rows, k, n],
+                median_ms(|| gemm_product(x.view(), w.view(), p.view_mut())),
+                median_ms(|| {
+                    let c = p.view_mut();
+                    backend
+                        .matmul(x.view(), Transpose::No, w.view(), Transpose::No, c, true)
+                        .expect("shapes fit")
+                }),
+            ),
+            (
+                "∂P·Wᵀ",
+                [rows, n, k],
+                median_ms(|| gemm_product(p.view(), w.t(), grad_x.view_mut())),
+                median_ms(|| {
+                    let c = grad_x.view_mut();
+                    backend
+                        .matmul(p.view(), Transpose::No, w.view(), Transpose::Yes, c, true)
+                        .expect("shapes fit")
+                }),
+            ),
+            (
+                "Xᵀ·∂P",
+                [k, rows, n],
+                median_ms(|| gemm_product(x.t(), p.view(), grad_w.view_mut())),
+                median_ms(|| {
+                    let c = grad_w.view_mut();
+                    backend
+                        .matmul(x.view(), Transpose::Yes, p.view(), Transpose::No, c, true)
+                        .expect("shapes fit")
+                }),
+            ),
+        ];
+        for (name, [m, k, n], gemm, ours) in cases {
+            // The backend's rule (`backend::thin`), restated for the table.
+            let thin = (k <= 8 && n <= 8 && k * n <= 32) || (m <= 8 && n <= 8);
+            let route = if thin { "thin" } else { "gemm crate" };
+            println!(
+                "| {name} | {m} × {k} × {n} | {route} | {gemm:.3} | {ours:.3} | {:.2} |",
+                ours / gemm
+            );
+        }
+    }
+}
