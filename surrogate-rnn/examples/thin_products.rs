@@ -12,51 +12,17 @@
 
 use std::time::Instant;
 
-use gemm::Parallelism;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use ndarray::Array2;
 use scan_cpu::Serial;
 use surrogate_rnn::backend::Transpose;
 use surrogate_rnn::{Backend, CpuBackend};
 
-fn filled(rows: usize, cols: usize, seed: usize) -> Array2<f32> {
-    Array2::from_shape_fn((rows, cols), |(r, c)| {
-        ((r * 7 + c * 3 + seed) % 13) as f32 / 6.5 - 1.0
-    })
-}
+#[path = "common/gemm_call.rs"]
+mod gemm_call;
+use gemm_call::{filled, gemm_product};
 
-/// `c += a·b` through the `gemm` crate on rayon's pool.
-fn gemm_product(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, mut c: ArrayViewMut2<'_, f32>) {
-    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
-    assert!(b.nrows() == k && c.dim() == (m, n));
-    let (sa, sb, sc) = (a.strides(), b.strides(), c.strides());
-    let (sc_row, sc_col) = (sc[0], sc[1]);
-    let dst = c.as_mut_ptr();
-    // SAFETY: shapes checked above, so every index gemm touches lies inside the views,
-    // which ndarray keeps valid for their shapes and strides; `c` is a unique borrow.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            sc_col,
-            sc_row,
-            true,
-            a.as_ptr(),
-            sa[1],
-            sa[0],
-            b.as_ptr(),
-            sb[1],
-            sb[0],
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::Rayon(0),
-        );
-    }
-}
+/// The `gemm` crate on rayon's pool.
+const BOTH: gemm::Parallelism = gemm::Parallelism::Rayon(0);
 
 /// Median milliseconds of 15 calls of `work`, after one warm-up call.
 fn median_ms(mut work: impl FnMut()) -> f64 {
@@ -105,7 +71,7 @@ fn main() {
             (
                 "X·W",
                 [rows, k, n],
-                median_ms(|| gemm_product(x.view(), w.view(), p.view_mut())),
+                median_ms(|| gemm_product(x.view(), w.view(), p.view_mut(), true, BOTH)),
                 median_ms(|| {
                     let c = p.view_mut();
                     backend
@@ -116,7 +82,7 @@ fn main() {
             (
                 "∂P·Wᵀ",
                 [rows, n, k],
-                median_ms(|| gemm_product(p.view(), w.t(), grad_x.view_mut())),
+                median_ms(|| gemm_product(p.view(), w.t(), grad_x.view_mut(), true, BOTH)),
                 median_ms(|| {
                     let c = grad_x.view_mut();
                     backend
@@ -127,7 +93,7 @@ fn main() {
             (
                 "Xᵀ·∂P",
                 [k, rows, n],
-                median_ms(|| gemm_product(x.t(), p.view(), grad_w.view_mut())),
+                median_ms(|| gemm_product(x.t(), p.view(), grad_w.view_mut(), true, BOTH)),
                 median_ms(|| {
                     let c = grad_w.view_mut();
                     backend
