@@ -14,11 +14,14 @@ use crate::limits;
 /// chunking existed.
 pub const TRAIN_STEP_BYTES: u128 = 1 << 30;
 
-/// Activation memory one chunk of a streaming evaluation may use: small enough that a
-/// chunk's activations stay in the L2 cache (2 MiB per core here), which made
-/// evaluation 1.5–2× faster than chunks of 256 MiB (measured at 2^12 × 256 steps, 1 × 8
-/// and 2 × 16 GILR-LSTM).
-pub const EVAL_CHUNK_BYTES: u128 = 4 << 20;
+/// Activation memory one chunk of a streaming evaluation may use. Each chunk costs a
+/// fixed number of passes, and a chunk of few rows runs them on one thread: at 256
+/// sequences, 4 MiB meant 5–58 steps per chunk and an evaluation 1.4–2× slower than
+/// 128 MiB (the fastest of 4–512 MiB for 1 × 4, 2 × 16 and 2 × 32 GILR-LSTMs, idle Xeon;
+/// see the trainer README). Earlier code, before the passes were vectorized and pooled,
+/// had been fastest at 4 MiB. An eighth of [`TRAIN_STEP_BYTES`], the most that one
+/// training step holds at once.
+pub const EVAL_CHUNK_BYTES: u128 = 128 << 20;
 
 /// Bytes of activations per step of a sequence, at `batch` sequences (the marginal cost
 /// of one more step in [`limits::training_bytes`]).
