@@ -1,6 +1,7 @@
 //! Why products with two short sides bypass the `gemm` crate: each shape timed through
 //! the `gemm` crate on both threads and through `CpuBackend::matmul` (whose thin route
-//! takes `k, n ≤ 8` with `k·n ≤ 32`, and weight gradients with `m, n ≤ 8`), in one run.
+//! takes `k, n ≤ 8` with `k·n ≤ 32`, and weight gradients with `m, n ≤ 8` and
+//! `k ≥ 1024`), in one run.
 //! Prints the median of 15 calls per shape and the ratio. (The backend's general route
 //! also splits a weight gradient's long inner dimension over both threads, which the
 //! plain `gemm` call here does not: that is the ratio of the `Xᵀ·∂P` rows not on the thin
@@ -104,7 +105,7 @@ fn main() {
         ];
         for (name, [m, k, n], gemm, ours) in cases {
             // The backend's rule (`backend::thin`), restated for the table.
-            let thin = (k <= 8 && n <= 8 && k * n <= 32) || (m <= 8 && n <= 8);
+            let thin = (k <= 8 && n <= 8 && k * n <= 32) || (m <= 8 && n <= 8 && k >= 1024);
             let route = if thin { "thin" } else { "gemm crate" };
             println!(
                 "| {name} | {m} × {k} × {n} | {route} | {gemm:.3} | {ours:.3} | {:.2} |",

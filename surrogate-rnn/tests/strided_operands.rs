@@ -7,7 +7,7 @@
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 use scan_cpu::Serial;
 use surrogate_rnn::backend::Candidate;
-use surrogate_rnn::{Backend, CpuBackend};
+use surrogate_rnn::{Backend, CpuBackend, ReferenceBackend};
 
 /// How an operand is laid out in memory.
 #[derive(Clone, Copy, Debug)]
@@ -213,7 +213,7 @@ fn strided_operands_give_the_contiguous_bits() {
     }
 }
 
-/// Column sums large enough to be split over columns on the pool, in every layout.
+/// Column sums large enough to be split over the pool (blocks of rows), in every layout.
 #[test]
 fn large_column_sums_give_the_contiguous_bits() {
     let scan = Serial::default();
@@ -232,5 +232,27 @@ fn large_column_sums_give_the_contiguous_bits() {
             .zip(&expected)
             .all(|(x, y)| x.to_bits() == y.to_bits());
         assert!(same, "{layout:?} column sums differ");
+    }
+}
+
+/// Column sums over many blocks of rows, on the calling thread (fewer than 2 Mi elements)
+/// and on the pool, with a last block shorter than the others, are the sums (to f32
+/// rounding of `rows` additions, against the reference backend's f64 sums).
+#[test]
+fn column_sums_over_many_blocks_are_the_sums() {
+    let scan = Serial::default();
+    let b = CpuBackend::new(&scan);
+    for (rows, n) in [(10_000, 37), (60_001, 37), (300_001, 1), (5, 0)] {
+        let src = values(rows, n, 3);
+        let start = values(1, n, 4);
+        let (mut got, mut want) = (start.clone(), start.clone());
+        b.add_column_sums(src.view(), got.view_mut()).unwrap();
+        ReferenceBackend
+            .add_column_sums(src.view(), want.view_mut())
+            .unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            let tolerance = 1e-6 * rows as f32 * (1.0 + w.abs());
+            assert!((g - w).abs() <= tolerance, "{rows} × {n}: {g} vs {w}");
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! passes, pooled buffers, subnormals flushed to zero (see [`Subnormals`]).
 
 use gemm::Parallelism;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use ndarray::parallel::prelude::*;
+use ndarray::{Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 use scan_core::LinearScan;
 
 use super::gate_kernels as kernels;
@@ -168,14 +169,14 @@ impl<'a, E: Real> CpuBackend<'a, E> {
     /// layouts do not fit the thin kernels (nothing was touched).
     fn thin_product(
         &self,
-        thin: Thin,
+        route: Thin,
         a: ArrayView2<'_, E>,
         b: ArrayView2<'_, E>,
         c: ArrayViewMut2<'_, E>,
         accumulate: bool,
     ) -> Result<bool, ModelError> {
         let (isa, (m, k), n) = (isa::widest(), a.dim(), b.ncols());
-        match thin {
+        match route {
             Thin::Tall => {
                 let elements = m.saturating_mul(k + n);
                 let min_rows = rowwise::min_rows(PAR_MIN_ELEMENTS, k + n);
@@ -226,9 +227,9 @@ const PAR_MIN_PRODUCT: usize = 1 << 24;
 /// batch 8 (8.4 million multiply-adds, once per time step) gains from both cores.
 const PAR_MIN_PACKED_PRODUCT: usize = 1 << 22;
 
-/// The fewest columns one parallel task of [`Backend::add_column_sums`] sums: a cache
-/// line of `f32`.
-const COLUMNS_PER_SUM_TASK: usize = 16;
+/// Elements of one block of rows that [`Backend::add_column_sums`] sums into one partial
+/// sum (at least a row).
+const SUM_BLOCK_ELEMENTS: usize = 1 << 17;
 
 /// Column sums of fewer elements run on the calling thread: they take a fraction of a
 /// millisecond, less than waking the other thread costs the default trainer run in
@@ -298,11 +299,11 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
         );
         #[cfg(feature = "product-stats")]
         let start = std::time::Instant::now();
-        let thin = match Thin::of(&a, &b) {
-            Some(thin) => self.thin_product(thin, a, b, c.view_mut(), accumulate)?,
+        let streamed = match Thin::of(&a, &b) {
+            Some(route) => self.thin_product(route, a, b, c.view_mut(), accumulate)?,
             None => false,
         };
-        if !thin {
+        if !streamed {
             self.general_product(a, b, c.view_mut(), accumulate)?;
         }
         #[cfg(feature = "product-stats")]
@@ -310,7 +311,7 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
             a.nrows(),
             a.ncols(),
             b.ncols(),
-            match (thin, transpose_a, transpose_b) {
+            match (streamed, transpose_a, transpose_b) {
                 (true, _, _) => "thin",
                 (false, Transpose::No, Transpose::No) => "A·B",
                 (false, Transpose::Yes, Transpose::No) => "Aᵀ·B",
@@ -369,23 +370,44 @@ impl<E: Real> Backend<E> for CpuBackend<'_, E> {
     fn add_column_sums(
         &self,
         src: ArrayView2<'_, E>,
-        mut dst: ArrayViewMut2<'_, E>,
+        dst: ArrayViewMut2<'_, E>,
     ) -> Result<(), ModelError> {
         host::bias_row("Backend::add_column_sums", &dst.view(), src.ncols())?;
-        // Split over blocks of columns (the transposes' rows), so that every column is
-        // still summed from the first row down, whatever the number of threads.
+        // Blocks of rows summed from their first row down, then the blocks' sums added in
+        // order: the order depends on the shape only, whatever the number of threads.
         let src = unit_rows(src);
-        let operands = (src.view().reversed_axes(), dst.view_mut().reversed_axes());
-        let (min_columns, parallel_elements) = match src.len() >= PAR_MIN_COLUMN_SUMS {
-            true => (COLUMNS_PER_SUM_TASK, src.len()),
-            false => (usize::MAX, 0),
-        };
+        let (rows, n) = src.dim();
         let isa = isa::widest();
-        self.within(parallel_elements, || {
-            rowwise::for_row_blocks(operands, min_columns, &|(src, dst)| {
-                kernels::add_column_sums(isa, src.reversed_axes(), dst.reversed_axes())
-            })
-        });
+        let block_rows = rowwise::min_rows(SUM_BLOCK_ELEMENTS, n);
+        let blocks = rows.div_ceil(block_rows);
+        if n == 0 {
+            return Ok(());
+        }
+        if blocks <= 1 {
+            self.serial(|| kernels::add_column_sums(isa, src.view(), dst));
+            return Ok(());
+        }
+        let mut partials = self.zeros(blocks, n)?;
+        let sum_block = |(block, partial): (ArrayView2<'_, E>, ArrayViewMut1<'_, E>)| {
+            kernels::add_column_sums(isa, block, partial.insert_axis(Axis(0)))
+        };
+        let pairs = src.axis_chunks_iter(Axis(0), block_rows);
+        match src.len() >= PAR_MIN_COLUMN_SUMS {
+            true => self.on_pool(|| {
+                let rows_of_partials = partials.axis_iter_mut(Axis(0)).into_par_iter();
+                pairs
+                    .into_par_iter()
+                    .zip(rows_of_partials)
+                    .for_each(sum_block)
+            }),
+            false => self.serial(|| {
+                pairs
+                    .zip(partials.axis_iter_mut(Axis(0)))
+                    .for_each(sum_block)
+            }),
+        }
+        self.serial(|| kernels::add_column_sums(isa, partials.view(), dst));
+        self.recycle(partials);
         Ok(())
     }
 

@@ -255,9 +255,22 @@ vectorized! {
     fn add_column_sums(src: Rows<'_, E>, dst: RowsMut<'_, E>) {
         let mut dst = dst;
         let mut sums = vec![E::zero(); src.ncols()];
-        for r in src.rows() {
-            for (s, &x) in izip!(&mut sums, row(r)) {
-                *s = *s + x;
+        // One slice for the whole block where it is one (no view per row: at 4 columns the
+        // row views cost more than the sums).
+        match src.as_slice().filter(|_| !sums.is_empty()) {
+            Some(all) => {
+                for r in all.chunks_exact(sums.len()) {
+                    for (s, &x) in izip!(&mut sums, r) {
+                        *s = *s + x;
+                    }
+                }
+            }
+            None => {
+                for r in src.rows() {
+                    for (s, &x) in izip!(&mut sums, row(r)) {
+                        *s = *s + x;
+                    }
+                }
             }
         }
         for (d, s) in izip!(dst.iter_mut(), sums) {

@@ -126,7 +126,7 @@ pub(super) fn gemm_split_k<E: Real>(
     if c.is_empty() {
         return;
     }
-    let bound = |i: usize| k / parts * i + (k % parts).min(i);
+    let bound = |i: usize| part_bound(k, parts, i);
     partials
         .axis_chunks_iter_mut(Axis(0), m)
         .into_par_iter()
@@ -139,6 +139,12 @@ pub(super) fn gemm_split_k<E: Real>(
     for part in partials.axis_chunks_iter(Axis(0), m) {
         c.zip_mut_with(&part, |x, &y| *x = *x + y);
     }
+}
+
+/// Where part `i` of `0..k` cut into `parts` nearly equal parts (the first `k % parts` one
+/// longer) starts; part `parts` starts at `k`. `parts ≥ 1`.
+pub(super) fn part_bound(k: usize, parts: usize, i: usize) -> usize {
+    k / parts * i + (k % parts).min(i)
 }
 
 fn contiguous_rows<E>(view: &ArrayView2<'_, E>) -> bool {

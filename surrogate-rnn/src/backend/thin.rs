@@ -6,21 +6,24 @@
 //! general kernel's tiles, as the `gemm` crate does on every call, costs more than the
 //! arithmetic. Here each row is one short loop over the contiguous operands, compiled
 //! for the CPU's widest vector instructions (`isa::vectorized`), and the products run at
-//! the rate memory delivers the rows (see `examples/gemm_pick.rs`).
+//! the rate memory delivers the rows (see `examples/thin_products.rs`).
 //!
-//! Every sum runs over `k` in increasing order without fused multiply-adds, and a long
-//! inner dimension is cut into parts that depend on the shape only, so the results are the
-//! same for any thread count and instruction set.
+//! Every sum runs in an order fixed by the shape, without fused multiply-adds (a tall
+//! product's over `k` in increasing order; a long inner dimension's in blocks of
+//! [`SUM_BLOCK`] rows, then parts, each added in order), so the results are the same for
+//! any thread count and instruction set.
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
 use super::isa::{vectorized, Isa};
+use super::product;
 use super::rowwise::for_row_blocks;
 use crate::Real;
 
 /// The longest short side: products whose `k` and `n` (or `m` and `n`, for a long inner
-/// dimension) are at most this go through this module. Chosen with `examples/gemm_pick.rs`
-/// (idle Xeon, AVX-512, `262144` rows): the `gemm` crate is as fast or faster from 16 on.
+/// dimension) are at most this go through this module. Chosen with
+/// `examples/thin_products.rs` (idle Xeon, AVX-512, 2²⁰ and 2¹⁸ rows): the `gemm` crate was
+/// as fast or faster from 16 on.
 pub(super) const THIN: usize = 8;
 
 /// The most values of `b` a [`Thin::Tall`] product takes (`k·n`): `(rows, 8)·(8, 8)` ran
@@ -31,7 +34,8 @@ const TALL_MAX_WEIGHTS: usize = 32;
 /// small whatever its route.
 const LONG_MIN: usize = 1024;
 
-/// Inner-dimension rows per part of a [`Thin::LongInner`] product, at least.
+/// Inner-dimension rows per part of a [`Thin::LongInner`] product, at most (unless `k`
+/// exceeds `MAX_LONG_PARTS·LONG_PART`).
 const LONG_PART: usize = 8192;
 
 /// The most parts a [`Thin::LongInner`] product is cut into (its scratch is that many
@@ -67,7 +71,8 @@ impl Thin {
 
 /// `c = a·b`, or `c += a·b` when `accumulate`, for a [`Thin::Tall`] product: blocks of at
 /// least `min_rows` rows on rayon's current pool. Returns `false`, touching nothing, when
-/// `c` is not in standard layout (the caller then uses another route).
+/// the operands do not have that form or do not fit together (the caller then uses
+/// another route).
 pub(super) fn tall<E: Real>(
     isa: Isa,
     a: ArrayView2<'_, E>,
@@ -77,7 +82,8 @@ pub(super) fn tall<E: Real>(
     min_rows: usize,
 ) -> bool {
     let (k, n) = b.dim();
-    if !c.is_standard_layout() || !a.is_standard_layout() || k > THIN || n > THIN {
+    let fits = a.ncols() == k && c.dim() == (a.nrows(), n) && k <= THIN && n <= THIN;
+    if !fits || !c.is_standard_layout() || !a.is_standard_layout() {
         return false;
     }
     let mut c = c;
@@ -153,8 +159,8 @@ fn row_columns<E: Real, const W: usize>(
 /// `c = a·b`, or `c += a·b` when `accumulate`, for a [`Thin::LongInner`] product: `k` cut
 /// into as many parts as `partials` (`(parts·m, n)` in standard layout, any contents) has
 /// `(m, n)` blocks, each part on rayon's current pool (when `parallel`) into its block,
-/// then the blocks added to `c` in order. Returns `false`, touching nothing, when the operands do not have that
-/// form.
+/// then the blocks added to `c` in order. Returns `false`, touching nothing, when the
+/// operands do not have that form or do not fit together.
 pub(super) fn long_inner<E: Real>(
     isa: Isa,
     a: ArrayView2<'_, E>,
@@ -169,6 +175,8 @@ pub(super) fn long_inner<E: Real>(
     let (a_t, mut partials) = (a.reversed_axes(), partials);
     let fits = m <= THIN
         && n <= THIN
+        && b.nrows() == k
+        && c.dim() == (m, n)
         && parts > 0
         && a_t.is_standard_layout()
         && b.is_standard_layout()
@@ -187,7 +195,7 @@ pub(super) fn long_inner<E: Real>(
     if m == 0 || n == 0 || k == 0 {
         return true;
     }
-    let bound = |i: usize| k / parts * i + (k % parts).min(i);
+    let bound = |i: usize| product::part_bound(k, parts, i);
     let part = |(i, mut sums): (usize, ArrayViewMut2<'_, E>)| {
         let rows = bound(i)..bound(i + 1);
         let (a_part, b_part) = (
@@ -410,11 +418,28 @@ mod tests {
         }
     }
 
+    /// The products of a layer of 4 units with 8 inputs, as `CpuBackend::matmul` orients
+    /// them, take the thin routes: `X·V`, `∂P·Uᵀ`, `Xᵀ·∂P`.
+    #[test]
+    fn a_small_layers_products_are_thin() {
+        let rows = 2 * LONG_MIN;
+        let (x, v, grad, u) = (
+            filled::<f32>(rows, 8, 1),
+            filled::<f32>(8, 4, 2),
+            filled::<f32>(rows, 4, 3),
+            filled::<f32>(4, 4, 4),
+        );
+        assert_eq!(Thin::of(&x.view(), &v.view()), Some(Thin::Tall));
+        assert_eq!(Thin::of(&grad.view(), &u.t()), Some(Thin::Tall));
+        let parts = Some(Thin::LongInner { parts: 1 });
+        assert_eq!(Thin::of(&x.t(), &grad.view()), parts);
+    }
+
     /// Operands the kernels cannot stream are left to the general route, untouched.
     #[test]
     fn other_layouts_are_left_alone() {
         let (a, b) = (filled::<f64>(40, 4, 1), filled::<f64>(4, 4, 2));
-        let mut wide = Array2::<f64>::zeros((40, 8));
+        let mut wide = Array2::<f64>::ones((40, 8));
         let strided = wide.slice_mut(s![.., ..;2]);
         assert!(!tall(Isa::None, a.view(), b.view(), strided, false, 8));
         assert!(Thin::of(&a.t().t(), &b.view()).is_some());
@@ -442,7 +467,7 @@ mod tests {
             partials.view_mut(),
             false
         ));
-        assert!(wide.iter().all(|&x| x == 0.0));
+        assert!(wide.iter().all(|&x| x == 1.0));
         assert!(Thin::of(
             &filled::<f64>(8, 9, 1).view(),
             &filled::<f64>(9, 2, 1).view()
