@@ -5,7 +5,9 @@
 
 use anyhow::Result;
 use scan_core::LinearScan;
-use surrogate_rnn::{Adam, Backprop, Classifier, ModelConfig, ModelError, ModelInput, TrainStats};
+use surrogate_rnn::{
+    Adam, Backprop, Classifier, LayerKind, ModelConfig, ModelError, ModelInput, TrainStats,
+};
 
 use crate::limits;
 
@@ -14,14 +16,21 @@ use crate::limits;
 /// chunking existed.
 pub const TRAIN_STEP_BYTES: u128 = 1 << 30;
 
-/// Activation memory one chunk of a streaming evaluation may use. Each chunk costs a
-/// fixed number of passes, and a chunk of few rows runs them on one thread: at 256
-/// sequences, 4 MiB meant 5–58 steps per chunk and an evaluation 1.4–2× slower than
-/// 128 MiB (the fastest of 4–512 MiB for 1 × 4, 2 × 16 and 2 × 32 GILR-LSTMs, idle Xeon;
-/// see the trainer README). Earlier code, before the passes were vectorized and pooled,
-/// had been fastest at 4 MiB. An eighth of [`TRAIN_STEP_BYTES`], the most that one
-/// training step holds at once.
+/// Activation memory one chunk of a streaming evaluation may use (layers on the scan).
+/// Each chunk costs a fixed number of passes, and a chunk of few rows runs them on one
+/// thread: at 256 sequences, 4 MiB meant 5–58 steps per chunk and an evaluation 1.4–2×
+/// slower than 128 MiB (the fastest of 4–512 MiB for 1 × 4, 2 × 16 and 2 × 32
+/// GILR-LSTMs, idle Xeon; see the trainer README). Earlier code, before the passes were
+/// vectorized and pooled, had been fastest at 4 MiB. An eighth of [`TRAIN_STEP_BYTES`],
+/// the most that one training step holds at once.
 pub const EVAL_CHUNK_BYTES: u128 = 128 << 20;
+
+/// [`EVAL_CHUNK_BYTES`] for the LSTM baseline, whose serial loop reads each step's gates
+/// from the chunk's input projection: in a 4 MiB chunk they stay in the L2 cache. Its
+/// evaluation at n = 8,192 (2 × 32) took 1.6–2.2 s with 4 MiB chunks against 2.2–2.8 s
+/// with 128 MiB (`trainer synthetic -n 8192 --model lstm`, seeds 1 and 2, five pairs of
+/// alternating builds).
+pub const LSTM_EVAL_CHUNK_BYTES: u128 = 4 << 20;
 
 /// Bytes of activations per step of a sequence, at `batch` sequences (the marginal cost
 /// of one more step in [`limits::training_bytes`]).
@@ -39,7 +48,11 @@ fn steps_within(config: &ModelConfig, seq_len: usize, batch: usize, budget: u128
 
 /// Steps per chunk of a streaming evaluation of `batch` sequences of `seq_len` steps.
 pub fn eval_chunk_len(config: &ModelConfig, seq_len: usize, batch: usize) -> Result<usize> {
-    steps_within(config, seq_len, batch, EVAL_CHUNK_BYTES)
+    let budget = match config.layer {
+        LayerKind::Lstm => LSTM_EVAL_CHUNK_BYTES,
+        _ => EVAL_CHUNK_BYTES,
+    };
+    steps_within(config, seq_len, batch, budget)
 }
 
 /// Sequences of `seq_len` steps that one pass of a split evaluation holds at once: as
