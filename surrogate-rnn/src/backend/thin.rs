@@ -306,7 +306,8 @@ mod tests {
 
     fn close(got: &Array2<f64>, want: &Array2<f64>, k: usize) -> Result<(), TestCaseError> {
         for (x, y) in got.iter().zip(want) {
-            prop_assert!((x - y).abs() <= 1e-13 * (1.0 + k as f64), "{x} vs {y}");
+            let tolerance = 1e-13 * (1.0 + k as f64) * (1.0 + y.abs());
+            prop_assert!((x - y).abs() <= tolerance, "{x} vs {y}");
         }
         Ok(())
     }
@@ -385,6 +386,32 @@ mod tests {
             let base = if accumulate { start.clone() } else { Array2::zeros((m, n)) };
             close(&two.1, &expected(stored_a.t(), b.view(), &base), k)?;
         }
+    }
+
+    /// An inner dimension longer than `MAX_LONG_PARTS` parts of `LONG_PART` rows is cut
+    /// into `MAX_LONG_PARTS` longer parts, still the plain product, the same on one thread
+    /// as on two.
+    #[test]
+    fn a_very_long_inner_dimension_keeps_the_most_parts() {
+        let (m, n, k) = (3, 5, MAX_LONG_PARTS * LONG_PART + 1001);
+        let (x, y) = (filled::<f64>(k, m, 1), filled::<f64>(k, n, 2));
+        let parts = Some(Thin::LongInner {
+            parts: MAX_LONG_PARTS,
+        });
+        assert_eq!(Thin::of(&x.t(), &y.view()), parts);
+        let run = |threads: usize, parallel: bool| {
+            let mut c = filled::<f64>(m, n, 3);
+            let mut partials = Array2::from_elem((MAX_LONG_PARTS * m, n), f64::NAN);
+            pool(threads).install(|| {
+                let (a, c, p) = (x.t(), c.view_mut(), partials.view_mut());
+                assert!(long_inner(Isa::None, a, y.view(), c, true, p, parallel));
+            });
+            c
+        };
+        let (one, two) = (run(1, false), run(2, true));
+        assert_eq!(one, two);
+        let want = expected(x.t(), y.view(), &filled::<f64>(m, n, 3));
+        close(&two, &want, k).unwrap();
     }
 
     /// Every instruction set this CPU has gives the baseline's bits, in `f32`, for every
