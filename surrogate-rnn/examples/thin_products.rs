@@ -1,7 +1,7 @@
 //! Why products with two short sides bypass the `gemm` crate: each shape timed through
 //! the `gemm` crate on both threads and through `CpuBackend::matmul` (whose thin route
-//! takes `k, n ≤ 8` with `k·n ≤ 32`, and weight gradients with `m, n ≤ 8` and
-//! `k ≥ 1024`), in one run.
+//! takes `k, n ≤ 8` with `k·n ≤ 32` or `k ≤ 8` with `n ≥ 64`, and weight gradients with
+//! `m, n ≤ 8` and `k ≥ 1024`), in one run.
 //! Prints the median of 15 calls per shape and the ratio. (The backend's general route
 //! also splits a weight gradient's long inner dimension over both threads, which the
 //! plain `gemm` call here does not: that is the ratio of the `Xᵀ·∂P` rows not on the thin
@@ -61,7 +61,19 @@ fn main() {
         "| product | m × k × n | backend route | gemm crate ms | backend ms | backend / gemm |"
     );
     println!("|---|---|---|---:|---:|---:|");
-    for (k, n) in [(4, 4), (8, 4), (4, 8), (8, 8), (4, 16), (16, 16)] {
+    for (k, n) in [
+        (4, 4),
+        (8, 4),
+        (4, 8),
+        (8, 8),
+        (4, 16),
+        (16, 16),
+        (4, 64),
+        (8, 64),
+        (4, 256),
+        (8, 256),
+        (2, 512),
+    ] {
         let (x, w) = (filled(rows, k, 1), filled(k, n, 2));
         let (mut p, mut grad_x, mut grad_w) = (
             Array2::zeros((rows, n)),
@@ -105,7 +117,8 @@ fn main() {
         ];
         for (name, [m, k, n], gemm, ours) in cases {
             // The backend's rule (`backend::thin`), restated for the table.
-            let thin = (k <= 8 && n <= 8 && k * n <= 32) || (m <= 8 && n <= 8 && k >= 1024);
+            let thin =
+                (k <= 8 && (n <= 8 && k * n <= 32 || n >= 64)) || (m <= 8 && n <= 8 && k >= 1024);
             let route = if thin { "thin" } else { "gemm crate" };
             println!(
                 "| {name} | {m} × {k} × {n} | {route} | {gemm:.3} | {ours:.3} | {:.2} |",

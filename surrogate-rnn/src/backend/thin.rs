@@ -1,6 +1,8 @@
 //! Products with two short sides, streamed from memory: `(rows, k)·(k, n)` with `k` and
 //! `n` of a few units (a layer of a few hidden units projecting every step: Table 3 at
-//! n = 2²⁰ runs 1 × 4), and their weight gradients `(rows, m)ᵀ·(rows, n)`.
+//! n = 2²⁰ runs 1 × 4), and their weight gradients `(rows, m)ᵀ·(rows, n)`; also tall
+//! products on a few inputs with many columns (`k ≤ 8`, `n ≥ 64`: Table 2's first layer),
+//! where a general kernel does `k` multiply-adds per value it writes.
 //!
 //! Such a product reads and writes a handful of values per row; packing them for a
 //! general kernel's tiles, as the `gemm` crate does on every call, costs more than the
@@ -30,6 +32,11 @@ pub(super) const THIN: usize = 8;
 /// at the `gemm` crate's time, `(rows, 4)·(4, 8)` and `(rows, 8)·(8, 4)` at half of it.
 const TALL_MAX_WEIGHTS: usize = 32;
 
+/// The fewest columns of a wide [`Thin::Tall`] product: `(rows, k)·(k, n)` with `k ≤ THIN`
+/// and `n` at least this (a layer projecting a few inputs, Table 2's first layer at
+/// `k = 4`), where the `gemm` crate's tiles do `k` multiply-adds per value they write.
+const WIDE_MIN_COLUMNS: usize = 64;
+
 /// The shortest inner dimension that [`Thin::LongInner`] takes: below it the product is
 /// small whatever its route.
 const LONG_MIN: usize = 1024;
@@ -45,7 +52,8 @@ const MAX_LONG_PARTS: usize = 64;
 /// Which thin product an operand triple is, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Thin {
-    /// `c (+)= a·b` for `k, n ≤ THIN`, `a` and `c` in standard layout (`b` is copied).
+    /// `c (+)= a·b` for `k ≤ THIN` and `n ≤ THIN` (with `k·n ≤ TALL_MAX_WEIGHTS`) or
+    /// `n ≥ WIDE_MIN_COLUMNS`, `a` and `c` in standard layout (`b` is copied).
     Tall,
     /// `c (+)= a·b` for `m, n ≤ THIN` and a long `k`, `a` a transpose of a matrix in
     /// standard layout (a weight gradient `Xᵀ·∂P`) and `b` in standard layout, cut into
@@ -57,7 +65,8 @@ impl Thin {
     /// The thin product `c (+)= a·b` is, or `None` (shapes must fit, checked by the caller).
     pub(super) fn of<E>(a: &ArrayView2<'_, E>, b: &ArrayView2<'_, E>) -> Option<Self> {
         let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
-        if k <= THIN && n <= THIN && k * n <= TALL_MAX_WEIGHTS && a.is_standard_layout() {
+        let narrow = n <= THIN && k * n <= TALL_MAX_WEIGHTS;
+        if k <= THIN && (narrow || n >= WIDE_MIN_COLUMNS) && a.is_standard_layout() {
             return Some(Thin::Tall);
         }
         let long = m <= THIN && n <= THIN && k >= LONG_MIN;
@@ -82,7 +91,7 @@ pub(super) fn tall<E: Real>(
     min_rows: usize,
 ) -> bool {
     let (k, n) = b.dim();
-    let fits = a.ncols() == k && c.dim() == (a.nrows(), n) && k <= THIN && n <= THIN;
+    let fits = a.ncols() == k && c.dim() == (a.nrows(), n) && k <= THIN;
     if !fits || !c.is_standard_layout() || !a.is_standard_layout() {
         return false;
     }
@@ -93,12 +102,18 @@ pub(super) fn tall<E: Real>(
         }
         return true;
     }
-    // `b` row-major on the stack (at most THIN² values), whatever its strides.
-    let mut weights = [E::zero(); THIN * THIN];
-    for (w, &x) in weights.iter_mut().zip(b.iter()) {
-        *w = x;
-    }
-    let weights = &weights[..k * n];
+    // `b` row-major (on the stack up to THIN² values), whatever its strides.
+    let mut small = [E::zero(); THIN * THIN];
+    let large: Vec<E>;
+    let weights: &[E] = if k * n <= small.len() {
+        for (w, &x) in small.iter_mut().zip(b.iter()) {
+            *w = x;
+        }
+        &small[..k * n]
+    } else {
+        large = b.iter().copied().collect();
+        &large
+    };
     for_row_blocks((a, c), min_rows, &|(a, mut c): (ArrayView2<'_, E>, _)| {
         if let (Some(a), Some(c)) = (a.to_slice(), c.as_slice_mut()) {
             tall_rows(isa, a, weights, c, k, n, accumulate);
@@ -113,6 +128,14 @@ vectorized! {
     fn tall_rows(a: &[E], b: &[E], c: &mut [E], k: usize, n: usize, accumulate: bool) {
         for (a_row, c_row) in a.chunks_exact(k).zip(c.chunks_exact_mut(n)) {
             let mut j = 0;
+            while j + 32 <= n {
+                row_columns::<E, 32>(a_row, b, n, j, c_row, accumulate);
+                j += 32;
+            }
+            if j + 16 <= n {
+                row_columns::<E, 16>(a_row, b, n, j, c_row, accumulate);
+                j += 16;
+            }
             if j + 8 <= n {
                 row_columns::<E, 8>(a_row, b, n, j, c_row, accumulate);
                 j += 8;
@@ -313,14 +336,14 @@ mod tests {
     }
 
     proptest! {
-        /// A tall product is the plain product (to rounding) from a `b` that is a
-        /// transpose or a column block, with and without accumulation, and the same bits
-        /// in one block on one thread as in blocks of 3 rows on two.
+        /// A tall product, narrow or wide, is the plain product (to rounding) from a `b`
+        /// that is a transpose or a column block, with and without accumulation, and the
+        /// same bits in one block on one thread as in blocks of 3 rows on two.
         #[test]
         fn a_tall_product_is_the_plain_product(
             m in 0_usize..200,
             k in 0..=THIN,
-            n in 0..=THIN,
+            n in prop_oneof![0..=THIN, WIDE_MIN_COLUMNS..WIDE_MIN_COLUMNS + 100],
             b_layout in 0_usize..3,
             accumulate in any::<bool>(),
         ) {
@@ -415,10 +438,11 @@ mod tests {
     }
 
     /// Every instruction set this CPU has gives the baseline's bits, in `f32`, for every
-    /// short side up to `THIN` (each column-block width of the kernels).
+    /// short side up to `THIN` and a wide tall product that ends in every column-block
+    /// width of the kernels (32, 16, 8, 4 and 1 columns).
     #[test]
     fn every_instruction_set_gives_the_same_bits() {
-        for n in 1..=THIN {
+        for n in (1..=THIN).chain([WIDE_MIN_COLUMNS + 61]) {
             let (a, b) = (filled::<f32>(37, 5, 1), filled::<f32>(5, n, 2));
             let (x, y) = (filled::<f32>(LONG_MIN, 6, 3), filled::<f32>(LONG_MIN, n, 4));
             let run = |isa: Isa| {
@@ -427,15 +451,8 @@ mod tests {
                 let mut sums = Array2::zeros((6, n));
                 let mut partials = Array2::zeros((6, n));
                 let (x_t, p) = (x.t(), partials.view_mut());
-                assert!(long_inner(
-                    isa,
-                    x_t,
-                    y.view(),
-                    sums.view_mut(),
-                    false,
-                    p,
-                    false
-                ));
+                let long = long_inner(isa, x_t, y.view(), sums.view_mut(), false, p, false);
+                assert_eq!(long, n <= THIN, "long inner products take n ≤ THIN only");
                 (c, sums)
             };
             let baseline = run(Isa::None);
@@ -460,6 +477,9 @@ mod tests {
         assert_eq!(Thin::of(&grad.view(), &u.t()), Some(Thin::Tall));
         let parts = Some(Thin::LongInner { parts: 1 });
         assert_eq!(Thin::of(&x.t(), &grad.view()), parts);
+        // Table 2's first layer: 4 inputs onto 256 units per gate.
+        let (inputs, v_gate) = (filled::<f32>(rows, 4, 5), filled::<f32>(4, 256, 6));
+        assert_eq!(Thin::of(&inputs.view(), &v_gate.view()), Some(Thin::Tall));
     }
 
     /// Operands the kernels cannot stream are left to the general route, untouched.
@@ -505,5 +525,11 @@ mod tests {
             &filled::<f64>(8, 8, 1).view()
         )
         .is_none());
+        // Between the narrow and the wide tall products, and a wide one with k > THIN.
+        let x = filled::<f64>(8, THIN, 1);
+        let between = filled::<f64>(THIN, WIDE_MIN_COLUMNS - 1, 2);
+        assert!(Thin::of(&x.view(), &between.view()).is_none());
+        let wide = filled::<f64>(THIN + 1, WIDE_MIN_COLUMNS, 2);
+        assert!(Thin::of(&filled::<f64>(8, THIN + 1, 1).view(), &wide.view()).is_none());
     }
 }
