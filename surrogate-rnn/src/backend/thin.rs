@@ -102,21 +102,11 @@ pub(super) fn tall<E: Real>(
         }
         return true;
     }
-    // `b` row-major (on the stack up to THIN² values), whatever its strides.
-    let mut small = [E::zero(); THIN * THIN];
-    let large: Vec<E>;
-    let weights: &[E] = if k * n <= small.len() {
-        for (w, &x) in small.iter_mut().zip(b.iter()) {
-            *w = x;
-        }
-        &small[..k * n]
-    } else {
-        large = b.iter().copied().collect();
-        &large
-    };
+    // `b` row-major, whatever its strides (at most `THIN·n` values).
+    let weights: Vec<E> = b.iter().copied().collect();
     for_row_blocks((a, c), min_rows, &|(a, mut c): (ArrayView2<'_, E>, _)| {
         if let (Some(a), Some(c)) = (a.to_slice(), c.as_slice_mut()) {
-            tall_rows(isa, a, weights, c, k, n, accumulate);
+            tall_rows(isa, a, &weights, c, k, n, accumulate);
         }
     });
     true
@@ -128,28 +118,31 @@ vectorized! {
     fn tall_rows(a: &[E], b: &[E], c: &mut [E], k: usize, n: usize, accumulate: bool) {
         for (a_row, c_row) in a.chunks_exact(k).zip(c.chunks_exact_mut(n)) {
             let mut j = 0;
-            while j + 32 <= n {
-                row_columns::<E, 32>(a_row, b, n, j, c_row, accumulate);
-                j += 32;
-            }
-            if j + 16 <= n {
-                row_columns::<E, 16>(a_row, b, n, j, c_row, accumulate);
-                j += 16;
-            }
-            if j + 8 <= n {
-                row_columns::<E, 8>(a_row, b, n, j, c_row, accumulate);
-                j += 8;
-            }
-            if j + 4 <= n {
-                row_columns::<E, 4>(a_row, b, n, j, c_row, accumulate);
-                j += 4;
-            }
-            while j < n {
-                row_columns::<E, 1>(a_row, b, n, j, c_row, accumulate);
-                j += 1;
-            }
+            j = column_blocks::<E, 32>(a_row, b, n, j, c_row, accumulate);
+            j = column_blocks::<E, 16>(a_row, b, n, j, c_row, accumulate);
+            j = column_blocks::<E, 8>(a_row, b, n, j, c_row, accumulate);
+            j = column_blocks::<E, 4>(a_row, b, n, j, c_row, accumulate);
+            column_blocks::<E, 1>(a_row, b, n, j, c_row, accumulate);
         }
     }
+}
+
+/// One row of a tall product in blocks of `W` columns from column `j` while they fit;
+/// returns where the next block starts.
+#[inline(always)]
+fn column_blocks<E: Real, const W: usize>(
+    a_row: &[E],
+    b: &[E],
+    n: usize,
+    mut j: usize,
+    c_row: &mut [E],
+    accumulate: bool,
+) -> usize {
+    while j + W <= n {
+        row_columns::<E, W>(a_row, b, n, j, c_row, accumulate);
+        j += W;
+    }
+    j
 }
 
 /// Columns `j..j + W` of one row of a tall product: `c (+)= Σ_p a_p·b[p, j..j + W]`,
