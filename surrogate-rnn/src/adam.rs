@@ -33,6 +33,38 @@ impl Default for AdamConfig {
     }
 }
 
+impl AdamConfig {
+    /// Checks that the hyper-parameters describe an Adam update: a finite step size
+    /// α ≥ 0, decays 0 ≤ β₁, β₂ < 1, a finite ε > 0 and a finite clipping norm > 0.
+    /// (β = 1 divides by zero in the bias correction; ε = 0 divides zero by zero where a
+    /// gradient stays 0; a negative α or clipping norm climbs the loss.)
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let problem = if !(self.learning_rate.is_finite() && self.learning_rate >= 0.0) {
+            Some(format!(
+                "learning rate {} is not finite and ≥ 0",
+                self.learning_rate
+            ))
+        } else if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            Some(format!(
+                "β₁ = {} and β₂ = {} must lie in [0, 1)",
+                self.beta1, self.beta2
+            ))
+        } else if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
+            Some(format!("ε = {} is not finite and > 0", self.epsilon))
+        } else {
+            self.clip_norm
+                .filter(|c| !(c.is_finite() && *c > 0.0))
+                .map(|c| format!("clipping norm {c} is not finite and > 0"))
+        };
+        match problem {
+            Some(reason) => Err(ModelError::InvalidConfig {
+                reason: format!("Adam: {reason}"),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What one optimizer step did.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepReport {
@@ -106,11 +138,19 @@ impl<E: Real> Adam<E> {
     /// scaled by `c/‖g‖` first. A non-finite gradient norm leaves parameters and state
     /// untouched (gradients are still zeroed) and returns
     /// [`ModelError::NonFiniteGradient`]. A model whose parameters differ from the ones
-    /// this state was built for is a [`ModelError::InvalidConfig`].
+    /// this state was built for, hyper-parameters that fail [`AdamConfig::validate`], and
+    /// a step count at `u64::MAX` are a [`ModelError::InvalidConfig`], with nothing changed.
     pub fn step<P: Parameters<E> + ?Sized>(
         &mut self,
         model: &mut P,
     ) -> Result<StepReport, ModelError> {
+        self.config.validate()?;
+        let steps = self
+            .steps
+            .checked_add(1)
+            .ok_or_else(|| ModelError::InvalidConfig {
+                reason: format!("Adam: the step count {} cannot grow", self.steps),
+            })?;
         let mut index = 0;
         let mut mismatch = None;
         model.visit_params(&mut |name, value, _| {
@@ -132,19 +172,21 @@ impl<E: Real> Adam<E> {
         let grad_norm = model.grad_norm();
         if !grad_norm.is_finite() {
             model.zero_grad();
-            return Err(ModelError::NonFiniteGradient {
-                step: self.steps + 1,
-            });
+            return Err(ModelError::NonFiniteGradient { step: steps });
         }
         let c = self.config;
         let (scale, clipped) = match c.clip_norm {
             Some(limit) if grad_norm > limit => (limit / grad_norm, true),
             _ => (1.0, false),
         };
-        self.steps += 1;
-        let t = self.steps as i32;
-        let step_size = c.learning_rate / (1.0 - c.beta1.powi(t));
-        let second_correction = 1.0 / (1.0 - c.beta2.powi(t));
+        self.steps = steps;
+        // β^t, by `powf` once t no longer fits `powi`'s `i32`.
+        let power = |beta: f64| match i32::try_from(steps) {
+            Ok(t) => beta.powi(t),
+            Err(_) => beta.powf(steps as f64),
+        };
+        let step_size = c.learning_rate / (1.0 - power(c.beta1));
+        let second_correction = 1.0 / (1.0 - power(c.beta2));
         let (scale, beta1, beta2) = (
             E::from_f64(scale),
             E::from_f64(c.beta1),
@@ -173,5 +215,109 @@ impl<E: Real> Adam<E> {
             index += 1;
         });
         Ok(StepReport { grad_norm, clipped })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{ArrayD, IxDyn};
+
+    use super::*;
+    use crate::param::{ParamMut, ParamVisitor, ParamVisitorMut};
+
+    /// One parameter vector with a gradient of ones.
+    struct Weights {
+        value: ArrayD<f64>,
+        grad: ArrayD<f64>,
+    }
+
+    impl Weights {
+        fn new() -> Self {
+            Self {
+                value: ArrayD::zeros(IxDyn(&[3])),
+                grad: ArrayD::ones(IxDyn(&[3])),
+            }
+        }
+    }
+
+    impl Parameters<f64> for Weights {
+        fn visit_params(&self, visitor: &mut ParamVisitor<'_, f64>) {
+            visitor("w", self.value.view(), self.grad.view());
+        }
+
+        fn visit_params_mut(&mut self, visitor: &mut ParamVisitorMut<'_, f64>) {
+            let (value, grad) = (self.value.view_mut(), self.grad.view_mut());
+            visitor("w", ParamMut { value, grad });
+        }
+    }
+
+    #[test]
+    fn hyper_parameters_that_break_the_update_are_refused_before_it() {
+        let bad = [
+            AdamConfig {
+                beta1: 1.0,
+                ..AdamConfig::default()
+            },
+            AdamConfig {
+                beta2: -0.1,
+                ..AdamConfig::default()
+            },
+            AdamConfig {
+                learning_rate: f64::NAN,
+                ..AdamConfig::default()
+            },
+            AdamConfig {
+                learning_rate: -1e-3,
+                ..AdamConfig::default()
+            },
+            AdamConfig {
+                epsilon: 0.0,
+                ..AdamConfig::default()
+            },
+            AdamConfig {
+                clip_norm: Some(-1.0),
+                ..AdamConfig::default()
+            },
+        ];
+        for config in bad {
+            let mut weights = Weights::new();
+            let mut adam = Adam::new(config, &weights);
+            let refused = adam.step(&mut weights);
+            assert!(
+                matches!(refused, Err(ModelError::InvalidConfig { .. })),
+                "{config:?}: {refused:?}"
+            );
+            assert_eq!(adam.steps(), 0);
+            assert!(weights.value.iter().all(|&w| w == 0.0), "{config:?}");
+        }
+        let mut weights = Weights::new();
+        let mut adam = Adam::new(AdamConfig::default(), &weights);
+        assert!(adam.step(&mut weights).is_ok());
+    }
+
+    #[test]
+    fn a_step_count_past_i32_still_moves_the_weights_and_the_last_count_is_refused() {
+        for steps in [1u64 << 31, u64::MAX - 1] {
+            let mut weights = Weights::new();
+            let mut adam = Adam::new(AdamConfig::default(), &weights);
+            let moments = || vec![ArrayD::zeros(IxDyn(&[3]))];
+            adam.restore(steps, moments(), moments());
+            adam.step(&mut weights).unwrap();
+            // Bias corrections of 1: the first update of a unit gradient is −α·(1−β₁)/√(1−β₂).
+            let want = -1e-3 * 0.1 / 0.001f64.sqrt();
+            for &w in &weights.value {
+                assert!(
+                    (w - want).abs() < 1e-6 * want.abs(),
+                    "{steps}: {w} vs {want}"
+                );
+            }
+        }
+        let mut weights = Weights::new();
+        let mut adam = Adam::new(AdamConfig::default(), &weights);
+        let moments = || vec![ArrayD::zeros(IxDyn(&[3]))];
+        adam.restore(u64::MAX, moments(), moments());
+        let refused = adam.step(&mut weights);
+        assert!(matches!(refused, Err(ModelError::InvalidConfig { .. })));
+        assert_eq!(adam.steps(), u64::MAX);
     }
 }

@@ -278,3 +278,100 @@ fn foreign_model_states_are_errors() {
         .is_err());
     assert!(model.forward_chunk(&Reference, input, Some(&state)).is_ok());
 }
+
+/// A forward pass (or a layer cache) is refused by a model (or layer) of another
+/// configuration, even where every buffer has the shape that one expects: a QRNN of
+/// another width, the bounded GILR-LSTM against the paper's.
+#[test]
+fn passes_and_caches_of_another_configuration_are_errors() {
+    let config = |layer| ModelConfig {
+        layer,
+        input: InputKind::Dense { size: 2 },
+        input_projection: None,
+        hidden: 2,
+        layers: 1,
+        classes: 2,
+    };
+    let pairs = [
+        (LayerKind::Qrnn { width: 3 }, LayerKind::Qrnn { width: 2 }),
+        (LayerKind::GilrLstm, LayerKind::GilrLstmTanh),
+        (LayerKind::GilrLstmTanh, LayerKind::GilrLstm),
+    ];
+    let x = Array3::from_elem((4, 2, 2), 0.25);
+    let input = ModelInput::Dense(x.view());
+    let grad = Array2::<f64>::zeros((2, 2));
+    for (ran, other) in pairs {
+        let model = Classifier::<f64>::new(config(ran), InitConfig::default(), 1).unwrap();
+        let mut same = model.clone();
+        let mut stranger = Classifier::<f64>::new(config(other), InitConfig::default(), 1).unwrap();
+        let pass = || model.forward(&Reference, input).unwrap();
+        assert!(
+            stranger
+                .backward(&Reference, input, pass(), grad.view())
+                .is_err(),
+            "{other:?}"
+        );
+        assert!(
+            same.backward(&Reference, input, pass(), grad.view())
+                .is_ok(),
+            "{ran:?}"
+        );
+
+        let b = CpuBackend::new(&Reference);
+        let layer = RecurrentLayer::<f64>::new(ran, 2, 2, InitConfig::default(), 1).unwrap();
+        let mut stranger =
+            RecurrentLayer::<f64>::new(other, 2, 2, InitConfig::default(), 1).unwrap();
+        let rows = Array2::from_elem((8, 2), 0.5);
+        let initial = LayerState::new(
+            layer
+                .state_dims(2)
+                .into_iter()
+                .map(Array2::zeros)
+                .collect(),
+        );
+        let out = layer.forward(&b, rows.view(), 2, Some(&initial)).unwrap();
+        let refused = stranger.backward(
+            &b,
+            rows.view(),
+            out.output.view(),
+            out.cache,
+            out.output.view(),
+            None,
+        );
+        assert!(refused.is_err(), "{ran:?} cache into {other:?}");
+    }
+}
+
+/// A broadcast input that stands for more elements than memory holds is an error, not an
+/// allocation panic.
+#[test]
+fn an_input_too_large_to_copy_is_an_error() {
+    let config = ModelConfig {
+        layer: LayerKind::Gilr,
+        input: InputKind::Dense { size: 1 },
+        input_projection: None,
+        hidden: 2,
+        layers: 1,
+        classes: 2,
+    };
+    let model = Classifier::<f32>::new(config, InitConfig::default(), 1).unwrap();
+    let one = Array3::<f32>::zeros((1, 1, 1));
+    let huge = one.broadcast((1 << 31, 1 << 31, 1)).unwrap();
+    assert!(model.logits(&Reference, ModelInput::Dense(huge)).is_err());
+}
+
+/// A layer count far beyond memory (as a corrupt checkpoint could carry) is refused at
+/// once, without visiting every layer.
+#[test]
+fn a_huge_layer_count_is_refused() {
+    let config = ModelConfig {
+        layer: LayerKind::Gilr,
+        input: InputKind::Dense { size: 1 },
+        input_projection: None,
+        hidden: 1,
+        layers: 1 << 60,
+        classes: 2,
+    };
+    assert!(config.validate().is_err());
+    assert!(Classifier::<f32>::new(config, InitConfig::default(), 1).is_err());
+}

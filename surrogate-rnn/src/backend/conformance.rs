@@ -58,6 +58,16 @@ pub enum Mismatch {
         /// The magnitude the tolerance is relative to.
         scale: f64,
     },
+    /// An operation ran on an operand of the wrong shape instead of refusing it.
+    #[error("{operation}: {argument} of shape {shape:?} was accepted")]
+    Accepted {
+        /// The operation.
+        operation: &'static str,
+        /// The misshapen operand.
+        argument: &'static str,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
 }
 
 /// Random operands, uniform in `[−1, 1]` (`[0.05, 0.95]` for gates used as decays).
@@ -230,7 +240,94 @@ pub fn check_backend<E: Real, B: Backend<E>>(
         let actual = on_backend(backend, &operands, case).map_err(failed)?;
         compare(operation, &expected, &actual, tolerance)?;
     }
+    scan_refuses_misshapen_operands(backend, case)
+}
+
+/// The operands of a scan and its backward, in the order of [`scan_on_zeros`].
+const SCAN_OPERANDS: [&str; 9] = [
+    "decay",
+    "impulse",
+    "state",
+    "initial",
+    "grad_last",
+    "grad_state",
+    "grad_decay",
+    "grad_impulse",
+    "grad_initial",
+];
+
+/// A scan whose operands all have their shapes must run; one whose operand (after the
+/// decay) has another shape of the same size must be refused, not reshaped and run.
+fn scan_refuses_misshapen_operands<E: Real, B: Backend<E>>(
+    b: &B,
+    case: &Case,
+) -> Result<(), Mismatch> {
+    let (block, state) = (
+        (case.n_steps * case.n_batch, case.n_features),
+        (case.n_batch, case.n_features),
+    );
+    let dims = [
+        block, block, block, state, state, block, block, block, state,
+    ];
+    let operation = "scan with misshapen operands";
+    scan_on_zeros(b, case.n_steps, dims)
+        .map_err(|source| Mismatch::Failed { operation, source })?;
+    for (i, argument) in SCAN_OPERANDS.into_iter().enumerate().skip(1) {
+        let (rows, cols) = dims[i];
+        let other = [(cols, rows), (rows * cols, 1), (1, rows * cols)]
+            .into_iter()
+            .find(|&d| d != dims[i]);
+        let Some(other) = other else { continue };
+        let mut wrong = dims;
+        wrong[i] = other;
+        if scan_on_zeros(b, case.n_steps, wrong).is_ok() {
+            return Err(Mismatch::Accepted {
+                operation,
+                argument,
+                shape: vec![other.0, other.1],
+            });
+        }
+    }
     Ok(())
+}
+
+/// A scan and its backward on zero operands of the given shapes ([`SCAN_OPERANDS`]).
+fn scan_on_zeros<E: Real, B: Backend<E>>(
+    b: &B,
+    n_steps: usize,
+    dims: [(usize, usize); 9],
+) -> Result<(), ModelError> {
+    let matrices = dims
+        .iter()
+        .map(|&(rows, cols)| b.zeros(rows, cols))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Ok(
+        [decay, impulse, mut state, initial, grad_last, grad_state, mut grad_decay, mut grad_impulse, mut grad_initial],
+    ) = <[B::Matrix; 9]>::try_from(matrices)
+    else {
+        return Ok(());
+    };
+    let ends = ScanEnds {
+        initial: Some(b.view(&initial)),
+        grad_last: Some(b.view(&grad_last)),
+    };
+    b.scan(
+        n_steps,
+        b.view(&decay),
+        b.view(&impulse),
+        ends,
+        b.view_mut(&mut state),
+    )?;
+    b.scan_backward(
+        n_steps,
+        b.view(&decay),
+        b.view(&state),
+        ends,
+        b.view(&grad_state),
+        b.view_mut(&mut grad_decay),
+        b.view_mut(&mut grad_impulse),
+        Some(b.view_mut(&mut grad_initial)),
+    )
 }
 
 fn compare<E: Real>(

@@ -252,16 +252,6 @@ fn not_scannable(dims: (usize, usize), n_steps: usize) -> ModelError {
     }
 }
 
-fn check_steps(rows: usize, n_steps: usize) -> Result<(), ModelError> {
-    if n_steps == 0 || !rows.is_multiple_of(n_steps) {
-        return Err(ModelError::InvalidInput {
-            operation: "Backend::scan",
-            reason: format!("{rows} rows do not split into {n_steps} steps"),
-        });
-    }
-    Ok(())
-}
-
 /// The forward recurrence over contiguous `(T·B, n)` blocks on `scan`.
 pub(crate) fn scan_forward<E: Real>(
     scan: &dyn LinearScan<E>,
@@ -271,7 +261,13 @@ pub(crate) fn scan_forward<E: Real>(
     ends: ScanEnds<ArrayView2<'_, E>>,
     state: ArrayViewMut2<'_, E>,
 ) -> Result<(), ModelError> {
-    check_steps(decay.nrows(), n_steps)?;
+    super::check_scan_operands(
+        "Backend::scan",
+        n_steps,
+        decay.dim(),
+        &[("impulse", impulse.dim()), ("state", state.dim())],
+        &[("ends.initial", ends.initial.map(|v| v.dim()))],
+    )?;
     let (mut state, initial) = (state, ends.initial);
     let initial = initial.as_ref().map(|v| as_state(v.view())).transpose()?;
     scan.forward_into(
@@ -299,7 +295,22 @@ pub(crate) fn scan_backward<E: Real>(
     grad_impulse: ArrayViewMut2<'_, E>,
     grad_initial: Option<ArrayViewMut2<'_, E>>,
 ) -> Result<(), ModelError> {
-    check_steps(decay.nrows(), n_steps)?;
+    super::check_scan_operands(
+        "Backend::scan_backward",
+        n_steps,
+        decay.dim(),
+        &[
+            ("state", state.dim()),
+            ("grad_state", grad_state.dim()),
+            ("grad_decay", grad_decay.dim()),
+            ("grad_impulse", grad_impulse.dim()),
+        ],
+        &[
+            ("ends.initial", ends.initial.map(|v| v.dim())),
+            ("ends.grad_last", ends.grad_last.map(|v| v.dim())),
+            ("grad_initial", grad_initial.as_ref().map(|v| v.dim())),
+        ],
+    )?;
     let (mut grad_decay, mut grad_impulse, mut grad_initial) =
         (grad_decay, grad_impulse, grad_initial);
     let (initial, grad_last) = (ends.initial, ends.grad_last);

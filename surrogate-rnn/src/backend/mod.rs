@@ -54,6 +54,7 @@ pub use subnormal::Subnormals;
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
+use crate::error::check_shape;
 use crate::{ModelError, Real};
 
 /// Runs a whole pass of the CPU backend on its flushing pool (see [`Subnormals::install`]):
@@ -91,6 +92,36 @@ pub struct ScanEnds<V> {
     pub initial: Option<V>,
     /// An extra gradient on the last step's state, `(B, n)`; `None` means zeros.
     pub grad_last: Option<V>,
+}
+
+/// Checks the operands of [`Backend::scan`] or [`Backend::scan_backward`] against the
+/// decay block `(T·B, n)`: `n_steps` must split its rows, every block operand must be
+/// `(T·B, n)` and every state operand `(B, n)` (`None`: absent). Backends call it before
+/// reshaping the blocks into the scan's `(T, B·n)` problem, where a block of another shape
+/// but the same size would pass unnoticed.
+pub fn check_scan_operands(
+    operation: &'static str,
+    n_steps: usize,
+    decay: (usize, usize),
+    blocks: &[(&'static str, (usize, usize))],
+    states: &[(&'static str, Option<(usize, usize)>)],
+) -> Result<(), ModelError> {
+    let (rows, n) = decay;
+    if n_steps == 0 || !rows.is_multiple_of(n_steps) {
+        return Err(ModelError::InvalidInput {
+            operation,
+            reason: format!("{rows} rows do not split into {n_steps} steps"),
+        });
+    }
+    for &(argument, (r, c)) in blocks {
+        check_shape(operation, argument, &[rows, n], &[r, c])?;
+    }
+    for &(argument, dims) in states {
+        if let Some((r, c)) = dims {
+            check_shape(operation, argument, &[rows / n_steps, n], &[r, c])?;
+        }
+    }
+    Ok(())
 }
 
 /// What a layer computes with: buffers, products, fused gate passes, reductions, scans.

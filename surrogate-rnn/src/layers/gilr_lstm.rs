@@ -121,6 +121,10 @@ impl<E: Real> Recurrence<E> for GilrLstm<E> {
         ran(h, buffers, state).map(|r| r.entered(vec![entered, cell_0]))
     }
 
+    fn variant(&self) -> Option<&'static str> {
+        self.bounded_output.then_some("GilrLstmTanh")
+    }
+
     fn run_backward<B: Backend<E>>(&mut self, b: &B, mut run: BackRun<'_, E, B>) -> Back<E, B> {
         let ((m, n), n_batch, n_steps) = (self.sizes(), run.n_batch, run.n_steps);
         let [mut g, mut j, mut f, mut i, mut o, mut z, surrogate, cell] = run.take_buffers()?;

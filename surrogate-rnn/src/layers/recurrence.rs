@@ -223,6 +223,12 @@ pub(crate) trait Recurrence<E: Real>: Parameters<E> {
 
     /// The backward equations.
     fn run_backward<B: Backend<E>>(&mut self, b: &B, run: BackRun<'_, E, B>) -> Back<E, B>;
+
+    /// The name its caches carry when it is a variant of its type that computes other
+    /// values (so a cache of one variant is refused by the other).
+    fn variant(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 fn views<'a, E: Real, B: Backend<E>>(
@@ -325,7 +331,7 @@ pub(crate) fn forward<'a, E: Real, L: Recurrence<E>, B: Backend<E>>(
         None => initial.map(|s| copy_state(b, s)).transpose()?,
     };
     let cache = LayerCache {
-        layer: name,
+        layer: layer.variant().unwrap_or(name),
         n_steps,
         n_batch,
         buffers,
@@ -356,6 +362,7 @@ pub(crate) fn backward<'a, E: Real, L: Recurrence<E>, B: Backend<E>>(
     let (m, n) = layer.sizes();
     let finals = grad_final.map(|s| (s, layer.parts(cache.n_batch)));
     let dims = check_backward(b, name, &cache, x, m, h, grad_h, n, finals)?;
+    let name = layer.variant().unwrap_or(name);
     if cache.layer != name {
         return Err(ModelError::InvalidInput {
             operation: "Layer::backward",
@@ -364,6 +371,23 @@ pub(crate) fn backward<'a, E: Real, L: Recurrence<E>, B: Backend<E>>(
                 cache.layer, name
             ),
         });
+    }
+    if let Some(initial) = &cache.initial {
+        let parts = layer.parts(cache.n_batch);
+        let fits = initial.parts.len() == parts.len()
+            && initial
+                .parts
+                .iter()
+                .zip(&parts)
+                .all(|(p, &dims)| b.matrix_dims(p) == dims);
+        if !fits {
+            return Err(ModelError::InvalidInput {
+                operation: "Layer::backward",
+                reason: format!(
+                    "the cache's incoming state does not fit this {name} layer's state parts {parts:?}"
+                ),
+            });
+        }
     }
     let LayerCache {
         buffers, initial, ..

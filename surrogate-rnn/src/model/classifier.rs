@@ -50,7 +50,8 @@ pub struct Classifier<E: Real> {
 #[derive(Debug)]
 pub struct ForwardPass<E, M = Array2<E>> {
     n_layers: usize,
-    input: InputKind,
+    /// The configuration of the model that ran the pass.
+    config: ModelConfig,
     dims: (usize, usize),
     encoded: Option<M>,
     outputs: Vec<M>,
@@ -122,10 +123,14 @@ pub(crate) fn dense_rows<'a, E: Real>(
     if x.is_standard_layout() {
         Ok(CowArray::from(x.into_shape_with_order(shape).map_err(bad)?))
     } else {
-        let owned = x.as_standard_layout().into_owned();
-        Ok(CowArray::from(
-            owned.into_shape_with_order(shape).map_err(bad)?,
-        ))
+        // A fallible allocation: a broadcast view can stand for more than memory holds.
+        let mut owned = crate::backend::host::try_zeros(shape.0, shape.1)?;
+        owned
+            .view_mut()
+            .into_shape_with_order((n_steps, n_batch, n_features))
+            .map_err(bad)?
+            .assign(&x);
+        Ok(CowArray::from(owned))
     }
 }
 
@@ -275,7 +280,7 @@ impl<E: Real> Classifier<E> {
         let logits_host = b.download(b.view(&logits));
         let pass = ForwardPass {
             n_layers: self.layers.len(),
-            input: self.config.input,
+            config: self.config,
             dims: (n_steps, n_batch),
             encoded,
             outputs,
@@ -505,15 +510,16 @@ impl<E: Real> Classifier<E> {
             &[dims.0, dims.1],
             &[pass.dims.0, pass.dims.1],
         )?;
-        if pass.input != self.config.input
+        if pass.config != self.config
             || pass.caches.len() != pass.n_layers
             || pass.outputs.len() != pass.n_layers
         {
             return Err(ModelError::InvalidInput {
                 operation: OP,
                 reason: format!(
-                    "the forward pass was run on {:?} input, this model reads {:?}",
-                    pass.input, self.config.input
+                    "the forward pass was run by a model of another configuration ({:?}), \
+                     not this one ({:?})",
+                    pass.config, self.config
                 ),
             });
         }

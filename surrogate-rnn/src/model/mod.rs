@@ -118,19 +118,18 @@ impl ModelConfig {
             Some(d) => raw_size.checked_mul(d).and_then(|p| p.checked_add(d)),
             None => Some(0),
         };
-        let mut total = encoder;
-        let mut m = self.first_layer_input();
-        for _ in 0..self.layers {
-            total = total
-                .zip(layer_parameters(self.layer, m, self.hidden))
-                .and_then(|(a, b)| a.checked_add(b));
-            m = self.hidden;
-        }
+        // The first layer reads the input, the `layers − 1` others (layers ≥ 1) `hidden`
+        // units: counted in closed form, so a huge layer count is refused at once.
+        let first = layer_parameters(self.layer, self.first_layer_input(), self.hidden);
+        let others = layer_parameters(self.layer, self.hidden, self.hidden)
+            .and_then(|p| p.checked_mul(self.layers - 1));
+        let sum = |a: Option<usize>, b: Option<usize>| a.zip(b).and_then(|(a, b)| a.checked_add(b));
+        let total = sum(sum(encoder, first), others);
         let head = self
             .hidden
             .checked_mul(self.classes)
             .and_then(|p| p.checked_add(self.classes));
-        check_parameter_count::<f64>(total.zip(head).and_then(|(a, b)| a.checked_add(b)))?;
+        check_parameter_count::<f64>(sum(total, head))?;
         if self.layer == LayerKind::Sru && self.first_layer_input() != self.hidden {
             return bad(format!(
                 "SRU's highway connection needs input size = hidden ({} ≠ {}); set input_projection = {}",
