@@ -1,7 +1,10 @@
 //! The trait every scan backend implements.
 
+use std::iter::repeat_n;
+
 use ndarray::{Array1, Array2, ArrayView2};
 
+use crate::buffer::{try_array_2d, try_collect};
 use crate::{
     backward_chunk_map, forward_chunk_map, BackwardInputs, BackwardOutputs, BackwardProblem,
     ChunkMap, Direction, Element, ForwardInputs, ForwardProblem, ScanError,
@@ -67,20 +70,30 @@ pub trait LinearScan<E: Element>: Send + Sync {
         self.backward_checked(BackwardProblem::new(inputs, outputs)?)
     }
 
-    /// Validates shapes and returns the states h in a new (T, F) array.
+    /// Validates shapes and returns the states h in a new (T, F) array, or
+    /// [`ScanError::AllocationFailed`] when that array does not fit in memory.
     fn forward(&self, inputs: ForwardInputs<'_, E>) -> Result<Array2<E>, ScanError> {
-        let mut state = Array2::zeros(inputs.decay.dim());
+        let (dim, len) = (inputs.decay.dim(), inputs.decay.len());
+        let mut state = try_array_2d("forward", "state", dim, repeat_n(E::zero(), len))?;
         self.forward_into(inputs, state.view_mut())?;
         Ok(state)
     }
 
-    /// Validates shapes and returns all three gradients in new arrays.
+    /// Validates shapes and returns all three gradients in new arrays, or
+    /// [`ScanError::AllocationFailed`] when they do not fit in memory.
     fn backward(&self, inputs: BackwardInputs<'_, E>) -> Result<Gradients<E>, ScanError> {
-        let dim = inputs.decay.dim();
+        const OP: &str = "backward";
+        let (dim, len) = (inputs.decay.dim(), inputs.decay.len());
+        let zeros = || repeat_n(E::zero(), len);
         let mut grads = Gradients {
-            decay: Array2::zeros(dim),
-            impulse: Array2::zeros(dim),
-            initial: Array1::zeros(dim.1),
+            decay: try_array_2d(OP, "grad_decay", dim, zeros())?,
+            impulse: try_array_2d(OP, "grad_impulse", dim, zeros())?,
+            initial: Array1::from_vec(try_collect(
+                OP,
+                "grad_initial",
+                &[dim.1],
+                repeat_n(E::zero(), dim.1),
+            )?),
         };
         self.backward_into(
             inputs,

@@ -2,8 +2,11 @@
 //! the summary that Algorithm 1 exchanges between threads, and that a sequence split over
 //! processes exchanges between ranks.
 
+use std::iter::repeat_n;
+
 use ndarray::{Array1, ArrayView2};
 
+use crate::buffer::try_collect;
 use crate::{Direction, Element, ScanError};
 
 /// Per feature, the affine map `state ↦ decay ⊙ state + impulse` of a whole chunk.
@@ -24,12 +27,14 @@ pub struct ChunkMap<E> {
 }
 
 impl<E: Element> ChunkMap<E> {
-    /// The map of an empty chunk: the identity.
-    pub fn identity(n_features: usize) -> Self {
-        Self {
-            decay: Array1::ones(n_features),
-            impulse: Array1::zeros(n_features),
-        }
+    /// The map of an empty chunk: the identity, or [`ScanError::AllocationFailed`] when
+    /// `n_features` elements do not fit in memory.
+    pub fn identity(n_features: usize) -> Result<Self, ScanError> {
+        const OP: &str = "ChunkMap::identity";
+        Ok(Self {
+            decay: Array1::from_vec(features(OP, "decay", n_features, E::one())?),
+            impulse: Array1::from_vec(features(OP, "impulse", n_features, E::zero())?),
+        })
     }
 
     /// Checks that a chunk's decays and its other input (`argument`: impulses or
@@ -43,6 +48,21 @@ impl<E: Element> ChunkMap<E> {
     ) -> Result<(), ScanError> {
         check_same_shape(operation, argument, decay, other)
     }
+}
+
+/// `n_features` copies of `value`, allocated fallibly.
+fn features<E: Element>(
+    operation: &'static str,
+    buffer: &'static str,
+    n_features: usize,
+    value: E,
+) -> Result<Vec<E>, ScanError> {
+    try_collect(
+        operation,
+        buffer,
+        &[n_features],
+        repeat_n(value, n_features),
+    )
 }
 
 fn check_same_shape<E>(
@@ -77,16 +97,17 @@ fn flush_subnormal<E: Element>(product: E) -> E {
 
 /// Calls `step` with each pair of rows of `first` and `second` (same shape) in the order
 /// of `direction`. Contiguous row-major views are walked as slices; other layouts through
-/// two reused row buffers.
+/// two reused row buffers (allocated fallibly, in the name of `operation`).
 fn for_each_row_pair<E: Element>(
+    operation: &'static str,
     first: &ArrayView2<'_, E>,
     second: &ArrayView2<'_, E>,
     direction: Direction,
     mut step: impl FnMut(&[E], &[E]),
-) {
+) -> Result<(), ScanError> {
     let n_features = first.ncols();
     if n_features == 0 {
-        return;
+        return Ok(());
     }
     if let (Some(first), Some(second)) = (first.as_slice(), second.as_slice()) {
         let rows = first
@@ -96,9 +117,12 @@ fn for_each_row_pair<E: Element>(
             Direction::Forward => rows.for_each(|(a, b)| step(a, b)),
             Direction::Reverse => rows.rev().for_each(|(a, b)| step(a, b)),
         }
-        return;
+        return Ok(());
     }
-    let (mut a, mut b) = (vec![E::zero(); n_features], vec![E::zero(); n_features]);
+    let (mut a, mut b) = (
+        features(operation, "row buffer", n_features, E::zero())?,
+        features(operation, "row buffer", n_features, E::zero())?,
+    );
     let mut visit = |t: usize| {
         a.iter_mut().zip(first.row(t)).for_each(|(to, &v)| *to = v);
         b.iter_mut().zip(second.row(t)).for_each(|(to, &v)| *to = v);
@@ -108,6 +132,7 @@ fn for_each_row_pair<E: Element>(
         Direction::Forward => (0..first.nrows()).for_each(&mut visit),
         Direction::Reverse => (0..first.nrows()).rev().for_each(&mut visit),
     }
+    Ok(())
 }
 
 /// Reduces a forward chunk to its map: `decay = Π a_t`, and `impulse` = the chunk's last
@@ -123,10 +148,11 @@ pub fn forward_chunk_map<E: Element>(
     impulse: ArrayView2<'_, E>,
     direction: Direction,
 ) -> Result<ChunkMap<E>, ScanError> {
-    check_same_shape("forward_chunk_map", "impulse", &decay, &impulse)?;
-    let n_features = decay.ncols();
-    let (mut product, mut state) = (vec![E::one(); n_features], vec![E::zero(); n_features]);
-    for_each_row_pair(&decay, &impulse, direction, |a, x| {
+    const OP: &str = "forward_chunk_map";
+    check_same_shape(OP, "impulse", &decay, &impulse)?;
+    let mut product = features(OP, "decay", decay.ncols(), E::one())?;
+    let mut state = features(OP, "impulse", decay.ncols(), E::zero())?;
+    for_each_row_pair(OP, &decay, &impulse, direction, |a, x| {
         let rows = product
             .iter_mut()
             .zip(state.iter_mut())
@@ -135,7 +161,7 @@ pub fn forward_chunk_map<E: Element>(
             *product = flush_subnormal(*product * a);
             *state = a * *state + x;
         }
-    });
+    })?;
     Ok(ChunkMap {
         decay: Array1::from_vec(product),
         impulse: Array1::from_vec(state),
@@ -152,12 +178,13 @@ pub fn backward_chunk_map<E: Element>(
     grad_state: ArrayView2<'_, E>,
     direction: Direction,
 ) -> Result<ChunkMap<E>, ScanError> {
-    check_same_shape("backward_chunk_map", "grad_state", &decay, &grad_state)?;
-    let n_features = decay.ncols();
-    let (mut product, mut gradient) = (vec![E::one(); n_features], vec![E::zero(); n_features]);
+    const OP: &str = "backward_chunk_map";
+    check_same_shape(OP, "grad_state", &decay, &grad_state)?;
+    let mut product = features(OP, "decay", decay.ncols(), E::one())?;
+    let mut gradient = features(OP, "impulse", decay.ncols(), E::zero())?;
     // Walk the processing order backwards: u ← a_t ⊙ (u + ∂L/∂h_t), the gradient that flows
     // through step t into the state before it.
-    for_each_row_pair(&decay, &grad_state, direction.flip(), |a, dh| {
+    for_each_row_pair(OP, &decay, &grad_state, direction.flip(), |a, dh| {
         let rows = product
             .iter_mut()
             .zip(gradient.iter_mut())
@@ -166,7 +193,7 @@ pub fn backward_chunk_map<E: Element>(
             *product = flush_subnormal(*product * a);
             *gradient = a * (*gradient + dh);
         }
-    });
+    })?;
     Ok(ChunkMap {
         decay: Array1::from_vec(product),
         impulse: Array1::from_vec(gradient),
@@ -262,7 +289,7 @@ mod tests {
     fn empty_chunks_are_the_identity_and_shapes_are_checked() {
         let empty = Array2::<f32>::zeros((0, 4));
         let map = forward_chunk_map(empty.view(), empty.view(), Direction::Forward).unwrap();
-        assert_eq!(map, ChunkMap::identity(4));
+        assert_eq!(map, ChunkMap::identity(4).unwrap());
         let wrong = Array2::<f32>::zeros((1, 4));
         assert!(matches!(
             backward_chunk_map(empty.view(), wrong.view(), Direction::Reverse),

@@ -352,6 +352,10 @@ fn scan_error(error: ScanError) -> TestCaseError {
     TestCaseError::fail(format!("backend returned an error: {error}"))
 }
 
+fn reference_error(error: ScanError) -> TestCaseError {
+    TestCaseError::fail(format!("the f64 reference returned an error: {error}"))
+}
+
 /// The relative tolerance of a case: zero for exact cases, else [`relative_tolerance`].
 fn tolerance_for<E: Element>(case: &Case) -> f64 {
     match case.decay_kind {
@@ -396,8 +400,8 @@ pub fn check_forward<E: Element, B: LinearScan<E> + ?Sized>(
         initial: data.initial.as_ref().map(|v| v.view()),
         direction: case.direction,
     };
-    let expected = reference_forward_f64(&inputs, false);
-    let magnitude = reference_forward_f64(&inputs, true);
+    let expected = reference_forward_f64(&inputs, false).map_err(reference_error)?;
+    let magnitude = reference_forward_f64(&inputs, true).map_err(reference_error)?;
     check_close_2d(
         actual.view(),
         expected.view(),
@@ -478,8 +482,8 @@ pub fn check_backward<E: Element, B: LinearScan<E> + ?Sized>(
         grad_last: data.grad_last.as_ref().map(|v| v.view()),
         direction: case.direction,
     };
-    let expected = reference_backward_f64(&inputs, false);
-    let magnitude = reference_backward_f64(&inputs, true);
+    let expected = reference_backward_f64(&inputs, false).map_err(reference_error)?;
+    let magnitude = reference_backward_f64(&inputs, true).map_err(reference_error)?;
     let rtol = tolerance_for::<E>(case);
     check_close_2d(
         actual.impulse.view(),
@@ -586,7 +590,7 @@ pub fn check_state_carrying<E: Element, B: LinearScan<E> + ?Sized>(
         initial: data.initial.as_ref().map(|v| v.view()),
         direction: case.direction,
     };
-    let magnitude = reference_forward_f64(&inputs, true);
+    let magnitude = reference_forward_f64(&inputs, true).map_err(reference_error)?;
     let whole_f64 = whole.mapv(E::as_f64);
     let rtol = 2.0 * relative_tolerance::<E>(n);
     check_close_2d(pieced.view(), whole_f64.view(), magnitude.view(), rtol)
@@ -624,7 +628,7 @@ pub fn check_state_carrying<E: Element, B: LinearScan<E> + ?Sized>(
         grad_last: data.grad_last.as_ref().map(|v| v.view()),
         direction: case.direction,
     };
-    let magnitude = reference_backward_f64(&binputs, true);
+    let magnitude = reference_backward_f64(&binputs, true).map_err(reference_error)?;
     check_close_2d(
         pieced_impulse.view(),
         whole_grads.impulse.mapv(E::as_f64).view(),
@@ -720,7 +724,7 @@ pub fn check_reset_and_padding<E: Element, B: LinearScan<E> + ?Sized>(
         initial: None,
         direction: Direction::Forward,
     };
-    let magnitude = reference_forward_f64(&inputs, true);
+    let magnitude = reference_forward_f64(&inputs, true).map_err(reference_error)?;
     let rtol = 2.0 * relative_tolerance::<E>(n + padding);
     check_close_2d(
         packed.view(),
@@ -804,7 +808,8 @@ pub fn check_reset_and_padding<E: Element, B: LinearScan<E> + ?Sized>(
             direction: Direction::Forward,
         },
         true,
-    );
+    )
+    .map_err(reference_error)?;
     check_close_2d(
         packed_grads.impulse.view(),
         separate_impulse.mapv(E::as_f64).view(),
@@ -1109,8 +1114,12 @@ pub fn check_3d_layouts<E: Element, B: LinearScan<E> + ?Sized>(
     let state = flat(&unstore(&s_state));
     check_close_2d(
         state.view(),
-        reference_forward_f64(&forward_inputs, false).view(),
-        reference_forward_f64(&forward_inputs, true).view(),
+        reference_forward_f64(&forward_inputs, false)
+            .map_err(reference_error)?
+            .view(),
+        reference_forward_f64(&forward_inputs, true)
+            .map_err(reference_error)?
+            .view(),
         rtol,
     )
     .map_err(|m| fail(&format!("3-D forward (stored {stored_order:?})"), case, m))?;
@@ -1122,8 +1131,8 @@ pub fn check_3d_layouts<E: Element, B: LinearScan<E> + ?Sized>(
         grad_last: Some(f_grad_last.view()),
         direction: case.direction,
     };
-    let expected = reference_backward_f64(&backward_inputs, false);
-    let magnitude = reference_backward_f64(&backward_inputs, true);
+    let expected = reference_backward_f64(&backward_inputs, false).map_err(reference_error)?;
+    let magnitude = reference_backward_f64(&backward_inputs, true).map_err(reference_error)?;
     let what = |name: &str| format!("3-D {name} (stored {stored_order:?})");
     check_close_2d(
         flat(&unstore(&s_grad_decay)).view(),

@@ -28,6 +28,19 @@ pub enum ScanError {
         /// The axis that was passed.
         time_axis: usize,
     },
+    /// A buffer the operation allocates (an output or scratch array) does not fit in
+    /// memory: its size overflows `usize` or the allocator refused it.
+    #[error("{operation}: cannot allocate `{buffer}` of shape {shape:?} ({})", describe_bytes(.bytes))]
+    AllocationFailed {
+        /// The operation that was called.
+        operation: &'static str,
+        /// The buffer that could not be allocated.
+        buffer: &'static str,
+        /// Its shape, implied by the arguments.
+        shape: Vec<usize>,
+        /// Its size in bytes; `None` when that overflows `usize`.
+        bytes: Option<usize>,
+    },
     /// The backend cannot run on this machine or in this build.
     #[error("the {backend} backend is unavailable: {reason}")]
     Unavailable {
@@ -47,4 +60,11 @@ pub enum ScanError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+fn describe_bytes(bytes: &Option<usize>) -> String {
+    match bytes {
+        Some(bytes) => format!("{bytes} bytes"),
+        None => "more than usize::MAX bytes".to_owned(),
+    }
 }

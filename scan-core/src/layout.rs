@@ -6,10 +6,13 @@
 //! one 2-D problem with no copy. Otherwise the backend is called once per index of the
 //! first non-time axis.
 
+use std::iter::repeat_n;
+
 use ndarray::{
     Array1, ArrayBase, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis, Data, Ix3,
 };
 
+use crate::buffer::try_collect;
 use crate::{
     BackwardInputs, BackwardOutputs, Direction, Element, ForwardInputs, LinearScan, ScanError,
 };
@@ -125,9 +128,17 @@ fn merge_view_mut<'a, E>(mut view: ArrayViewMut3<'a, E>) -> ArrayViewMut2<'a, E>
     view.index_axis_move(Axis(1), 0)
 }
 
-/// Flattens a (n1, n2) state to the feature order `f = i1·n2 + i2`.
-fn flatten<E: Element>(state: Option<ArrayView2<'_, E>>) -> Option<Array1<E>> {
-    state.map(|s| s.iter().copied().collect())
+/// Flattens a (n1, n2) state to the feature order `f = i1·n2 + i2`, allocating fallibly.
+fn flatten<E: Element>(
+    operation: &'static str,
+    argument: &'static str,
+    state: Option<ArrayView2<'_, E>>,
+) -> Result<Option<Array1<E>>, ScanError> {
+    state
+        .map(|s| {
+            try_collect(operation, argument, s.shape(), s.iter().copied()).map(Array1::from_vec)
+        })
+        .transpose()
 }
 
 /// Runs the forward scan on 3-D arrays (see the module doc for how layouts are handled).
@@ -157,7 +168,7 @@ pub fn forward_3d<E: Element, B: LinearScan<E> + ?Sized>(
     }
     if mergeable(&decay) && mergeable(&impulse) && mergeable(&state) {
         // ndarray views are invariant in their lifetime: bind locals, then reborrow them all.
-        let initial = flatten(inputs.initial);
+        let initial = flatten(OP, "initial", inputs.initial)?;
         let (decay, impulse) = (merge_view(decay), merge_view(impulse));
         let mut state = merge_view_mut(state);
         return backend.forward_into(
@@ -237,9 +248,15 @@ pub fn backward_3d<E: Element, B: LinearScan<E> + ?Sized>(
         && mergeable(&grad_decay)
         && mergeable(&grad_impulse);
     if all_mergeable {
-        let initial = flatten(inputs.initial);
-        let grad_last = flatten(inputs.grad_last);
-        let mut grad_initial_flat = grad_initial.as_ref().map(|_| Array1::zeros(n1 * n2));
+        let initial = flatten(OP, "initial", inputs.initial)?;
+        let grad_last = flatten(OP, "grad_last", inputs.grad_last)?;
+        let mut grad_initial_flat = grad_initial
+            .as_ref()
+            .map(|_| {
+                let zeros = repeat_n(E::zero(), n1 * n2);
+                try_collect(OP, "grad_initial (output)", &[n1, n2], zeros).map(Array1::from_vec)
+            })
+            .transpose()?;
         let (decay, state, grad_state) =
             (merge_view(decay), merge_view(state), merge_view(grad_state));
         let mut grad_decay = merge_view_mut(grad_decay);

@@ -125,6 +125,7 @@
 #![deny(unsafe_code)]
 
 mod backend;
+mod buffer;
 mod chunk_map;
 mod element;
 mod error;

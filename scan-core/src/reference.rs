@@ -46,17 +46,17 @@ impl<E: Element> LinearScan<E> for Reference {
     fn backward_checked(&self, problem: BackwardProblem<'_, '_, E>) -> Result<(), ScanError> {
         let shape = problem.shape();
         let (inputs, mut outputs) = problem.into_parts();
-        let order: Vec<usize> = steps(shape.n_steps, inputs.direction).collect();
         for f in 0..shape.n_features {
-            // Walk the processing order backwards, carrying g and the decay of the step after.
+            // Walk the processing order backwards (the flipped direction's order), carrying g
+            // and the decay of the step after; the step peeked at is the one before.
             let mut g = initial_or_zero(&inputs.grad_last, f);
             let mut next_decay = E::one();
-            for (k, &t) in order.iter().enumerate().rev() {
+            let mut last_to_first = steps(shape.n_steps, inputs.direction.flip()).peekable();
+            while let Some(t) = last_to_first.next() {
                 g = next_decay * g + inputs.grad_state[[t, f]];
-                let previous_state = if k == 0 {
-                    initial_or_zero(&inputs.initial, f)
-                } else {
-                    inputs.state[[order[k - 1], f]]
+                let previous_state = match last_to_first.peek() {
+                    Some(&before) => inputs.state[[before, f]],
+                    None => initial_or_zero(&inputs.initial, f),
                 };
                 outputs.grad_impulse[[t, f]] = g;
                 outputs.grad_decay[[t, f]] = previous_state * g;

@@ -33,6 +33,16 @@ fn reduce<E: Element>(
     }
 }
 
+/// The identity map's `width` ones and `width` zeros, allocated fallibly (a broadcast
+/// view can be wider than memory holds).
+fn identity_parts<E: Element>(width: usize) -> Result<(Vec<E>, Vec<E>), ScanError> {
+    let ChunkMap { decay, impulse } = ChunkMap::identity(width)?;
+    Ok((
+        decay.into_raw_vec_and_offset().0,
+        impulse.into_raw_vec_and_offset().0,
+    ))
+}
+
 /// The forward chunk map (see `scan_core::forward_chunk_map`).
 pub(crate) fn forward_map<E: Element>(
     engine: Engine,
@@ -56,12 +66,8 @@ pub(crate) fn forward_map<E: Element>(
         fused: None,
         stream: false,
     });
-    Ok(reduce(
-        engine,
-        job,
-        vec![E::one(); width],
-        vec![E::zero(); width],
-    ))
+    let (ones, zeros) = identity_parts(width)?;
+    Ok(reduce(engine, job, ones, zeros))
 }
 
 /// The backward chunk map (see `scan_core::backward_chunk_map`). With steps numbered in
@@ -77,13 +83,16 @@ pub(crate) fn backward_map<E: Element>(
     ChunkMap::check_inputs("backward_map", "grad_state", &decay, &grad_state)?;
     let (n, width) = decay.dim();
     if n == 0 {
-        return Ok(ChunkMap::identity(width));
+        return ChunkMap::identity(width);
     }
     if direction == Direction::Reverse {
         decay.invert_axis(Axis(0));
         grad_state.invert_axis(Axis(0));
     }
-    let gradient = grad_state.row(n - 1).to_vec();
+    let (ones, mut gradient) = identity_parts(width)?;
+    for (g, &last) in gradient.iter_mut().zip(grad_state.row(n - 1)) {
+        *g = last;
+    }
     // Steps n−2 down to 0: decay a_{t+1}, gradient ∂L/∂h_t; the product a_{n−1} ⋯ a_1.
     let job = (n > 1).then(|| Job {
         n_rows: n - 1,
@@ -94,7 +103,7 @@ pub(crate) fn backward_map<E: Element>(
         fused: None,
         stream: false,
     });
-    let mut map = reduce(engine, job, vec![E::one(); width], gradient);
+    let mut map = reduce(engine, job, ones, gradient);
     let rows = map.decay.iter_mut().zip(map.impulse.iter_mut());
     for ((product, gradient), &a) in rows.zip(decay.row(0)) {
         *gradient = a * *gradient;

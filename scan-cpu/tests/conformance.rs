@@ -103,3 +103,26 @@ fn serial_on_three_threads() {
         c::property::<f64, _>("backward f64", &backend, c::check_backward::<f64, _>);
     });
 }
+
+/// Chunk maps of a broadcast view wider than memory holds are allocation errors on both
+/// backends, in both directions, not panics.
+#[test]
+fn chunk_maps_wider_than_memory_are_errors() {
+    use ndarray::Array2;
+    use scan_core::{Direction, LinearScan, ScanError};
+    let one = Array2::<f32>::ones((1, 1));
+    let wide = one.broadcast((1, 1 << 62)).unwrap();
+    let backends: [&dyn LinearScan<f32>; 2] = [&Serial::default(), &Parallel::default()];
+    for backend in backends {
+        for direction in [Direction::Forward, Direction::Reverse] {
+            let forward = backend.forward_map(wide, wide, direction);
+            let backward = backend.backward_map(wide, wide, direction);
+            for result in [forward, backward] {
+                assert!(
+                    matches!(result, Err(ScanError::AllocationFailed { .. })),
+                    "{result:?}"
+                );
+            }
+        }
+    }
+}

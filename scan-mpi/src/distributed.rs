@@ -91,7 +91,7 @@ impl<B> DistributedScan<B> {
 
         // The last rank's map reaches no one: skip its reduction pass.
         let mut map = if is_last_in(chain) {
-            ChunkMap::identity(n_features)
+            ChunkMap::identity(n_features)?
         } else {
             self.local
                 .forward_map(inputs.decay, inputs.impulse, inputs.direction)?
@@ -146,7 +146,7 @@ impl<B> DistributedScan<B> {
         let n_features = agree(chain, checked, inputs.decay.ncols())?;
 
         let mut map = if is_last_in(chain) {
-            ChunkMap::identity(n_features)
+            ChunkMap::identity(n_features)?
         } else {
             self.local
                 .backward_map(inputs.decay, inputs.grad_state, inputs.direction)?

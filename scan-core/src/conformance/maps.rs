@@ -10,7 +10,7 @@
 use ndarray::{Array1, Array2, ArrayView1};
 use proptest::test_runner::TestCaseError;
 
-use super::{fail, ieee_data, scan_error, tolerance_for, Case, CaseData, LaidOut};
+use super::{fail, ieee_data, reference_error, scan_error, tolerance_for, Case, CaseData, LaidOut};
 use crate::tolerance::{
     check_close_1d, reference_backward_f64, reference_forward_f64, relative_tolerance,
 };
@@ -42,20 +42,24 @@ fn run_maps<E: Element, B: LinearScan<E> + ?Sized>(
     Ok((forward, backward))
 }
 
+/// Per feature, in f64: the product of the decays, the forward map's impulse (the last
+/// state from zero) and the backward map's impulse (∂L/∂h0 from a zero `grad_last`).
+type ExpectedMaps = (Array1<f64>, Array1<f64>, Array1<f64>);
+
 /// The expected maps in f64: on the values (`abs = false`) or on their absolute values
 /// (`abs = true`, the magnitudes that scale the tolerance).
 fn expected_maps<E: Element>(
     case: &Case,
     data: &CaseData<E>,
     abs: bool,
-) -> (Array1<f64>, Array1<f64>, Array1<f64>) {
+) -> Result<ExpectedMaps, TestCaseError> {
     let forward = ForwardInputs {
         decay: data.decay.view(),
         impulse: data.impulse.view(),
         initial: None,
         direction: case.direction,
     };
-    let states = reference_forward_f64(&forward, abs);
+    let states = reference_forward_f64(&forward, abs).map_err(reference_error)?;
     let last = match (case.n_steps, case.direction) {
         (0, _) => Array1::zeros(case.n_features),
         (n, Direction::Forward) => states.row(n - 1).to_owned(),
@@ -70,14 +74,16 @@ fn expected_maps<E: Element>(
         grad_last: None,
         direction: case.direction,
     };
-    let initial_gradient = reference_backward_f64(&backward, abs).initial;
+    let initial_gradient = reference_backward_f64(&backward, abs)
+        .map_err(reference_error)?
+        .initial;
     let product = data.decay.map_axis(ndarray::Axis(0), |column| {
         column
             .iter()
             .map(|&a| a.as_f64())
             .fold(1.0, |p, a| if abs { p * a.abs() } else { p * a })
     });
-    (product, last, initial_gradient)
+    Ok((product, last, initial_gradient))
 }
 
 fn check_map_values<E: Element>(
@@ -86,8 +92,8 @@ fn check_map_values<E: Element>(
     (forward, backward): (&ChunkMap<E>, &ChunkMap<E>),
     rtol: f64,
 ) -> Result<(), TestCaseError> {
-    let (product, last, initial) = expected_maps(case, data, false);
-    let (product_m, last_m, initial_m) = expected_maps(case, data, true);
+    let (product, last, initial) = expected_maps(case, data, false)?;
+    let (product_m, last_m, initial_m) = expected_maps(case, data, true)?;
     let close = |what: &str, actual: ArrayView1<'_, E>, expected: &Array1<f64>, m: &Array1<f64>| {
         check_close_1d(actual, expected.view(), m.view(), rtol).map_err(|e| fail(what, case, e))
     };
