@@ -53,7 +53,8 @@ mod tests {
     fn batch_sequences_are_the_columns_of_the_batch() {
         let batch = SyntheticTask::new(6, 4)
             .unwrap()
-            .batch_for_step::<f32>(3, 0, 5);
+            .batch_for_step::<f32>(3, 0, 5)
+            .unwrap();
         let part = batch_sequences(&batch, 1..4).unwrap();
         assert_eq!(part.labels, batch.labels[1..4]);
         assert_eq!(part.input.dim(), (6, 3));

@@ -77,7 +77,9 @@ fn matches_single_process<E: MpiElement + Real>(
         .map_err(|e| e.to_string())?;
     let share = share_of_batch(n_batch, data.rank(), data.size());
     for step in 0..STEPS {
-        let batch = task.batch_for_step::<E>(SEED, step, n_batch);
+        let batch = task
+            .batch_for_step::<E>(SEED, step, n_batch)
+            .map_err(|e| e.to_string())?;
         let expected = single
             .train_step(
                 &mut single_adam,
@@ -127,7 +129,9 @@ fn deterministic(data: &DataParallel) -> Result<(), String> {
         let mut model = model::<f32>(&task, LayerKind::GilrLstm, 3);
         let mut optimizer = adam(&model);
         for step in 0..STEPS {
-            let batch = task.batch_for_step::<f32>(SEED, step, 6);
+            let batch = task
+                .batch_for_step::<f32>(SEED, step, 6)
+                .map_err(|e| e.to_string())?;
             let local = batch_sequences(&batch, share_of_batch(6, data.rank(), data.size()))
                 .map_err(|e| e.to_string())?;
             data.train_step(
@@ -160,7 +164,9 @@ fn errors_agree(data: &DataParallel) -> Result<(), String> {
     let before = model.clone();
     let last = data.size() - 1;
     let n_batch = 2 * data.size();
-    let batch = task.batch_for_step::<f64>(SEED, 0, n_batch);
+    let batch = task
+        .batch_for_step::<f64>(SEED, 0, n_batch)
+        .map_err(|e| e.to_string())?;
     let mut local = batch_sequences(&batch, share_of_batch(n_batch, data.rank(), data.size()))
         .map_err(|e| e.to_string())?;
     if data.rank() == last {

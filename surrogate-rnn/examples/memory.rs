@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut model = Classifier::<f32>::new(config, init, 1)?;
     let mut adam = Adam::new(AdamConfig::default(), &model);
-    let batch = task.batch_for_step::<f32>(1, 0, n_batch);
+    let batch = task.batch_for_step::<f32>(1, 0, n_batch)?;
     let before = peak_rss_bytes().unwrap_or(0);
     let start = Instant::now();
     let stats = model.train_step(

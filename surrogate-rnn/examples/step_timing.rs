@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut times = Vec::with_capacity(n_iterations);
     let mut last_loss = 0.0;
     for step in 0..n_iterations {
-        let batch = task.batch_for_step::<f32>(7, step as u64, n_batch);
+        let batch = task.batch_for_step::<f32>(7, step as u64, n_batch)?;
         let start = Instant::now();
         let stats = model.train_step(
             &mut adam,

@@ -47,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The same sequences for both modes: groups of `batch`, joined for streaming.
     let groups: Vec<_> = (0..n_sequences.div_ceil(batch))
         .map(|k| task.batch_for_step::<f32>(11, k as u64, batch.min(n_sequences - k * batch)))
-        .collect();
+        .collect::<Result<_, _>>()?;
     let start = Instant::now();
     let (mut loss, mut correct, mut seen) = (0.0, 0, 0);
     let mut add = |stats: BatchStats| {

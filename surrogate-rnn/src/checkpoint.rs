@@ -327,7 +327,11 @@ fn decode<E: Real>(
         ));
     }
     let size = std::mem::size_of::<E>();
-    let values: Vec<E> = view.data().chunks_exact(size).map(E::read_le).collect();
+    let values: Vec<E> = view
+        .data()
+        .chunks_exact(size)
+        .map(E::read_le)
+        .collect::<Result<_, _>>()?;
     ArrayD::from_shape_vec(IxDyn(shape), values)
         .map_err(|e| checkpoint_error(path, format!("tensor `{name}`: {e}")))
 }

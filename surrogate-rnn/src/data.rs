@@ -1,7 +1,7 @@
 //! The synthetic long-dependency task of PAPER.md §3 (Hochreiter & Schmidhuber 1997,
 //! problem 2b).
 
-use ndarray::Array2;
+use ndarray::{Array, Array2, Dimension, IntoDimension};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -51,11 +51,16 @@ impl SyntheticTask {
         self.dim
     }
 
-    /// Draws `batch` fresh sequences from `rng`.
-    pub fn sample<E: Real, R: Rng + ?Sized>(&self, batch: usize, rng: &mut R) -> SyntheticBatch<E> {
-        let mut index = Array2::zeros((self.seq_len, batch));
-        let mut value = Array2::from_elem((self.seq_len, batch), E::one());
-        let mut labels = Vec::with_capacity(batch);
+    /// Draws `batch` fresh sequences from `rng`; an error when they are too large to
+    /// allocate.
+    pub fn sample<E: Real, R: Rng + ?Sized>(
+        &self,
+        batch: usize,
+        rng: &mut R,
+    ) -> Result<SyntheticBatch<E>, ModelError> {
+        const OP: &str = "SyntheticTask::sample";
+        let (mut index, mut value) = one_hot_arrays(OP, self.seq_len, batch)?;
+        let mut labels = with_capacity(OP, batch)?;
         for b in 0..batch {
             let positive = rng.gen_bool(0.5);
             labels.push(usize::from(positive));
@@ -69,29 +74,30 @@ impl SyntheticTask {
                 index[[t, b]] = rng.gen_range(0..dim);
             }
         }
-        let input =
-            OneHotSequence::new(index, value, self.dim).expect("generated indices are below dim");
-        SyntheticBatch { input, labels }
+        let input = OneHotSequence::new(index, value, self.dim)?;
+        Ok(SyntheticBatch { input, labels })
     }
 
     /// The same sequences as [`SyntheticTask::batch_for_step`], generated `chunk_len` steps
     /// at a time (for [`crate::Classifier::stream`]): the labels, and an iterator over
-    /// `(chunk_len, B)` chunks (the last one shorter). Memory is `O(chunk_len·B)`, not
-    /// `O(T·B)`. `chunk_len = 0` is treated as 1.
+    /// `(chunk_len, B)` chunks (the last one shorter), each an error if it is too large to
+    /// allocate. Memory is `O(chunk_len·B)`, not `O(T·B)`. `chunk_len = 0` is treated as 1.
     pub fn chunks_for_step<E: Real>(
         &self,
         seed: u64,
         step: u64,
         batch: usize,
         chunk_len: usize,
-    ) -> (Vec<usize>, SyntheticChunks<E>) {
+    ) -> Result<(Vec<usize>, SyntheticChunks<E>), ModelError> {
+        const OP: &str = "SyntheticTask::chunks_for_step";
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(step);
-        let labels: Vec<usize> = (0..batch).map(|_| usize::from(rng.gen_bool(0.5))).collect();
-        let signs = labels
-            .iter()
-            .map(|&l| if l == 1 { E::one() } else { -E::one() })
-            .collect();
+        let (mut labels, mut signs) = (with_capacity(OP, batch)?, with_capacity(OP, batch)?);
+        for _ in 0..batch {
+            let positive = rng.gen_bool(0.5);
+            labels.push(usize::from(positive));
+            signs.push(if positive { E::one() } else { -E::one() });
+        }
         let chunks = SyntheticChunks {
             rng,
             signs,
@@ -100,17 +106,71 @@ impl SyntheticTask {
             dim: self.dim,
             chunk_len: chunk_len.max(1),
         };
-        (labels, chunks)
+        Ok((labels, chunks))
     }
 
     /// The batch for training step `step` of a run seeded with `seed`: a pure function of
     /// `(seed, step, batch)`, so a resumed run sees exactly the batches it would have seen.
-    /// (Each step uses its own ChaCha8 stream.)
-    pub fn batch_for_step<E: Real>(&self, seed: u64, step: u64, batch: usize) -> SyntheticBatch<E> {
+    /// (Each step uses its own ChaCha8 stream.) An error when the batch is too large to
+    /// allocate.
+    pub fn batch_for_step<E: Real>(
+        &self,
+        seed: u64,
+        step: u64,
+        batch: usize,
+    ) -> Result<SyntheticBatch<E>, ModelError> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(step);
         self.sample(batch, &mut rng)
     }
+}
+
+/// Zero indices and unit values for `len` steps of `batch` sequences, or an error naming
+/// `operation` when they are too large to allocate.
+fn one_hot_arrays<E: Real>(
+    operation: &'static str,
+    len: usize,
+    batch: usize,
+) -> Result<(Array2<u32>, Array2<E>), ModelError> {
+    let too_large = || ModelError::InvalidInput {
+        operation,
+        reason: format!("{len} steps of {batch} sequences are too large to allocate"),
+    };
+    let index = try_filled((len, batch), 0).ok_or_else(too_large)?;
+    let value = try_filled((len, batch), E::one()).ok_or_else(too_large)?;
+    Ok((index, value))
+}
+
+/// An array of shape `dim` filled with `fill`, or `None` when its size overflows or it
+/// cannot be allocated (instead of a panic or an abort).
+pub(crate) fn try_filled<T: Clone, D: Dimension>(
+    dim: impl IntoDimension<Dim = D>,
+    fill: T,
+) -> Option<Array<T, D>> {
+    let dim = dim.into_dimension();
+    let len = dim
+        .slice()
+        .iter()
+        .try_fold(1_usize, |n, &d| n.checked_mul(d))?;
+    if len.checked_mul(std::mem::size_of::<T>())? > isize::MAX as usize {
+        return None;
+    }
+    let mut buffer = Vec::new();
+    buffer.try_reserve_exact(len).ok()?;
+    buffer.resize(len, fill);
+    Array::from_shape_vec(dim, buffer).ok()
+}
+
+/// An empty vector with room for one item per sequence of a batch of `batch`.
+fn with_capacity<T>(operation: &'static str, batch: usize) -> Result<Vec<T>, ModelError> {
+    let mut items = Vec::new();
+    items
+        .try_reserve_exact(batch)
+        .map_err(|_| ModelError::InvalidInput {
+            operation,
+            reason: format!("a batch of {batch} sequences is too large to allocate"),
+        })?;
+    Ok(items)
 }
 
 /// The chunks of [`SyntheticTask::chunks_for_step`], in order.
@@ -125,17 +185,23 @@ pub struct SyntheticChunks<E> {
 }
 
 impl<E: Real> Iterator for SyntheticChunks<E> {
-    type Item = OneHotSequence<E>;
+    /// A chunk, or the error that ends the iteration.
+    type Item = Result<OneHotSequence<E>, ModelError>;
 
-    fn next(&mut self) -> Option<OneHotSequence<E>> {
+    fn next(&mut self) -> Option<Self::Item> {
         let start = self.next_step;
         let len = self.chunk_len.min(self.seq_len.checked_sub(start)?);
         if len == 0 {
             return None;
         }
         let batch = self.signs.len();
-        let mut index = Array2::zeros((len, batch));
-        let mut value = Array2::from_elem((len, batch), E::one());
+        let (mut index, mut value) = match one_hot_arrays("SyntheticChunks::next", len, batch) {
+            Ok(arrays) => arrays,
+            Err(err) => {
+                self.next_step = self.seq_len;
+                return Some(Err(err));
+            }
+        };
         let dim = self.dim as u32;
         for t in 0..len {
             for b in 0..batch {
@@ -147,6 +213,47 @@ impl<E: Real> Iterator for SyntheticChunks<E> {
             }
         }
         self.next_step += len;
-        OneHotSequence::new(index, value, self.dim).ok()
+        Some(OneHotSequence::new(index, value, self.dim))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_too_large<T: std::fmt::Debug>(result: Result<T, ModelError>, operation: &str) {
+        let message = result.unwrap_err().to_string();
+        assert!(message.starts_with(operation), "{message}");
+        assert!(message.contains("too large to allocate"), "{message}");
+    }
+
+    #[test]
+    fn batches_too_large_to_allocate_are_errors() {
+        const OP: &str = "SyntheticTask::sample";
+        let long = SyntheticTask::new(usize::MAX, 2).unwrap();
+        assert_too_large(long.batch_for_step::<f32>(0, 0, 2), OP);
+        let short = SyntheticTask::new(4, 2).unwrap();
+        assert_too_large(short.batch_for_step::<f32>(0, 0, usize::MAX), OP);
+        // The element count fits, the allocation does not.
+        let huge = SyntheticTask::new(isize::MAX as usize / 8, 2).unwrap();
+        assert_too_large(huge.batch_for_step::<f64>(0, 0, 2), OP);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        assert_too_large(short.sample::<f64, _>(usize::MAX / 4, &mut rng), OP);
+        let batch = short.batch_for_step::<f32>(0, 0, 3).unwrap();
+        assert_eq!((batch.input.dim(), batch.labels.len()), ((4, 3), 3));
+    }
+
+    #[test]
+    fn chunks_too_large_to_allocate_are_errors() {
+        let short = SyntheticTask::new(4, 2).unwrap();
+        assert_too_large(
+            short.chunks_for_step::<f32>(0, 0, usize::MAX, 1),
+            "SyntheticTask::chunks_for_step",
+        );
+        let long = SyntheticTask::new(usize::MAX, 2).unwrap();
+        let (labels, mut chunks) = long.chunks_for_step::<f32>(0, 0, 2, usize::MAX).unwrap();
+        assert_eq!(labels.len(), 2);
+        assert_too_large(chunks.next().unwrap(), "SyntheticChunks::next");
+        assert!(chunks.next().is_none());
     }
 }

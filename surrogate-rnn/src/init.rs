@@ -9,7 +9,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::Real;
+use crate::{ModelError, Real};
 
 /// How the biases of decay ("forget") gates are initialised.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,6 +39,20 @@ pub enum GateBiasInit {
 pub struct InitConfig {
     /// The decay-gate bias scheme.
     pub gate_bias: GateBiasInit,
+}
+
+impl InitConfig {
+    /// Checks that the scheme gives finite biases: a constant bias must be finite.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        match self.gate_bias {
+            GateBiasInit::Constant { value } if !value.is_finite() => {
+                Err(ModelError::InvalidConfig {
+                    reason: format!("the constant gate bias {value} is not finite"),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Default for InitConfig {

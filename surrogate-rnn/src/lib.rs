@@ -35,7 +35,7 @@
 //! let init = InitConfig { gate_bias: GateBiasInit::Chrono { max_len: 16 } };
 //! let mut model = Classifier::<f32>::new(config, init, 7)?;
 //! let mut adam = Adam::new(AdamConfig::default(), &model);
-//! let batch = task.batch_for_step::<f32>(7, 0, 4);
+//! let batch = task.batch_for_step::<f32>(7, 0, 4)?;
 //! let stats = model.train_step(&mut adam, &Reference, ModelInput::OneHot(&batch.input), &batch.labels)?;
 //! assert!(stats.batch.loss.is_finite());
 //! # Ok::<(), surrogate_rnn::ModelError>(())

@@ -3,6 +3,8 @@
 use ndarray::{LinalgScalar, ScalarOperand};
 use scan_core::Element;
 
+use crate::ModelError;
+
 /// A floating-point type a model runs on: `f32` (training) or `f64` (gradient checks).
 ///
 /// It adds to [`scan_core::Element`] what the models need: ndarray's matrix products and
@@ -14,8 +16,9 @@ pub trait Real: Element + LinalgScalar + ScalarOperand {
     /// Appends the little-endian bytes of `self` to `out`.
     fn write_le(self, out: &mut Vec<u8>);
 
-    /// Reads one value from exactly `size_of::<Self>()` little-endian bytes.
-    fn read_le(bytes: &[u8]) -> Self;
+    /// Reads one value from its little-endian bytes; an error unless `bytes` holds exactly
+    /// `size_of::<Self>()` of them.
+    fn read_le(bytes: &[u8]) -> Result<Self, ModelError>;
 
     /// The logistic sigmoid `1 / (1 + e^{-x})` of the CPU backend's gate passes: inlined
     /// polynomials in f32 (within 3 units of f32's epsilon), the standard library in f64.
@@ -25,6 +28,18 @@ pub trait Real: Element + LinalgScalar + ScalarOperand {
     fn gate_tanh(self) -> Self;
 }
 
+/// The error of [`Real::read_le`] for `len` bytes.
+fn wrong_length<E: Real>(len: usize) -> ModelError {
+    ModelError::InvalidInput {
+        operation: "Real::read_le",
+        reason: format!(
+            "{len} bytes do not encode one {}, which takes {}",
+            E::NAME,
+            std::mem::size_of::<E>()
+        ),
+    }
+}
+
 impl Real for f32 {
     const DTYPE: safetensors::Dtype = safetensors::Dtype::F32;
 
@@ -32,10 +47,11 @@ impl Real for f32 {
         out.extend_from_slice(&self.to_le_bytes());
     }
 
-    fn read_le(bytes: &[u8]) -> Self {
-        let mut raw = [0_u8; 4];
-        raw.copy_from_slice(bytes);
-        f32::from_le_bytes(raw)
+    fn read_le(bytes: &[u8]) -> Result<Self, ModelError> {
+        let raw = bytes
+            .try_into()
+            .map_err(|_| wrong_length::<Self>(bytes.len()))?;
+        Ok(f32::from_le_bytes(raw))
     }
 
     #[inline(always)]
@@ -56,10 +72,11 @@ impl Real for f64 {
         out.extend_from_slice(&self.to_le_bytes());
     }
 
-    fn read_le(bytes: &[u8]) -> Self {
-        let mut raw = [0_u8; 8];
-        raw.copy_from_slice(bytes);
-        f64::from_le_bytes(raw)
+    fn read_le(bytes: &[u8]) -> Result<Self, ModelError> {
+        let raw = bytes
+            .try_into()
+            .map_err(|_| wrong_length::<Self>(bytes.len()))?;
+        Ok(f64::from_le_bytes(raw))
     }
 
     #[inline(always)]
@@ -70,5 +87,28 @@ impl Real for f64 {
     #[inline(always)]
     fn gate_tanh(self) -> Self {
         self.tanh()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_le_round_trips_and_rejects_wrong_lengths() {
+        let mut bytes = Vec::new();
+        1.5_f32.write_le(&mut bytes);
+        (-2.25_f64).write_le(&mut bytes);
+        assert_eq!(<f32 as Real>::read_le(&bytes[..4]).unwrap(), 1.5);
+        assert_eq!(<f64 as Real>::read_le(&bytes[4..]).unwrap(), -2.25);
+        for (len, err) in [
+            (3, <f32 as Real>::read_le(&[1, 2, 3]).unwrap_err()),
+            (5, <f32 as Real>::read_le(&[0; 5]).unwrap_err()),
+            (4, <f64 as Real>::read_le(&bytes[..4]).unwrap_err()),
+            (0, <f64 as Real>::read_le(&[]).unwrap_err()),
+        ] {
+            let message = err.to_string();
+            assert!(message.contains(&format!("{len} bytes")), "{message}");
+        }
     }
 }

@@ -322,13 +322,7 @@ fn passes_and_caches_of_another_configuration_are_errors() {
         let mut stranger =
             RecurrentLayer::<f64>::new(other, 2, 2, InitConfig::default(), 1).unwrap();
         let rows = Array2::from_elem((8, 2), 0.5);
-        let initial = LayerState::new(
-            layer
-                .state_dims(2)
-                .into_iter()
-                .map(Array2::zeros)
-                .collect(),
-        );
+        let initial = LayerState::new(layer.state_dims(2).into_iter().map(Array2::zeros).collect());
         let out = layer.forward(&b, rows.view(), 2, Some(&initial)).unwrap();
         let refused = stranger.backward(
             &b,
@@ -374,4 +368,28 @@ fn a_huge_layer_count_is_refused() {
     };
     assert!(config.validate().is_err());
     assert!(Classifier::<f32>::new(config, InitConfig::default(), 1).is_err());
+}
+
+/// A constant gate bias that is not finite is refused by models and standalone layers.
+#[test]
+fn a_non_finite_constant_gate_bias_is_refused() {
+    let config = ModelConfig {
+        layer: LayerKind::Gilr,
+        input: InputKind::Dense { size: 1 },
+        input_projection: None,
+        hidden: 2,
+        layers: 1,
+        classes: 2,
+    };
+    for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let init = InitConfig {
+            gate_bias: surrogate_rnn::GateBiasInit::Constant { value },
+        };
+        assert!(Classifier::<f32>::new(config, init, 1).is_err(), "{value}");
+        assert!(RecurrentLayer::<f32>::new(LayerKind::Gilr, 1, 2, init, 1).is_err());
+    }
+    let finite = InitConfig {
+        gate_bias: surrogate_rnn::GateBiasInit::Constant { value: 1.0 },
+    };
+    assert!(Classifier::<f32>::new(config, finite, 1).is_ok());
 }

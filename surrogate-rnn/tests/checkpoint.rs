@@ -40,7 +40,7 @@ fn trained(seed: u64) -> (Classifier<f32>, Adam<f32>, SyntheticTask) {
     };
     let mut adam = Adam::new(adam_config, &model);
     for step in 0..3 {
-        let batch = task.batch_for_step::<f32>(seed, step, 4);
+        let batch = task.batch_for_step::<f32>(seed, step, 4).unwrap();
         model
             .train_step(
                 &mut adam,
@@ -68,7 +68,7 @@ fn round_trip_reproduces_the_next_step_bit_for_bit() {
     assert_eq!(params(&model), params(&restored));
     assert_eq!(restored_adam.steps(), 3);
 
-    let batch = task.batch_for_step::<f32>(seed, 3, 4);
+    let batch = task.batch_for_step::<f32>(seed, 3, 4).unwrap();
     let input = ModelInput::OneHot(&batch.input);
     let a = model
         .train_step(&mut adam, &Reference, input, &batch.labels)

@@ -230,10 +230,10 @@ fn chunked_training_step_equals_the_full_step() {
 fn synthetic_chunks_are_the_batch_in_pieces() {
     use surrogate_rnn::SyntheticTask;
     let task = SyntheticTask::new(23, 5).unwrap();
-    let batch = task.batch_for_step::<f64>(3, 7, 4);
-    let (labels, chunks) = task.chunks_for_step::<f64>(3, 7, 4, 6);
+    let batch = task.batch_for_step::<f64>(3, 7, 4).unwrap();
+    let (labels, chunks) = task.chunks_for_step::<f64>(3, 7, 4, 6).unwrap();
     assert_eq!(labels, batch.labels);
-    let chunks: Vec<_> = chunks.collect();
+    let chunks: Vec<_> = chunks.collect::<Result<_, _>>().unwrap();
     assert_eq!(
         chunks.iter().map(|c| c.dim().0).collect::<Vec<_>>(),
         [6, 6, 6, 5]

@@ -41,7 +41,7 @@ fn gilr_lstm_learns_the_synthetic_task() {
     let mut perfect_in_a_row = 0;
     let mut iterations = 0;
     for step in 0..MAX_ITERATIONS {
-        let batch = task.batch_for_step::<f32>(seed, step, BATCH);
+        let batch = task.batch_for_step::<f32>(seed, step, BATCH).unwrap();
         let stats = model
             .train_step(
                 &mut adam,
@@ -67,7 +67,7 @@ fn gilr_lstm_learns_the_synthetic_task() {
         }
     }
     // Fresh sequences the model has never seen (another seed).
-    let eval = task.batch_for_step::<f32>(seed + 1, 0, 256);
+    let eval = task.batch_for_step::<f32>(seed + 1, 0, 256).unwrap();
     let stats = model
         .evaluate(&scan, ModelInput::OneHot(&eval.input), &eval.labels)
         .unwrap();

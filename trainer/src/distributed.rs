@@ -119,7 +119,7 @@ pub fn local_step(
     n_batch: usize,
     chunk_len: Option<usize>,
 ) -> Result<TrainStats, ModelError> {
-    let batch = task.batch_for_step::<f32>(seed, adam.steps(), n_batch);
+    let batch = task.batch_for_step::<f32>(seed, adam.steps(), n_batch)?;
     let input = ModelInput::OneHot(&batch.input);
     crate::synthetic::train_step(model, adam, scan, input, &batch.labels, chunk_len)
 }

@@ -3,6 +3,7 @@
 use ndarray::{s, Array2, Array3, ArrayView2, Ix2};
 
 use crate::backend::Backend;
+use crate::data::try_filled;
 use crate::init::Initializer;
 use crate::param::{ParamVisitor, ParamVisitorMut};
 use crate::{ModelError, Param, Parameters, Real};
@@ -21,9 +22,10 @@ impl<E: Real> OneHotSequence<E> {
     /// Validates that `index` and `value` are both `(T, B)` and every index is `< vocab`.
     pub fn new(index: Array2<u32>, value: Array2<E>, vocab: usize) -> Result<Self, ModelError> {
         crate::error::check_shape("OneHotSequence::new", "value", index.shape(), value.shape())?;
-        // Row-major storage, so that each step is a contiguous run of B entries.
-        let index = index.as_standard_layout().into_owned();
-        let value = value.as_standard_layout().into_owned();
+        // Row-major storage, so that each step is a contiguous run of B entries; arrays
+        // already stored so are kept rather than copied.
+        let index = standard_layout(index);
+        let value = standard_layout(value);
         if let Some(bad) = index.iter().find(|&&i| i as usize >= vocab) {
             return Err(ModelError::InvalidInput {
                 operation: "OneHotSequence::new",
@@ -86,14 +88,28 @@ impl<E: Real> OneHotSequence<E> {
         Ok((index, value))
     }
 
-    /// The equivalent dense `(T, B, vocab)` array (for tests and dense-input models).
-    pub fn to_dense(&self) -> Array3<E> {
+    /// The equivalent dense `(T, B, vocab)` array (for tests and dense-input models); an
+    /// error when it is too large to allocate.
+    pub fn to_dense(&self) -> Result<Array3<E>, ModelError> {
         let (n_steps, n_batch) = self.dim();
-        let mut dense = Array3::zeros((n_steps, n_batch, self.vocab));
+        let shape = (n_steps, n_batch, self.vocab);
+        let mut dense = try_filled(shape, E::zero()).ok_or_else(|| ModelError::InvalidInput {
+            operation: "OneHotSequence::to_dense",
+            reason: format!("a dense {shape:?} array is too large to allocate"),
+        })?;
         for ((t, b), &i) in self.index.indexed_iter() {
             dense[[t, b, i as usize]] = self.value[[t, b]];
         }
-        dense
+        Ok(dense)
+    }
+}
+
+/// `array` in row-major storage, copied only if it is not already.
+fn standard_layout<T: Clone>(array: Array2<T>) -> Array2<T> {
+    if array.is_standard_layout() {
+        array
+    } else {
+        array.as_standard_layout().into_owned()
     }
 }
 
@@ -165,3 +181,33 @@ impl<E: Real> Embedding<E> {
 }
 
 params_from_fields!(Embedding: table);
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{arr2, Array2};
+
+    use super::*;
+
+    #[test]
+    fn to_dense_places_the_scaled_one_hot_vectors() {
+        let input = OneHotSequence::new(arr2(&[[0, 2]]), arr2(&[[-1.0_f32, 0.5]]), 3).unwrap();
+        let dense = input.to_dense().unwrap();
+        assert_eq!(dense.dim(), (1, 2, 3));
+        assert_eq!(
+            dense.into_raw_vec_and_offset().0,
+            [-1.0, 0.0, 0.0, 0.0, 0.0, 0.5]
+        );
+    }
+
+    #[test]
+    fn to_dense_of_a_huge_vocabulary_is_an_error() {
+        // The element count overflows, then the byte count, then the allocation fails.
+        for vocab in [usize::MAX, usize::MAX / 2, isize::MAX as usize / 4 - 1] {
+            let input =
+                OneHotSequence::<f32>::new(Array2::zeros((1, 1)), Array2::ones((1, 1)), vocab)
+                    .unwrap();
+            let err = input.to_dense().unwrap_err();
+            assert!(err.to_string().contains("too large to allocate"), "{err}");
+        }
+    }
+}

@@ -17,14 +17,19 @@ use ndarray::{ArrayView1, Axis};
 use crate::backend::{Backend, Candidate, ScanEnds, Transpose};
 use crate::{ModelError, Real};
 
-/// Block `k` (width `n`) of a host bias vector, as a `(1, n)` operand.
+/// Block `k` (width `n`) of a host bias vector, as a `(1, n)` operand; an error when the
+/// block lies outside `bias`.
 pub fn bias_block<'a, E: Real, B: Backend<E>>(
     backend: &B,
     bias: ArrayView1<'a, E>,
     k: usize,
     n: usize,
 ) -> Result<B::View<'a>, ModelError> {
-    backend.columns(backend.host(bias.insert_axis(Axis(0))), k * n, n)
+    let start = k.checked_mul(n).ok_or_else(|| ModelError::InvalidInput {
+        operation: "bias_block",
+        reason: format!("block {k} of width {n} starts past usize::MAX"),
+    })?;
+    backend.columns(backend.host(bias.insert_axis(Axis(0))), start, n)
 }
 
 /// `N` new `(rows, cols)` matrices, zeroed or unspecified.
@@ -355,4 +360,24 @@ pub(crate) fn project_input_backward<E: Real, B: Backend<E>>(
     let gx = grad_x.as_mut().map(|g| backend.view_mut(g));
     project_backward(backend, x, w, grad_w, Some(grad_bias), &views, gx)?;
     Ok(grad_x)
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::arr1;
+
+    use super::*;
+    use crate::ReferenceBackend;
+
+    #[test]
+    fn bias_block_rejects_blocks_outside_the_bias() {
+        let backend = ReferenceBackend;
+        let bias = arr1(&[1.0_f64, 2.0, 3.0, 4.0]);
+        let block = bias_block(&backend, bias.view(), 1, 2).unwrap();
+        assert_eq!(backend.dims(block), (1, 2));
+        // `k·n` overflows (and would wrap to block 0 in release builds).
+        let err = bias_block(&backend, bias.view(), 1 << (usize::BITS - 1), 2).unwrap_err();
+        assert!(err.to_string().contains("past usize::MAX"), "{err}");
+        assert!(bias_block(&backend, bias.view(), 2, 2).is_err());
+    }
 }

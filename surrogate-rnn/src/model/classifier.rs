@@ -138,6 +138,7 @@ impl<E: Real> Classifier<E> {
     /// Builds a model with parameters drawn from `seed` (see [`InitConfig`]).
     pub fn new(config: ModelConfig, init: InitConfig, seed: u64) -> Result<Self, ModelError> {
         config.validate()?;
+        init.validate()?;
         let mut init = Initializer::new(init, seed);
         let encoder = match (config.input, config.input_projection) {
             (InputKind::OneHot { vocab }, Some(d)) => Some(InputEncoder::Embedding(

@@ -40,6 +40,7 @@ impl<E: Real> RecurrentLayer<E> {
         init: InitConfig,
         seed: u64,
     ) -> Result<Self, ModelError> {
+        init.validate()?;
         if m == 0 || n == 0 {
             return Err(ModelError::InvalidConfig {
                 reason: format!("layer sizes must be ≥ 1 (got m = {m}, n = {n})"),

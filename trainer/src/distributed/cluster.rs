@@ -349,7 +349,8 @@ pub fn train_step(
         let result = match mode {
             Mode::Data => {
                 let share = share_of_batch(n_batch, rank, size).len();
-                let batch = task.batch_for_step::<f32>(rank_seed(seed, rank), adam.steps(), share);
+                let batch =
+                    task.batch_for_step::<f32>(rank_seed(seed, rank), adam.steps(), share)?;
                 let input = ModelInput::OneHot(&batch.input);
                 (cluster
                     .data
@@ -508,11 +509,12 @@ fn draw_part(
     columns: Range<usize>,
 ) -> Result<(Vec<usize>, OneHotSequence<f32>)> {
     let chunk_len = eval_chunk_len(config, task.seq_len(), n_batch)?;
-    let (labels, chunks) = task.chunks_for_step::<f32>(seed, key, n_batch, chunk_len);
+    let (labels, chunks) = task.chunks_for_step::<f32>(seed, key, n_batch, chunk_len)?;
     let mut index = Array2::<u32>::zeros((steps.len(), columns.len()));
     let mut value = Array2::<f32>::zeros((steps.len(), columns.len()));
     let mut start = 0;
     for chunk in chunks {
+        let chunk = chunk?;
         let end = start + chunk.dim().0;
         let (from, to) = (start.max(steps.start), end.min(steps.end));
         if from < to {

@@ -290,7 +290,9 @@ impl<'a> Trainer<'a> {
                 continue;
             }
             let chunk_len = step::eval_chunk_len(&args.model_config(), args.seq_len, size)?;
-            let (labels, chunks) = task.chunks_for_step::<f32>(eval_seed, key, size, chunk_len);
+            let (labels, chunks) = task
+                .chunks_for_step::<f32>(eval_seed, key, size, chunk_len)
+                .context("evaluation")?;
             // Streaming: only one chunk of activations and the carried state are held, so
             // memory does not grow with the sequence length.
             let mut stream = self.model.stream();
@@ -300,7 +302,7 @@ impl<'a> Trainer<'a> {
                     return Ok(None);
                 }
                 stream
-                    .feed(self.scan, ModelInput::OneHot(&chunk))
+                    .feed(self.scan, ModelInput::OneHot(&chunk.context("evaluation")?))
                     .context("evaluation")?;
             }
             let logits = stream
