@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo build --release -p rnn-mpi --features mpi --example sequence_bench
-//! RAYON_NUM_THREADS=1 MATMUL_NUM_THREADS=1 mpirun -x RAYON_NUM_THREADS -x MATMUL_NUM_THREADS \
+//! RAYON_NUM_THREADS=1 mpirun -x RAYON_NUM_THREADS \
 //!     -n 2 target/release/examples/sequence_bench --steps 1048576 --hidden 8 --batch 1
 //! ```
 

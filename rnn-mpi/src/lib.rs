@@ -27,7 +27,7 @@
 //! `carry`, `carry_backward`), so no layer has a distributed twin to keep in step.
 //!
 //! MPI is opt-in: without the feature `mpi` this crate holds only its error types and the
-//! batch-split helpers, and the workspace builds and tests without MPI.
+//! batch-split and grid-shape helpers, and the workspace builds and tests without MPI.
 //!
 //! ```text
 //! // Under `mpirun -n 4`: every rank passes its own steps of the batch and the labels.

@@ -5,7 +5,7 @@
 //! reduces its chunk to one affine map per feature ([`scan_core::ChunkMap`]), an exclusive
 //! scan of those maps in rank order (`MPI_Exscan` with a non-commutative user operation)
 //! gives every rank the state entering its chunk, and each rank rescans its chunk locally
-//! with any [`scan_core::LinearScan`] backend (scan-cpu's `Parallel` by default). The
+//! with any [`scan_core::LinearScan`] backend (e.g. scan-cpu's `Parallel`). The
 //! backward pass does the same against the processing order. Communication per call is
 //! 2·F elements per rank, independent of the sequence length.
 //!

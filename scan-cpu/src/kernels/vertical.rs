@@ -3,8 +3,9 @@
 //! Narrow jobs keep each block of up to 64 features' states in registers and walk the
 //! rows in tiles (so a row's cache lines are read once for all its blocks); wide jobs
 //! walk whole rows with the state in a buffer. Non-contiguous rows fall back to a
-//! scalar strided loop. The same code is compiled twice: with AVX2 + FMA (chosen at run
-//! time when the CPU has them) and for the build's baseline target.
+//! scalar strided loop. The same code is compiled three times: with AVX-512, with
+//! AVX2 + FMA (each chosen at run time when the CPU has it) and for the build's baseline
+//! target.
 
 use std::ops::Range;
 

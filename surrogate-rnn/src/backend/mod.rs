@@ -9,7 +9,8 @@
 //!
 //! Two implementations ship:
 //!
-//! * [`CpuBackend`]: ndarray/matrixmultiply products, rayon-parallel fused passes, buffers
+//! * [`CpuBackend`]: `gemm`-crate products (and its own kernels for thin, few-row and
+//!   packed products), rayon-parallel fused passes, buffers
 //!   from a pool that is kept from one training step to the next, values below the
 //!   smallest normal number flushed to zero ([`Subnormals`]). What the models use.
 //! * [`ReferenceBackend`]: plain serial loops that compute in `f64` whatever `E` is. The

@@ -1,9 +1,12 @@
 //! Matrix products of the CPU backend, `c = a·b` or `c += a·b` on ndarray views.
 //!
-//! Two routes, chosen with `examples/gemm_pick.rs` at the layers' shapes:
+//! Three routes, chosen with `examples/gemm_pick.rs` at the layers' shapes (products with
+//! two short sides take `super::thin` instead):
 //!
 //! * [`gemm`]: the `gemm` crate (packed micro-kernels, AVX-512/AVX2/FMA chosen at run
-//!   time), for every product with more than a few rows;
+//!   time), for every product the other routes do not take;
+//! * [`gemm_split_k`]: a weight gradient with a small result over a long inner dimension
+//!   ([`k_parts`]), as the sum of `gemm` products over parts of `k`, one per thread;
 //! * [`few_rows`]: products whose result has at most [`FEW_ROWS`] rows and whose right
 //!   operand has contiguous rows (a dense head on the last step), streamed straight from
 //!   the weight's own layout: a packing library copies the whole weight into its packed
@@ -77,7 +80,8 @@ pub(super) fn gemm<E: Real>(
     }
 }
 
-/// Inner-dimension rows per part of a product split over `k` ([`k_parts`]), at least.
+/// Inner-dimension rows per part of a product split over `k` ([`k_parts`]), at most
+/// (unless `k` exceeds `MAX_K_PARTS·K_PART`).
 const K_PART: usize = 8192;
 
 /// The most parts [`k_parts`] splits `k` into: the partial results take `parts·m·n`

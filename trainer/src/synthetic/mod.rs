@@ -50,8 +50,6 @@ impl Outcome {
 
 fn configure_threads(threads: Option<usize>) -> Result<usize> {
     if let Some(n) = threads {
-        // matrixmultiply reads this once, at its first threaded product.
-        std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()

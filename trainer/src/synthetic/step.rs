@@ -1,7 +1,8 @@
 //! How much of a sequence one pass holds in memory: a training step runs whole while its
 //! activations fit in [`TRAIN_STEP_BYTES`], and otherwise in chunks with exact gradients
 //! (boundary states kept, each chunk's activations recomputed just before its backward
-//! pass); an evaluation always streams in chunks of [`EVAL_CHUNK_BYTES`].
+//! pass); an evaluation in one process streams in chunks of [`EVAL_CHUNK_BYTES`]
+//! ([`LSTM_EVAL_CHUNK_BYTES`] for the LSTM).
 
 use anyhow::Result;
 use scan_core::LinearScan;
@@ -167,7 +168,7 @@ mod tests {
                 let mut adam = Adam::new(adam_config, &model);
                 let mut losses = Vec::new();
                 for step in 0..4 {
-                    let batch = task.batch_for_step::<f32>(5, step, 4);
+                    let batch = task.batch_for_step::<f32>(5, step, 4).unwrap();
                     let stats = train_step(
                         &mut model,
                         &mut adam,
