@@ -522,6 +522,10 @@ fn time_training(
     Ok(median(&mut times).as_secs_f64())
 }
 
+/// The most timed steps `rnn-bench` takes per configuration (their times are kept for
+/// the median).
+const MAX_ITERATIONS: usize = 1_000_000;
+
 impl RnnBenchArgs {
     /// Every check that can fail, before any work: values, sizes and memory.
     pub fn validate(&self) -> Result<()> {
@@ -530,6 +534,12 @@ impl RnnBenchArgs {
         }
         if self.iterations == 0 || self.hidden == 0 || self.events == 0 {
             bail!("--iterations, --hidden and --events must be at least 1");
+        }
+        if self.iterations > MAX_ITERATIONS {
+            bail!(
+                "--iterations {} is more than {MAX_ITERATIONS} timed steps per configuration",
+                self.iterations
+            );
         }
         if let Some(t) = self
             .steps

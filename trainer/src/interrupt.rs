@@ -1,9 +1,16 @@
 //! Ctrl-C: the first asks the training loop to checkpoint and stop, a second exits at
-//! once.
+//! once. A signal within [`SAME_INTERRUPT`] of the first counts as the same one: a wrapper
+//! such as `timeout` signals both the process and its group, so one interrupt arrives
+//! twice.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
+
+/// How soon after the first interrupt a signal is taken as a copy of it.
+const SAME_INTERRUPT: Duration = Duration::from_millis(500);
 
 /// Installs the Ctrl-C handler once: the first Ctrl-C asks the loop to checkpoint and
 /// stop; a second one exits at once.
@@ -12,7 +19,13 @@ pub fn install_handler() {
     if INSTALLED.swap(true, Ordering::SeqCst) {
         return;
     }
+    static FIRST: OnceLock<Instant> = OnceLock::new();
     let result = ctrlc::set_handler(|| {
+        let first = *FIRST.get_or_init(Instant::now);
+        if first.elapsed() < SAME_INTERRUPT {
+            INTERRUPTS.store(1, Ordering::SeqCst);
+            return;
+        }
         if INTERRUPTS.fetch_add(1, Ordering::SeqCst) >= 1 {
             eprintln!("\nsecond Ctrl-C: exiting without a checkpoint");
             std::process::exit(130);

@@ -23,7 +23,8 @@ pub fn prepare(
                 if !force {
                     bail!(
                         "the output folder `{}` already holds files; choose another --out, \
-                         pass --force to overwrite it, or --resume {} to continue that run",
+                         pass --force to overwrite it, or, for a `trainer synthetic` run that \
+                         wrote a checkpoint, `trainer synthetic --resume {}` to continue it",
                         dir.display(),
                         dir.display()
                     );

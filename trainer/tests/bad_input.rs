@@ -66,6 +66,7 @@ fn benchmark_sizes_are_checked_and_leave_no_folder() {
         "memory",
     );
     refused(&["rnn-bench", "--hidden", "1048576"], "memory");
+    refused(&["rnn-bench", "--iterations", HUGE], "timed steps");
     refused(&["kernel-bench", "--steps", "0"], "at least 1");
 }
 

@@ -604,6 +604,11 @@ impl<E: Real> Classifier<E> {
 
     /// Backpropagates ∂L/∂logits through a forward pass, accumulating every parameter's
     /// gradient. Returns ∂L/∂input for dense inputs (else `None`).
+    ///
+    /// `input` must be the input the pass ran on, and the parameters unchanged since:
+    /// a pass from a model of another configuration, or an input of another shape or
+    /// kind, is an error, but another input of the same shape cannot be told apart and
+    /// gives the gradients of a pass that never ran.
     pub fn backward(
         &mut self,
         scan: &dyn LinearScan<E>,
