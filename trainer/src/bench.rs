@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use ndarray::{Array1, Array2, Array3};
 use scan_core::{BackwardInputs, BackwardOutputs, Direction, ForwardInputs, LinearScan};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use surrogate_rnn::{
     Adam, AdamConfig, Classifier, InitConfig, InputKind, LayerKind, ModelConfig, ModelInput,
 };
@@ -27,7 +27,7 @@ use crate::report::{table_files, TableOutput};
 type BoxedScan = Box<dyn LinearScan<f32>>;
 
 /// Where the two scans being compared run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Device {
     /// scan-cpu: `Serial` vs `Parallel`.
@@ -300,6 +300,7 @@ fn measure_kernels(
     let mut rows = Vec::new();
     for &t in &args.steps {
         for &f in &args.features {
+            crate::interrupt::check()?;
             note_in_place(&format!("  T = {t}, F = {f}"));
             let a = Array2::from_shape_fn((t, f), |(i, j)| {
                 0.9 + 0.0999 * (((i * 7919 + j * 31) % 1000) as f32 / 1000.0)
@@ -478,8 +479,10 @@ fn kernel_row(
 }
 
 const RNN_INPUT: usize = 4;
-const KERNEL_STEM: &str = "kernel_bench";
-const RNN_STEM: &str = "rnn_bench";
+/// File stem of `kernel-bench`'s outputs.
+pub const KERNEL_STEM: &str = "kernel_bench";
+/// File stem of `rnn-bench`'s outputs.
+pub const RNN_STEM: &str = "rnn_bench";
 
 fn rnn_config(kind: LayerKind, hidden: usize) -> ModelConfig {
     ModelConfig {
@@ -515,6 +518,7 @@ fn time_training(
     step()?;
     let mut times = Vec::with_capacity(iterations);
     for _ in 0..iterations {
+        crate::interrupt::check()?;
         let start = Instant::now();
         step()?;
         times.push(start.elapsed());
@@ -591,8 +595,10 @@ fn measure_training(
     for &t in &args.steps {
         let batch = args.events / t;
         for (k, &kind) in TABLE2_MODELS.iter().enumerate() {
+            crate::interrupt::check()?;
             note_in_place(&format!("  T = {t}, {}", kind.label()));
             let ts = time_training(kind, args.hidden, serial, t, batch, args.iterations)?;
+            crate::interrupt::check()?;
             let tp = time_training(kind, args.hidden, parallel, t, batch, args.iterations)?;
             rows.push(RnnRow {
                 t,

@@ -2,7 +2,7 @@
 //! line every ten seconds), log lines that never tear the bar, and one-line progress
 //! notes for the benchmarks.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -60,11 +60,23 @@ impl Console {
     /// `step <position> (<wall> s): <message>` at most every ten seconds.
     pub fn update(&mut self, position: u64, wall_seconds: f64, message: String) {
         self.bar.set_position(position);
+        self.print_status(|| format!("  step {position} ({wall_seconds:.0} s): {message}"));
+        self.bar.set_message(message);
+    }
+
+    /// Shows `message` beside the bar, for work between iterations; when the bar is
+    /// hidden, prints it at most every ten seconds.
+    pub fn status(&mut self, message: String) {
+        self.print_status(|| format!("  {message}"));
+        self.bar.set_message(message);
+    }
+
+    /// Prints `line()` when the bar is hidden and the last status line is ten seconds old.
+    fn print_status(&mut self, line: impl FnOnce() -> String) {
         if !self.silent && self.bar.is_hidden() && self.last_status.elapsed() >= STATUS_EVERY {
             self.last_status = Instant::now();
-            eprintln!("  step {position} ({wall_seconds:.0} s): {message}");
+            eprintln!("{}", line());
         }
-        self.bar.set_message(message);
     }
 
     /// Removes the bar.
@@ -73,13 +85,31 @@ impl Console {
     }
 }
 
-/// Shows `text` on one line of stderr, overwritten by the next note.
+/// Shows `text` on one line of stderr, overwritten by the next note (a line of its own
+/// when stderr is not a terminal, such as a log file).
 pub fn note_in_place(text: &str) {
-    eprint!("\r{text}        ");
-    let _ = std::io::stderr().flush();
+    if std::io::stderr().is_terminal() {
+        eprint!("\r{text}        ");
+        let _ = std::io::stderr().flush();
+    } else {
+        eprintln!("{text}");
+    }
 }
 
 /// Clears the line of [`note_in_place`].
 pub fn clear_note() {
-    eprintln!("\r                                ");
+    if std::io::stderr().is_terminal() {
+        eprintln!("\r                                ");
+    }
+}
+
+/// `x` for a message: plain when it reads well that way, in scientific notation when it
+/// is very large or very small (`1e300`, not 301 digits).
+pub fn number(x: f64) -> String {
+    let magnitude = x.abs();
+    if x == 0.0 || !x.is_finite() || (1e-4..1e15).contains(&magnitude) {
+        x.to_string()
+    } else {
+        format!("{x:e}")
+    }
 }

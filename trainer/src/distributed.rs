@@ -175,11 +175,6 @@ mod imp {
         (wall_seconds, interrupted)
     }
 
-    /// The stop request as it is.
-    pub fn any_interrupted(interrupted: bool) -> bool {
-        interrupted
-    }
-
     pub use super::local_step as train_step;
 
     /// Never: a build without MPI runs in one process.
@@ -207,8 +202,8 @@ use cluster as imp;
 
 pub use imp::run_synthetic;
 pub use imp::{
-    agree_clock, agree_session, any_interrupted, evaluate_split, splits_sequences, start_new,
-    train_step, writes_files,
+    agree_clock, agree_session, evaluate_split, splits_sequences, start_new, train_step,
+    writes_files,
 };
 
 #[cfg(test)]

@@ -39,3 +39,24 @@ pub fn install_handler() {
 pub fn interrupted() -> bool {
     INTERRUPTS.load(Ordering::SeqCst) > 0
 }
+
+/// The error of a command that stopped because Ctrl-C asked it to; `main` exits with 130.
+#[derive(Debug, Clone, Copy)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted by Ctrl-C")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// `Err(Interrupted)` once Ctrl-C was pressed (with the handler installed).
+pub fn check() -> Result<(), Interrupted> {
+    if interrupted() {
+        Err(Interrupted)
+    } else {
+        Ok(())
+    }
+}

@@ -80,21 +80,8 @@ fn main() -> ExitCode {
         .command
         .unwrap_or_else(|| Command::Synthetic(Box::default()));
     let result = match command {
-        Command::Synthetic(mut args) => {
-            // Settings chosen by the sequence length, unless their flag was given.
-            let sub = matches.subcommand_matches("synthetic");
-            let given = |id: &str| {
-                sub.is_some_and(|m| m.value_source(id) == Some(ValueSource::CommandLine))
-            };
-            let chosen = args.choose_for_length(given);
-            if !chosen.is_empty() {
-                println!(
-                    "n = {}: chose {} for this length (a flag overrides each)",
-                    args.seq_len,
-                    chosen.join(" ")
-                );
-            }
-            distributed::run_synthetic(&args).map(|outcome| outcome.exit_code())
+        Command::Synthetic(args) => {
+            synthetic_command(*args, matches.subcommand_matches("synthetic"))
         }
         Command::KernelBench(args) => bench::kernel_bench(&args).map(|_| ExitCode::SUCCESS),
         Command::RnnBench(args) => bench::rnn_bench(&args).map(|_| ExitCode::SUCCESS),
@@ -104,7 +91,34 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            if error
+                .chain()
+                .any(|cause| cause.is::<interrupt::Interrupted>())
+            {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// `trainer synthetic` with the flags of its command line (`None`: no subcommand given).
+fn synthetic_command(
+    mut args: synthetic::SyntheticArgs,
+    matches: Option<&clap::ArgMatches>,
+) -> anyhow::Result<ExitCode> {
+    let given =
+        |id: &str| matches.is_some_and(|m| m.value_source(id) == Some(ValueSource::CommandLine));
+    args.refuse_unused_flags(given)?;
+    // Settings chosen by the sequence length, unless their flag was given.
+    let chosen = args.choose_for_length(given);
+    if !chosen.is_empty() {
+        println!(
+            "n = {}: chose {} for this length (a flag overrides each)",
+            args.seq_len,
+            chosen.join(" ")
+        );
+    }
+    distributed::run_synthetic(&args).map(|outcome| outcome.exit_code())
 }

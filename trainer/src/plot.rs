@@ -148,7 +148,7 @@ fn draw_atomically(path: &Path, draw: impl FnOnce(&Path) -> Result<()>) -> Resul
 }
 
 fn draw_all<B: DrawingBackend>(root: &DrawingArea<B, Shift>, charts: &[Chart]) -> Result<()> {
-    let err = |e: DrawingAreaErrorKind<B::ErrorType>| anyhow!("{e:?}");
+    let err = |e: DrawingAreaErrorKind<B::ErrorType>| anyhow!("{e}");
     root.fill(&WHITE).map_err(err)?;
     let panels = root.split_evenly((charts.len().max(1), 1));
     for (chart, area) in charts.iter().zip(panels.iter()) {
@@ -173,7 +173,7 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 fn draw_chart<B: DrawingBackend>(area: &DrawingArea<B, Shift>, chart: &Chart) -> Result<()> {
-    let err = |e: DrawingAreaErrorKind<B::ErrorType>| anyhow!("{e:?}");
+    let err = |e: DrawingAreaErrorKind<B::ErrorType>| anyhow!("{e}");
     let text = font_available();
     let mapped: Vec<(&str, Vec<(f64, f64)>)> = chart
         .series

@@ -16,6 +16,7 @@ use surrogate_rnn::{
 use crate::atomic;
 use crate::metrics::{self, Record};
 use crate::state::LoopState;
+use crate::summary::Summary;
 use crate::synthetic::SyntheticArgs;
 
 /// The settings file of a run folder.
@@ -189,6 +190,38 @@ fn check_meta(
         .check(&args.stages(), args.streak, meta.step)
         .context("the checkpoint's loop state does not fit the run")?;
     Ok(state)
+}
+
+/// How far the run in a folder got, for `trainer reproduce --resume`.
+pub enum Progress {
+    /// It finished (converged or stopped by a limit): its summary.
+    Finished(Box<Summary>),
+    /// It has a checkpoint to continue from.
+    Resumable,
+    /// Nothing to continue: start it anew.
+    NotStarted,
+}
+
+/// Reads how far the run in `dir` got: finished when `summary.json` records the
+/// checkpoint's step as the end of a finished session, resumable with a checkpoint.
+pub fn progress(dir: &Path) -> Progress {
+    let checkpoint = dir.join(CHECKPOINT_FILE);
+    if !checkpoint.exists() {
+        return Progress::NotStarted;
+    }
+    // An unreadable checkpoint is left to `--resume`, whose error says what is wrong.
+    let Ok(meta) = read_checkpoint_meta(&checkpoint) else {
+        return Progress::Resumable;
+    };
+    if summary_records_finish(dir, meta.step) {
+        let summary = std::fs::read_to_string(dir.join(SUMMARY_FILE))
+            .ok()
+            .and_then(|text| serde_json::from_str::<Summary>(&text).ok());
+        if let Some(summary) = summary {
+            return Progress::Finished(Box::new(summary));
+        }
+    }
+    Progress::Resumable
 }
 
 /// Whether `summary.json` records this very checkpoint as the end of a finished session.

@@ -94,7 +94,8 @@ impl Schedule {
 
     /// What to do next, given the optimizer's step count, the run's wall time and
     /// whether Ctrl-C was pressed. A converged run stops first, then an interrupt, then
-    /// a pending evaluation runs, then the limits apply.
+    /// a pending evaluation runs (the evaluation itself stops at the time limit, and
+    /// stays pending), then the limits apply.
     pub fn next(&self, steps: u64, wall_seconds: f64, interrupted: bool) -> Action {
         if self.state.converged() {
             Action::Stop(StopReason::Converged)

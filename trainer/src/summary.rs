@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::metrics::Record;
 use crate::plot::{Chart, Scale};
@@ -11,7 +11,7 @@ use crate::synthetic::{ModelChoice, SyntheticArgs};
 use crate::system;
 
 /// Why a run stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     Converged,
@@ -20,8 +20,20 @@ pub enum StopReason {
     Interrupted,
 }
 
+impl StopReason {
+    /// The reason in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Converged => "converged",
+            Self::IterationLimit => "iteration limit",
+            Self::TimeLimit => "time limit",
+            Self::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// What `summary.json` holds.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
     pub model: String,
     pub seq_len: usize,
@@ -50,7 +62,7 @@ pub struct Summary {
 }
 
 /// One curriculum stage in the summary.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StageSummary {
     pub seq_len: usize,
     pub iterations: u64,

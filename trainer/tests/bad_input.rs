@@ -83,9 +83,48 @@ fn values_are_checked_before_any_work() {
     refused(&synthetic(&["--max-seconds", "NaN"]), "--max-seconds");
     refused(&["reproduce", "--lstm-max-seconds=0"], "--lstm-max-seconds");
     refused(
-        &["reproduce", "--million-max-seconds=NaN"],
-        "--million-max-seconds",
+        &["reproduce", "--budget", "full", "--million-max-seconds=NaN"],
+        "--million-max-seconds must be positive",
     );
+    refused(&["reproduce", "--lstm-max-seconds=-1e300"], "(got -1e300)");
+}
+
+#[test]
+fn flags_the_other_settings_leave_unused_are_refused() {
+    refused(
+        &synthetic(&["--forget-bias", "2"]),
+        "--forget-bias applies to --init constant only",
+    );
+    refused(
+        &synthetic(&["--init", "zero", "--chrono-max-len", "10"]),
+        "--chrono-max-len applies to --init chrono only",
+    );
+    refused(
+        &synthetic(&["--model", "sru", "--qrnn-width", "3"]),
+        "--qrnn-width applies to --model qrnn only",
+    );
+    refused(
+        &["reproduce", "--million-max-seconds", "5"],
+        "applies to --budget full only",
+    );
+    refused(
+        &["reproduce", "--resume", "somewhere", "--budget", "full"],
+        "cannot be used with",
+    );
+    // The values that do apply are accepted.
+    let temp = tempfile::tempdir().unwrap();
+    let runs = temp.path().to_str().unwrap();
+    for flags in [
+        &["--init", "constant", "--forget-bias", "2"][..],
+        &["--chrono-max-len", "1"],
+        &["--model", "qrnn", "--qrnn-width", "3"],
+    ] {
+        let out = run(
+            TINY,
+            &[flags, &["--max-iterations", "2", "--runs-dir", runs]].concat(),
+        );
+        assert!(out.success, "{flags:?}: {}", out.stderr);
+    }
 }
 
 #[test]

@@ -406,3 +406,59 @@ fn ctrl_c_during_the_evaluation_checkpoints_and_exits_130() {
     assert_eq!(summary(&dir), summary(&straight));
     assert_eq!(csv_loss_columns(&dir), csv_loss_columns(&straight));
 }
+
+#[test]
+fn the_time_limit_stops_a_long_evaluation_which_runs_again_on_resume() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("run");
+    // Two billion sequences would take hours: the limit must stop the evaluation, and its
+    // progress must be reported while it runs (a status line every 10 s with --quiet).
+    let started = std::time::Instant::now();
+    let out = run_with_env(
+        TINY,
+        &[
+            "--eval-sequences",
+            "2000000000",
+            "--max-seconds",
+            "13",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        started.elapsed().as_secs() < 120,
+        "the evaluation ran past the limit"
+    );
+    assert!(
+        out.stderr.contains("evaluation stopped (time limit)"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("evaluating: "), "{}", out.stderr);
+    let summary = read_json(&dir.join("summary.json"));
+    assert_eq!(summary["stop_reason"], "time_limit");
+    assert_eq!(summary["converged"], Value::Bool(false));
+    let iterations = summary["iterations"].as_u64().unwrap();
+    assert_eq!(checkpoint_step(&dir), iterations);
+
+    // Resumed with more time, the pending evaluation comes first, before any step.
+    let out = resume(&dir, &["--max-seconds", "14"]);
+    assert!(out.success, "{}", out.stderr);
+    let first = out
+        .stderr
+        .lines()
+        .position(|l| l.contains("evaluating after step"));
+    assert!(first.is_some(), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("evaluation stopped (time limit)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        checkpoint_step(&dir),
+        iterations,
+        "a step ran before the evaluation"
+    );
+}

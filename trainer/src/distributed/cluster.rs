@@ -311,14 +311,6 @@ pub fn agree_clock(wall_seconds: f64, interrupted: bool) -> (f64, bool) {
     })
 }
 
-/// Whether any process was asked to stop. Collective in a distributed run.
-pub fn any_interrupted(interrupted: bool) -> bool {
-    with_cluster(|cluster| match cluster {
-        Some(c) if c.mode.get().is_some() => any(c, interrupted),
-        _ => interrupted,
-    })
-}
-
 fn any(cluster: &Cluster, flag: bool) -> bool {
     let mut global = 0_u8;
     cluster

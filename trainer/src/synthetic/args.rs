@@ -375,6 +375,38 @@ impl SyntheticArgs {
         chosen
     }
 
+    /// Refuses a flag given on the command line (`given(id)` for the clap id) that the
+    /// other settings leave unused, rather than ignore it.
+    pub(crate) fn refuse_unused_flags(&self, given: impl Fn(&str) -> bool) -> Result<()> {
+        let unused = [
+            (
+                "qrnn_width",
+                "--qrnn-width",
+                "--model qrnn",
+                self.model == ModelChoice::Qrnn,
+            ),
+            (
+                "chrono_max_len",
+                "--chrono-max-len",
+                "--init chrono",
+                self.init == InitChoice::Chrono,
+            ),
+            (
+                "forget_bias",
+                "--forget-bias",
+                "--init constant",
+                self.init == InitChoice::Constant,
+            ),
+        ];
+        for (id, flag, needs, applies) in unused {
+            ensure!(
+                applies || !given(id),
+                "{flag} applies to {needs} only; drop it or pass {needs}"
+            );
+        }
+        Ok(())
+    }
+
     /// Every check that can fail before work starts.
     pub(crate) fn validate(&self) -> Result<()> {
         ensure!(
@@ -438,7 +470,7 @@ impl SyntheticArgs {
             );
         }
         if let Some(len) = self.chrono_max_len {
-            ensure!(len >= 2, "--chrono-max-len must be at least 2");
+            ensure!(len >= 1, "--chrono-max-len must be at least 1");
         }
         let mut previous = 0;
         for len in self.curriculum_lengths()? {
@@ -453,7 +485,8 @@ impl SyntheticArgs {
         if let Some(seconds) = self.max_seconds {
             ensure!(
                 seconds > 0.0 && !seconds.is_nan(),
-                "--max-seconds must be positive (got {seconds})"
+                "--max-seconds must be positive (got {})",
+                crate::console::number(seconds)
             );
         }
         match (self.distributed, self.sequence_ranks) {

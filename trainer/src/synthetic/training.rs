@@ -149,8 +149,9 @@ impl<'a> Trainer<'a> {
                     // The evaluation of the last step was interrupted: run it again, and
                     // record it in that step's row, as an uninterrupted run would have.
                     let step = self.adam.steps();
-                    let Some(accuracy) = self.evaluate(&console)? else {
-                        break StopReason::Interrupted;
+                    let accuracy = match self.evaluate(&mut console)? {
+                        Evaluation::Accuracy(accuracy) => accuracy,
+                        Evaluation::Stopped(reason) => break reason,
                     };
                     if let Some(last) = self.history.last_mut() {
                         last.eval_accuracy = Some(accuracy);
@@ -215,13 +216,13 @@ impl<'a> Trainer<'a> {
                 learned.seq_len, learned.iterations, learned.seconds, next_seq_len
             )),
             StepOutcome::EvaluationDue => match self.evaluate(console)? {
-                Some(accuracy) => {
+                Evaluation::Accuracy(accuracy) => {
                     record.eval_accuracy = Some(accuracy);
                     if self.conclude_evaluation(accuracy, record.step, console) {
                         stop = Some(StopReason::Converged);
                     }
                 }
-                None => stop = Some(StopReason::Interrupted),
+                Evaluation::Stopped(reason) => stop = Some(reason),
             },
         }
         if distributed::writes_files() {
@@ -251,9 +252,10 @@ impl<'a> Trainer<'a> {
 
     /// Accuracy on `eval_sequences` fresh sequences of the target length, never seen in
     /// training (their own seed stream), evaluated in memory-bounded chunks (in sequence
-    /// and grid runs: split over the processes as training is); `None` when
-    /// Ctrl-C interrupted it (the next evaluation then uses the same sequences).
-    fn evaluate(&mut self, console: &Console) -> Result<Option<f64>> {
+    /// and grid runs: split over the processes as training is), with its progress on the
+    /// console. Ctrl-C or the run's `--max-seconds` stops it; it then stays due, and the
+    /// resumed run evaluates the same sequences.
+    fn evaluate(&mut self, console: &mut Console) -> Result<Evaluation> {
         let args = self.args().clone();
         let task = SyntheticTask::new(args.seq_len, args.dim)?;
         let eval_seed = args.seed ^ 0x005E_ED0F_E7A1;
@@ -266,10 +268,14 @@ impl<'a> Trainer<'a> {
         ));
         let start = Instant::now();
         let (mut correct, mut seen, mut part) = (0, 0, 0u64);
+        let total_steps = args.eval_sequences as f64 * args.seq_len as f64;
         while seen < args.eval_sequences {
             let size = EVAL_BATCH.min(args.eval_sequences - seen);
             let key = (round << 32) | part;
             if distributed::splits_sequences() {
+                if let Some(reason) = self.evaluation_stop(console) {
+                    return Ok(Evaluation::Stopped(reason));
+                }
                 // Split over the processes as training is: each holds its steps only.
                 let Some(n_correct) = distributed::evaluate_split(
                     &mut self.model,
@@ -282,7 +288,7 @@ impl<'a> Trainer<'a> {
                 .context("evaluation")?
                 else {
                     console.line("  evaluation interrupted; it runs again when the run resumes");
-                    return Ok(None);
+                    return Ok(Evaluation::Stopped(StopReason::Interrupted));
                 };
                 correct += n_correct;
                 seen += size;
@@ -296,13 +302,23 @@ impl<'a> Trainer<'a> {
             // Streaming: only one chunk of activations and the carried state are held, so
             // memory does not grow with the sequence length.
             let mut stream = self.model.stream();
+            let mut fed = 0;
             for chunk in chunks {
-                if distributed::any_interrupted(interrupt::interrupted()) {
-                    console.line("  evaluation interrupted; it runs again when the run resumes");
-                    return Ok(None);
+                if let Some(reason) = self.evaluation_stop(console) {
+                    return Ok(Evaluation::Stopped(reason));
                 }
+                let done = (seen as f64 * args.seq_len as f64 + (fed * size) as f64) / total_steps;
+                console.status(format!(
+                    "evaluating: {:.0} % of {} sequences × {} steps ({:.0} s)",
+                    100.0 * done,
+                    args.eval_sequences,
+                    args.seq_len,
+                    start.elapsed().as_secs_f64()
+                ));
+                let chunk = chunk.context("evaluation")?;
+                fed += chunk.dim().0;
                 stream
-                    .feed(self.scan, ModelInput::OneHot(&chunk.context("evaluation")?))
+                    .feed(self.scan, ModelInput::OneHot(&chunk))
                     .context("evaluation")?;
             }
             let logits = stream
@@ -321,7 +337,26 @@ impl<'a> Trainer<'a> {
             100.0 * accuracy,
             start.elapsed().as_secs_f64()
         ));
-        Ok(Some(accuracy))
+        Ok(Evaluation::Accuracy(accuracy))
+    }
+
+    /// Why an evaluation in progress stops: Ctrl-C, or the run's `--max-seconds` reached
+    /// (collective in a distributed run).
+    fn evaluation_stop(&self, console: &Console) -> Option<StopReason> {
+        let (wall, interrupted) =
+            distributed::agree_clock(self.wall_seconds(), interrupt::interrupted());
+        let reason = if interrupted {
+            StopReason::Interrupted
+        } else if self.args().max_seconds.is_some_and(|limit| wall >= limit) {
+            StopReason::TimeLimit
+        } else {
+            return None;
+        };
+        console.line(format!(
+            "  evaluation stopped ({}); it runs again when the run resumes",
+            reason.describe()
+        ));
+        Some(reason)
     }
 
     /// Records a completed evaluation after `step`; returns whether the run converged.
@@ -414,6 +449,14 @@ impl<'a> Trainer<'a> {
         }
         Ok(Outcome { summary })
     }
+}
+
+/// How an evaluation ended.
+enum Evaluation {
+    /// It ran to the end: the share of sequences classified correctly.
+    Accuracy(f64),
+    /// It was stopped before the end.
+    Stopped(StopReason),
 }
 
 /// Sequences evaluated together. Fixed, so that the sequences an evaluation draws do not
