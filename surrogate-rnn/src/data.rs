@@ -1,10 +1,11 @@
 //! The synthetic long-dependency task of PAPER.md §3 (Hochreiter & Schmidhuber 1997,
 //! problem 2b).
 
-use ndarray::{Array, Array2, Dimension, IntoDimension};
+use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::backend::host::try_filled;
 use crate::{ModelError, OneHotSequence, Real};
 
 /// Sequences of length `seq_len` of one-hot vectors in `dim` dimensions: `x_0 = ±e_1`,
@@ -139,26 +140,6 @@ fn one_hot_arrays<E: Real>(
     let index = try_filled((len, batch), 0).ok_or_else(too_large)?;
     let value = try_filled((len, batch), E::one()).ok_or_else(too_large)?;
     Ok((index, value))
-}
-
-/// An array of shape `dim` filled with `fill`, or `None` when its size overflows or it
-/// cannot be allocated (instead of a panic or an abort).
-pub(crate) fn try_filled<T: Clone, D: Dimension>(
-    dim: impl IntoDimension<Dim = D>,
-    fill: T,
-) -> Option<Array<T, D>> {
-    let dim = dim.into_dimension();
-    let len = dim
-        .slice()
-        .iter()
-        .try_fold(1_usize, |n, &d| n.checked_mul(d))?;
-    if len.checked_mul(std::mem::size_of::<T>())? > isize::MAX as usize {
-        return None;
-    }
-    let mut buffer = Vec::new();
-    buffer.try_reserve_exact(len).ok()?;
-    buffer.resize(len, fill);
-    Array::from_shape_vec(dim, buffer).ok()
 }
 
 /// An empty vector with room for one item per sequence of a batch of `batch`.

@@ -11,6 +11,19 @@ use surrogate_rnn::{
     LayerKind, LayerState, ModelConfig, ModelInput, OneHotSequence, RecurrentLayer,
 };
 
+/// A two-class model of `layers` layers of `layer` with `hidden` units on dense inputs of
+/// `size` features, without an input projection.
+fn dense_config(layer: LayerKind, size: usize, hidden: usize, layers: usize) -> ModelConfig {
+    ModelConfig {
+        layer,
+        input: InputKind::Dense { size },
+        input_projection: None,
+        hidden,
+        layers,
+        classes: 2,
+    }
+}
+
 fn kinds() -> impl Strategy<Value = LayerKind> {
     prop_oneof![
         Just(LayerKind::Gilr),
@@ -251,14 +264,7 @@ proptest! {
 #[test]
 fn foreign_model_states_are_errors() {
     use surrogate_rnn::ModelState;
-    let config = ModelConfig {
-        layer: LayerKind::GilrLstm,
-        input: InputKind::Dense { size: 2 },
-        input_projection: None,
-        hidden: 3,
-        layers: 2,
-        classes: 2,
-    };
+    let config = dense_config(LayerKind::GilrLstm, 2, 3, 2);
     let mut model = Classifier::<f64>::new(config, InitConfig::default(), 1).unwrap();
     let x = Array3::from_elem((4, 2, 2), 0.25);
     let input = ModelInput::Dense(x.view());
@@ -284,14 +290,7 @@ fn foreign_model_states_are_errors() {
 /// another width, the bounded GILR-LSTM against the paper's.
 #[test]
 fn passes_and_caches_of_another_configuration_are_errors() {
-    let config = |layer| ModelConfig {
-        layer,
-        input: InputKind::Dense { size: 2 },
-        input_projection: None,
-        hidden: 2,
-        layers: 1,
-        classes: 2,
-    };
+    let config = |layer| dense_config(layer, 2, 2, 1);
     let pairs = [
         (LayerKind::Qrnn { width: 3 }, LayerKind::Qrnn { width: 2 }),
         (LayerKind::GilrLstm, LayerKind::GilrLstmTanh),
@@ -340,14 +339,7 @@ fn passes_and_caches_of_another_configuration_are_errors() {
 /// allocation panic.
 #[test]
 fn an_input_too_large_to_copy_is_an_error() {
-    let config = ModelConfig {
-        layer: LayerKind::Gilr,
-        input: InputKind::Dense { size: 1 },
-        input_projection: None,
-        hidden: 2,
-        layers: 1,
-        classes: 2,
-    };
+    let config = dense_config(LayerKind::Gilr, 1, 2, 1);
     let model = Classifier::<f32>::new(config, InitConfig::default(), 1).unwrap();
     let one = Array3::<f32>::zeros((1, 1, 1));
     let huge = one.broadcast((1 << 31, 1 << 31, 1)).unwrap();
@@ -358,14 +350,7 @@ fn an_input_too_large_to_copy_is_an_error() {
 /// once, without visiting every layer.
 #[test]
 fn a_huge_layer_count_is_refused() {
-    let config = ModelConfig {
-        layer: LayerKind::Gilr,
-        input: InputKind::Dense { size: 1 },
-        input_projection: None,
-        hidden: 1,
-        layers: 1 << 60,
-        classes: 2,
-    };
+    let config = dense_config(LayerKind::Gilr, 1, 1, 1 << 60);
     assert!(config.validate().is_err());
     assert!(Classifier::<f32>::new(config, InitConfig::default(), 1).is_err());
 }
@@ -373,14 +358,7 @@ fn a_huge_layer_count_is_refused() {
 /// A constant gate bias that is not finite is refused by models and standalone layers.
 #[test]
 fn a_non_finite_constant_gate_bias_is_refused() {
-    let config = ModelConfig {
-        layer: LayerKind::Gilr,
-        input: InputKind::Dense { size: 1 },
-        input_projection: None,
-        hidden: 2,
-        layers: 1,
-        classes: 2,
-    };
+    let config = dense_config(LayerKind::Gilr, 1, 2, 1);
     for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
         let init = InitConfig {
             gate_bias: surrogate_rnn::GateBiasInit::Constant { value },

@@ -8,7 +8,9 @@ use scan_core::{
     ForwardProblem, LinearScan, ScanError,
 };
 use scan_mpi::{DistributedScan, MpiElement};
-use surrogate_rnn::backend::{check_scan_operands, Candidate, PackedMatrix, ScanEnds, Transpose};
+use surrogate_rnn::backend::{
+    check_scan_backward_views, check_scan_views, Candidate, PackedMatrix, ScanEnds, Transpose,
+};
 use surrogate_rnn::{Backend, CpuBackend, ModelError, Real, Subnormals};
 
 /// [`CpuBackend`] for everything a layer computes on its own rows; the scans run as
@@ -401,13 +403,7 @@ impl<E: Real + MpiElement, S: LinearScan<E>> Backend<E> for SplitBackend<'_, E, 
         ends: ScanEnds<ArrayView2<'_, E>>,
         state: ArrayViewMut2<'_, E>,
     ) -> Result<Option<Array2<E>>, ModelError> {
-        check_scan_operands(
-            "SplitBackend::scan",
-            n_steps,
-            decay.dim(),
-            &[("impulse", impulse.dim()), ("state", state.dim())],
-            &[("ends.initial", ends.initial.map(|v| v.dim()))],
-        )?;
+        check_scan_views("SplitBackend::scan", n_steps, decay, impulse, ends, &state)?;
         let state_dims = (decay.nrows() / n_steps.max(1), decay.ncols());
         let inputs = ForwardInputs {
             decay: as_steps(decay.view(), n_steps)?,
@@ -446,21 +442,16 @@ impl<E: Real + MpiElement, S: LinearScan<E>> Backend<E> for SplitBackend<'_, E, 
         grad_impulse: ArrayViewMut2<'_, E>,
         grad_initial: Option<ArrayViewMut2<'_, E>>,
     ) -> Result<(), ModelError> {
-        check_scan_operands(
+        check_scan_backward_views(
             "SplitBackend::scan_backward",
             n_steps,
-            decay.dim(),
-            &[
-                ("state", state.dim()),
-                ("grad_state", grad_state.dim()),
-                ("grad_decay", grad_decay.dim()),
-                ("grad_impulse", grad_impulse.dim()),
-            ],
-            &[
-                ("ends.initial", ends.initial.map(|v| v.dim())),
-                ("ends.grad_last", ends.grad_last.map(|v| v.dim())),
-                ("grad_initial", grad_initial.as_ref().map(|v| v.dim())),
-            ],
+            decay,
+            state,
+            ends,
+            grad_state,
+            &grad_decay,
+            &grad_impulse,
+            grad_initial.as_ref(),
         )?;
         let inputs = BackwardInputs {
             decay: as_steps(decay.view(), n_steps)?,

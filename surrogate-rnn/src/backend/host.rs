@@ -1,40 +1,50 @@
 //! What the two host-memory backends share: ndarray storage, views, shape checks, copies
 //! and the scan through a [`LinearScan`].
 
-use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{
+    s, Array, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Dimension,
+    IntoDimension,
+};
 use scan_core::{BackwardInputs, BackwardOutputs, Direction, ForwardInputs, LinearScan};
 
 use super::ScanEnds;
 use crate::error::check_shape;
 use crate::{ModelError, Real};
 
+/// The element count of an array of `shape` with elements of type `T`, or `None` when it
+/// overflows `usize` or its bytes exceed `isize::MAX` (more than one allocation may hold).
+fn element_count<T>(shape: &[usize]) -> Option<usize> {
+    let len = shape.iter().try_fold(1_usize, |n, &d| n.checked_mul(d))?;
+    let bytes = len.checked_mul(std::mem::size_of::<T>())?;
+    (bytes <= isize::MAX as usize).then_some(len)
+}
+
 /// `rows·cols` as an element count, or an error when it overflows or cannot be allocated.
 pub(crate) fn checked_len<E>(rows: usize, cols: usize) -> Result<usize, ModelError> {
-    let too_large = || ModelError::InvalidConfig {
+    element_count::<E>(&[rows, cols]).ok_or_else(|| ModelError::InvalidConfig {
         reason: format!("a {rows} × {cols} matrix is too large to allocate"),
-    };
-    let len = rows.checked_mul(cols).ok_or_else(too_large)?;
-    let bytes = len
-        .checked_mul(std::mem::size_of::<E>())
-        .ok_or_else(too_large)?;
-    if bytes > isize::MAX as usize {
-        return Err(too_large());
-    }
-    Ok(len)
+    })
+}
+
+/// An array of shape `dim` filled with `fill`, or `None` when its size overflows or it
+/// cannot be allocated (instead of a panic or an abort).
+pub(crate) fn try_filled<T: Clone, D: Dimension>(
+    dim: impl IntoDimension<Dim = D>,
+    fill: T,
+) -> Option<Array<T, D>> {
+    let dim = dim.into_dimension();
+    let len = element_count::<T>(dim.slice())?;
+    let mut buffer = Vec::new();
+    buffer.try_reserve_exact(len).ok()?;
+    buffer.resize(len, fill);
+    Array::from_shape_vec(dim, buffer).ok()
 }
 
 /// A fresh zero matrix; an error instead of an abort when it cannot be allocated.
 pub(crate) fn try_zeros<E: Real>(rows: usize, cols: usize) -> Result<Array2<E>, ModelError> {
-    let len = checked_len::<E>(rows, cols)?;
-    let mut buffer = Vec::new();
-    buffer
-        .try_reserve_exact(len)
-        .map_err(|_| ModelError::InvalidConfig {
-            reason: format!("cannot allocate a {rows} × {cols} matrix"),
-        })?;
-    buffer.resize(len, E::zero());
-    Array2::from_shape_vec((rows, cols), buffer).map_err(|_| ModelError::InvalidConfig {
-        reason: format!("a {rows} × {cols} matrix has no valid layout"),
+    checked_len::<E>(rows, cols)?;
+    try_filled((rows, cols), E::zero()).ok_or_else(|| ModelError::InvalidConfig {
+        reason: format!("cannot allocate a {rows} × {cols} matrix"),
     })
 }
 
@@ -261,13 +271,7 @@ pub(crate) fn scan_forward<E: Real>(
     ends: ScanEnds<ArrayView2<'_, E>>,
     state: ArrayViewMut2<'_, E>,
 ) -> Result<(), ModelError> {
-    super::check_scan_operands(
-        "Backend::scan",
-        n_steps,
-        decay.dim(),
-        &[("impulse", impulse.dim()), ("state", state.dim())],
-        &[("ends.initial", ends.initial.map(|v| v.dim()))],
-    )?;
+    super::check_scan_views("Backend::scan", n_steps, decay, impulse, ends, &state)?;
     let (mut state, initial) = (state, ends.initial);
     let initial = initial.as_ref().map(|v| as_state(v.view())).transpose()?;
     scan.forward_into(
@@ -295,21 +299,16 @@ pub(crate) fn scan_backward<E: Real>(
     grad_impulse: ArrayViewMut2<'_, E>,
     grad_initial: Option<ArrayViewMut2<'_, E>>,
 ) -> Result<(), ModelError> {
-    super::check_scan_operands(
+    super::check_scan_backward_views(
         "Backend::scan_backward",
         n_steps,
-        decay.dim(),
-        &[
-            ("state", state.dim()),
-            ("grad_state", grad_state.dim()),
-            ("grad_decay", grad_decay.dim()),
-            ("grad_impulse", grad_impulse.dim()),
-        ],
-        &[
-            ("ends.initial", ends.initial.map(|v| v.dim())),
-            ("ends.grad_last", ends.grad_last.map(|v| v.dim())),
-            ("grad_initial", grad_initial.as_ref().map(|v| v.dim())),
-        ],
+        decay,
+        state,
+        ends,
+        grad_state,
+        &grad_decay,
+        &grad_impulse,
+        grad_initial.as_ref(),
     )?;
     let (mut grad_decay, mut grad_impulse, mut grad_initial) =
         (grad_decay, grad_impulse, grad_initial);

@@ -99,7 +99,8 @@ pub struct ScanEnds<V> {
 /// decay block `(T·B, n)`: `n_steps` must split its rows, every block operand must be
 /// `(T·B, n)` and every state operand `(B, n)` (`None`: absent). Backends call it before
 /// reshaping the blocks into the scan's `(T, B·n)` problem, where a block of another shape
-/// but the same size would pass unnoticed.
+/// but the same size would pass unnoticed; backends on ndarray views call it through
+/// [`check_scan_views`] and [`check_scan_backward_views`].
 pub fn check_scan_operands(
     operation: &'static str,
     n_steps: usize,
@@ -123,6 +124,59 @@ pub fn check_scan_operands(
         }
     }
     Ok(())
+}
+
+/// [`check_scan_operands`] for the operands of [`Backend::scan`] as ndarray views, named
+/// `operation` in errors: `impulse` and `state` are blocks, `ends.initial` a state.
+pub fn check_scan_views<E>(
+    operation: &'static str,
+    n_steps: usize,
+    decay: ArrayView2<'_, E>,
+    impulse: ArrayView2<'_, E>,
+    ends: ScanEnds<ArrayView2<'_, E>>,
+    state: &ArrayViewMut2<'_, E>,
+) -> Result<(), ModelError> {
+    check_scan_operands(
+        operation,
+        n_steps,
+        decay.dim(),
+        &[("impulse", impulse.dim()), ("state", state.dim())],
+        &[("ends.initial", ends.initial.map(|v| v.dim()))],
+    )
+}
+
+/// [`check_scan_operands`] for the operands of [`Backend::scan_backward`] as ndarray views,
+/// named `operation` in errors: `state`, `grad_state`, `grad_decay` and `grad_impulse` are
+/// blocks, `ends.initial`, `ends.grad_last` and `grad_initial` states. The arguments are
+/// those of [`Backend::scan_backward`], in its order.
+#[allow(clippy::too_many_arguments)]
+pub fn check_scan_backward_views<E>(
+    operation: &'static str,
+    n_steps: usize,
+    decay: ArrayView2<'_, E>,
+    state: ArrayView2<'_, E>,
+    ends: ScanEnds<ArrayView2<'_, E>>,
+    grad_state: ArrayView2<'_, E>,
+    grad_decay: &ArrayViewMut2<'_, E>,
+    grad_impulse: &ArrayViewMut2<'_, E>,
+    grad_initial: Option<&ArrayViewMut2<'_, E>>,
+) -> Result<(), ModelError> {
+    check_scan_operands(
+        operation,
+        n_steps,
+        decay.dim(),
+        &[
+            ("state", state.dim()),
+            ("grad_state", grad_state.dim()),
+            ("grad_decay", grad_decay.dim()),
+            ("grad_impulse", grad_impulse.dim()),
+        ],
+        &[
+            ("ends.initial", ends.initial.map(|v| v.dim())),
+            ("ends.grad_last", ends.grad_last.map(|v| v.dim())),
+            ("grad_initial", grad_initial.map(|v| v.dim())),
+        ],
+    )
 }
 
 /// What a layer computes with: buffers, products, fused gate passes, reductions, scans.

@@ -2,8 +2,8 @@
 
 use ndarray::{s, Array2, Array3, ArrayView2, Ix2};
 
+use crate::backend::host::try_filled;
 use crate::backend::Backend;
-use crate::data::try_filled;
 use crate::init::Initializer;
 use crate::param::{ParamVisitor, ParamVisitorMut};
 use crate::{ModelError, Param, Parameters, Real};
