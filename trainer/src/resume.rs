@@ -96,16 +96,18 @@ pub struct Session {
     pub history: Vec<Record>,
 }
 
+/// Reads the settings file `path` that `--resume` needs; `folder` says which folder
+/// holds it (`a run folder written by trainer synthetic`).
+pub fn read_settings_file<T: serde::de::DeserializeOwned>(path: &Path, folder: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading `{}`: --resume needs {folder}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing `{}`", path.display()))
+}
+
 fn read_settings(dir: &Path) -> Result<RunSettings> {
     let path = dir.join(SETTINGS_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "reading `{}`: --resume needs a run folder written by `trainer synthetic`",
-            path.display()
-        )
-    })?;
     let settings: RunSettings =
-        serde_json::from_str(&text).with_context(|| format!("parsing `{}`", path.display()))?;
+        read_settings_file(&path, "a run folder written by `trainer synthetic`")?;
     ensure!(
         !settings.run_id.is_empty(),
         "`{}` has no run_id: it was written by an older version of the trainer; start a new run",

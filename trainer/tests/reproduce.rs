@@ -3,42 +3,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 
-use common::{assert_failure, read_json, run, tiny_run};
-
-/// Starts `reproduce --out dir`, waits for Table 1 to begin and sends SIGINT.
-fn interrupted_reproduction(dir: &Path) -> (Option<i32>, String) {
-    let binary = assert_cmd::cargo::cargo_bin("trainer");
-    let mut child = std::process::Command::new(binary)
-        .env("RAYON_NUM_THREADS", "2")
-        .args(["reproduce", "--out", dir.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the trainer starts");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let mut line = String::new();
-    while stderr.read_line(&mut line).unwrap() > 0 {
-        seen.push_str(&line);
-        if line.contains("Table 1") {
-            break;
-        }
-        line.clear();
-    }
-    assert!(seen.contains("Table 1"), "Table 1 never started:\n{seen}");
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    let status = child.wait().unwrap();
-    (status.code(), seen + &rest)
-}
+use common::{assert_failure, interrupt_at, read_json, run, tiny_run};
 
 /// Writes every file of a finished table `stem` into `dir`, its markdown `marker`.
 fn fake_table(dir: &Path, stem: &str, marker: &str) {
@@ -52,7 +19,8 @@ fn fake_table(dir: &Path, stem: &str, marker: &str) {
 fn ctrl_c_stops_a_reproduction_and_resume_finishes_it() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("report");
-    let (code, stderr) = interrupted_reproduction(&dir);
+    let output = interrupt_at(&["reproduce", "--out", dir.to_str().unwrap()], "Table 1");
+    let (code, stderr) = (output.code, output.stderr);
     assert_eq!(code, Some(130), "{stderr}");
     let hint = format!("trainer reproduce --resume {}", dir.display());
     assert!(stderr.contains(&hint), "{stderr}");

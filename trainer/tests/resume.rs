@@ -9,7 +9,8 @@ mod common;
 use std::path::Path;
 
 use common::{
-    assert_failure, jsonl_steps, read_json, resume, run_with_env, snapshot, tiny_run, TINY,
+    assert_failure, interrupt_at, jsonl_steps, read_json, resume, run_with_env, snapshot, tiny_run,
+    TINY,
 };
 use serde_json::Value;
 use surrogate_rnn::{load_checkpoint, save_checkpoint, Classifier, Parameters};
@@ -349,41 +350,12 @@ fn stale_checkpoint_temporaries_are_removed_on_start() {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_during_the_evaluation_checkpoints_and_exits_130() {
-    use std::io::{BufRead, BufReader};
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("run");
-    let binary = assert_cmd::cargo::cargo_bin("trainer");
-    let mut child = std::process::Command::new(binary)
-        .env("RAYON_NUM_THREADS", "2")
-        .args(TINY)
-        .args(["--eval-sequences", "30000", "--out", dir.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the trainer starts");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let mut line = String::new();
-    while stderr.read_line(&mut line).unwrap() > 0 {
-        seen.push_str(&line);
-        if line.contains("evaluating") {
-            break;
-        }
-        line.clear();
-    }
-    assert!(
-        seen.contains("evaluating"),
-        "no evaluation started:\n{seen}"
-    );
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(130), "{stdout}");
-    assert!(stdout.contains("interrupted"), "{stdout}");
+    let extra = ["--eval-sequences", "30000", "--out", dir.to_str().unwrap()];
+    let output = interrupt_at(&[TINY, &extra].concat(), "evaluating");
+    assert_eq!(output.code, Some(130), "{}", output.stdout);
+    assert!(output.stdout.contains("interrupted"), "{}", output.stdout);
     let summary = read_json(&dir.join("summary.json"));
     assert_eq!(summary["converged"], Value::Bool(false));
     let iterations = summary["iterations"].as_u64().unwrap();

@@ -116,15 +116,10 @@ impl Plan {
     }
 
     fn read(dir: &Path) -> Result<Self> {
-        let path = dir.join(PLAN_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "reading `{}`: --resume needs a report folder written by `trainer reproduce`",
-                path.display()
-            )
-        })?;
-        let plan: Self =
-            serde_json::from_str(&text).with_context(|| format!("parsing `{}`", path.display()))?;
+        let plan: Self = crate::resume::read_settings_file(
+            &dir.join(PLAN_FILE),
+            "a report folder written by `trainer reproduce`",
+        )?;
         positive("lstm_max_seconds", plan.lstm_max_seconds)?;
         positive("million_max_seconds", plan.million_max_seconds)?;
         Ok(plan)

@@ -140,3 +140,40 @@ pub fn tiny_run(dir: &Path, iterations: u64, extra: &[&str]) -> Output {
     assert!(out.success, "{}", out.stderr);
     out
 }
+
+/// Runs the binary with `args`, sends it SIGINT once `marker` appears on its stderr, and
+/// returns what it printed in all (panics if it ends without printing `marker`).
+#[cfg(unix)]
+pub fn interrupt_at(args: &[&str], marker: &str) -> Output {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("trainer"))
+        .env("RAYON_NUM_THREADS", "2")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the trainer starts");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while !line.contains(marker) {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("`{marker}` never came:\n{seen}");
+        }
+        seen.push_str(&line);
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    stderr.read_to_string(&mut seen).unwrap();
+    let output = child.wait_with_output().unwrap();
+    Output {
+        success: output.status.success(),
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: seen,
+    }
+}
