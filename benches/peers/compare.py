@@ -45,13 +45,18 @@ def config_args(model, steps, hidden, batch, n_input, one_hot, iterations):
 
 
 def products_cells(ours):
-    """The products' share of our step, their rate, a plain product's rate (the step's
-    largest product shape, same run) and our step over its GEMM floor; dashes where
-    peer_timing was built without the feature `product-stats`."""
+    """The products' share of one more step of ours, their rate, a plain product's rate
+    (the step's largest product shape, best of the samples in the same run), our step over
+    its GEMM floor, and that ratio in two parts by the share: the products' time and the
+    rest of the step (gate passes, scans, the optimizer), each over the floor; dashes
+    where peer_timing was built without the feature `product-stats`."""
     if "gemm_floor_s" not in ours:
-        return "— | — | — | —"
+        return "— | — | — | — | — | —"
+    ratio = ours["median_s"] / ours["gemm_floor_s"]
+    products_part = ours["product_share"] * ratio
     return (f"{ours['product_share']:.2f} | {ours['product_gflops']:.0f} | "
-            f"{ours['plain_gflops']:.0f} | {ours['median_s'] / ours['gemm_floor_s']:.2f}")
+            f"{ours['plain_gflops']:.0f} | {ratio:.2f} | {products_part:.2f} | "
+            f"{ratio - products_part:.2f}")
 
 
 def cpu_name():
@@ -88,8 +93,9 @@ def main():
     before_head = ("| before | ", "---:|") if args.before else ("| ", "")
     print(f"| model | T | n | batch | input {before_head[0]}ours | JAX serial scan "
           "| JAX associative scan | ours / JAX best | products' share | products GFLOP/s "
-          "| plain product GFLOP/s | ours / GEMM floor |")
-    print(f"|---|---:|---:|---:|---:|{before_head[1]}---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| plain product GFLOP/s | ours / GEMM floor | floor × products | floor × rest |")
+    print(f"|---|---:|---:|---:|---:|{before_head[1]}---:|---:|---:|---:|---:|---:|---:|---:"
+          "|---:|---:|")
     for config in configs:
         common = config_args(*config, args.iterations)
         before = run_json([args.before] + common)["median_s"] if args.before else None

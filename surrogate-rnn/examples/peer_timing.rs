@@ -108,6 +108,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let scan = Parallel::default();
     let mut step = || model.train_step(&mut adam, &scan, ModelInput::Dense(input.view()), &labels);
     step()?;
+    // The plain product's rate is the best of samples before and after the timed steps.
+    #[cfg(feature = "product-stats")]
+    let plain_before = products::plain_rate(products::largest_shape(), &scan)?;
     let mut times = Vec::with_capacity(options.iterations);
     for _ in 0..options.iterations {
         let start = Instant::now();
@@ -118,7 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
     #[cfg(feature = "product-stats")]
-    let products = products::measure(&mut step, median, &scan, options.shapes)?;
+    let products = products::measure(&mut step, &scan, options.shapes, plain_before)?;
     #[cfg(not(feature = "product-stats"))]
     let products = String::new();
     println!(
@@ -129,9 +132,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// With the feature `product-stats`: the products of one more training step (operations,
-/// time, share of the median step), the rate of a plain product of the step's largest
-/// product shape measured now (best of 5), and the step's GEMM floor, its products'
-/// operations at that rate.
+/// time, share of that step), the rate of a plain product of the step's largest product
+/// shape (the best of 5 samples before the timed steps and 5 after), and the step's GEMM
+/// floor, its products' operations at that rate.
 #[cfg(feature = "product-stats")]
 mod products {
     use std::time::Instant;
@@ -141,15 +144,43 @@ mod products {
     use surrogate_rnn::backend::{product_stats, Transpose};
     use surrogate_rnn::{Backend, CpuBackend, ModelError};
 
+    /// The largest product shape `[m, k, n]` since the statistics were last taken (the
+    /// warm-up step's); takes them.
+    pub fn largest_shape() -> [usize; 3] {
+        product_stats::take().largest
+    }
+
+    /// The best rate of 5 plain `(m, k)·(k, n)` products on the backend, in FLOP/s.
+    pub fn plain_rate(
+        [m, k, n]: [usize; 3],
+        scan: &dyn LinearScan<f32>,
+    ) -> Result<f64, ModelError> {
+        let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.1);
+        let b = Array2::from_shape_fn((k, n), |(i, j)| ((i * 5 + j * 2) % 13) as f32 * 0.1);
+        let mut c = Array2::<f32>::zeros((m, n));
+        let backend = CpuBackend::new(scan);
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let start = Instant::now();
+            let (a, b) = (a.view(), b.view());
+            backend.matmul(a, Transpose::No, b, Transpose::No, c.view_mut(), false)?;
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        product_stats::take();
+        Ok(2.0 * (m * k * n) as f64 / best)
+    }
+
     /// JSON fields (each with a leading comma) for the line `peer_timing` prints.
     pub fn measure<R>(
         step: &mut impl FnMut() -> Result<R, ModelError>,
-        median_s: f64,
         scan: &dyn LinearScan<f32>,
         shapes: bool,
+        plain_before: f64,
     ) -> Result<String, ModelError> {
         product_stats::take();
+        let start = Instant::now();
         step()?;
+        let step_s = start.elapsed().as_secs_f64();
         let stats = product_stats::take();
         if shapes {
             eprintln!("| m × k × n | layout | calls | GFLOP | seconds | GFLOP/s |");
@@ -167,25 +198,13 @@ mod products {
             }
         }
         let [m, k, n] = stats.largest;
-        let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.1);
-        let b = Array2::from_shape_fn((k, n), |(i, j)| ((i * 5 + j * 2) % 13) as f32 * 0.1);
-        let mut c = Array2::<f32>::zeros((m, n));
-        let backend = CpuBackend::new(scan);
-        let mut best = f64::INFINITY;
-        for _ in 0..5 {
-            let start = Instant::now();
-            let (a, b) = (a.view(), b.view());
-            backend.matmul(a, Transpose::No, b, Transpose::No, c.view_mut(), false)?;
-            best = best.min(start.elapsed().as_secs_f64());
-        }
-        product_stats::take();
-        let plain = 2.0 * (m * k * n) as f64 / best;
+        let plain = plain_rate(stats.largest, scan)?.max(plain_before);
         let flops = stats.flops as f64;
         Ok(format!(
-            ", \"product_gflop\": {:.3}, \"product_s\": {:.4}, \"product_share\": {:.3}, \"product_gflops\": {:.1}, \"largest_product\": [{m}, {k}, {n}], \"plain_gflops\": {:.1}, \"gemm_floor_s\": {:.4}",
+            ", \"product_gflop\": {:.3}, \"product_s\": {:.4}, \"product_step_s\": {step_s:.4}, \"product_share\": {:.3}, \"product_gflops\": {:.1}, \"largest_product\": [{m}, {k}, {n}], \"plain_gflops\": {:.1}, \"gemm_floor_s\": {:.4}",
             flops * 1e-9,
             stats.seconds,
-            stats.seconds / median_s,
+            stats.seconds / step_s,
             flops / stats.seconds.max(1e-12) * 1e-9,
             plain * 1e-9,
             flops / plain,
