@@ -47,16 +47,18 @@ def config_args(model, steps, hidden, batch, n_input, one_hot, iterations):
 def products_cells(ours):
     """The products' share of one more step of ours, their rate, a plain product's rate
     (the step's largest product shape, best of the samples in the same run), our step over
-    its GEMM floor, and that ratio in two parts by the share: the products' time and the
-    rest of the step (gate passes, scans, the optimizer), each over the floor; dashes
-    where peer_timing was built without the feature `product-stats`."""
+    its GEMM floor, and the extra step in two parts over the floor: its products' time
+    (plain rate / their rate) and the rest (gate passes, scans, the optimizer), which add
+    up to that step's ratio; dashes where peer_timing was built without the feature
+    `product-stats`."""
     if "gemm_floor_s" not in ours:
         return "— | — | — | — | — | —"
-    ratio = ours["median_s"] / ours["gemm_floor_s"]
-    products_part = ours["product_share"] * ratio
+    floor = ours["gemm_floor_s"]
+    products_part = ours["product_s"] / floor
+    rest = (ours["product_step_s"] - ours["product_s"]) / floor
     return (f"{ours['product_share']:.2f} | {ours['product_gflops']:.0f} | "
-            f"{ours['plain_gflops']:.0f} | {ratio:.2f} | {products_part:.2f} | "
-            f"{ratio - products_part:.2f}")
+            f"{ours['plain_gflops']:.0f} | {ours['median_s'] / floor:.2f} | "
+            f"{products_part:.2f} | {rest:.2f}")
 
 
 def cpu_name():

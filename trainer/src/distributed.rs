@@ -187,9 +187,9 @@ mod imp {
         _model: &mut Classifier<f32>,
         _scan: &dyn LinearScan<f32>,
         _task: &SyntheticTask,
-        _seed: u64,
-        _key: u64,
+        _draw: (u64, u64),
         _size: usize,
+        _stop: &mut dyn FnMut(usize) -> bool,
     ) -> Result<Option<usize>> {
         anyhow::bail!("a split evaluation needs a build with `--features mpi`")
     }

@@ -1,5 +1,6 @@
-//! Ctrl-C: the first asks the training loop to checkpoint and stop, a second exits at
-//! once. A signal within [`SAME_INTERRUPT`] of the first counts as the same one: a wrapper
+//! Ctrl-C: the first asks the work in progress to stop at its next check (a training run
+//! checkpoints first; the benchmarks and `reproduce` stop between shapes and runs), a
+//! second exits at once. A signal within [`SAME_INTERRUPT`] of the first counts as the same one: a wrapper
 //! such as `timeout` signals both the process and its group, so one interrupt arrives
 //! twice.
 
@@ -12,8 +13,8 @@ static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
 /// How soon after the first interrupt a signal is taken as a copy of it.
 const SAME_INTERRUPT: Duration = Duration::from_millis(500);
 
-/// Installs the Ctrl-C handler once: the first Ctrl-C asks the loop to checkpoint and
-/// stop; a second one exits at once.
+/// Installs the Ctrl-C handler once: the first Ctrl-C sets the flag that [`interrupted`]
+/// and [`check`] read; a second one exits at once.
 pub fn install_handler() {
     static INSTALLED: AtomicBool = AtomicBool::new(false);
     if INSTALLED.swap(true, Ordering::SeqCst) {

@@ -125,8 +125,12 @@ fn describe_checkpoint_error(error: ModelError) -> anyhow::Error {
     anyhow::Error::new(error).context(format!("cannot resume: {hint}"))
 }
 
-/// The settings that differ between `a` (run.json) and `b` (the checkpoint), one line each.
-fn differences(a: &SyntheticArgs, b: &SyntheticArgs) -> Result<Vec<String>> {
+/// The settings that differ between `a` and `b` (named as the pair says), one line each.
+fn differences(
+    a: &SyntheticArgs,
+    b: &SyntheticArgs,
+    (a_name, b_name): (&str, &str),
+) -> Result<Vec<String>> {
     let (Value::Object(a), Value::Object(b)) = (serde_json::to_value(a)?, serde_json::to_value(b)?)
     else {
         bail!("settings are not a JSON object");
@@ -135,7 +139,7 @@ fn differences(a: &SyntheticArgs, b: &SyntheticArgs) -> Result<Vec<String>> {
         .filter(|(key, value)| b.get(*key) != Some(value))
         .map(|(key, value)| {
             format!(
-                "{key}: {value} in run.json, {} in the checkpoint",
+                "{key}: {value} in {a_name}, {} in {b_name}",
                 b.get(key).unwrap_or(&Value::Null)
             )
         })
@@ -161,7 +165,7 @@ fn check_meta(
     );
     let saved: SyntheticArgs = serde_json::from_str(entry(SETTINGS_KEY)?)
         .context("the checkpoint's settings entry is invalid")?;
-    let changed = differences(&args.fixed(), &saved)?;
+    let changed = differences(&args.fixed(), &saved, ("run.json", "the checkpoint"))?;
     ensure!(
         changed.is_empty(),
         "run.json does not match the settings the checkpoint was saved with ({}); was run.json \
@@ -205,25 +209,42 @@ pub enum Progress {
 }
 
 /// Reads how far the run in `dir` got: finished when `summary.json` records the
-/// checkpoint's step as the end of a finished session, resumable with a checkpoint.
-pub fn progress(dir: &Path) -> Progress {
+/// checkpoint's step as the end of a finished session, resumable with a checkpoint. A
+/// run whose settings (`run.json`, without the flags `--resume` may change, but with
+/// `--max-seconds`) are not `expected`'s is an error naming the differences.
+pub fn progress(dir: &Path, expected: &SyntheticArgs) -> Result<Progress> {
     let checkpoint = dir.join(CHECKPOINT_FILE);
     if !checkpoint.exists() {
-        return Progress::NotStarted;
+        return Ok(Progress::NotStarted);
     }
-    // An unreadable checkpoint is left to `--resume`, whose error says what is wrong.
-    let Ok(meta) = read_checkpoint_meta(&checkpoint) else {
-        return Progress::Resumable;
-    };
-    if summary_records_finish(dir, meta.step) {
-        let summary = std::fs::read_to_string(dir.join(SUMMARY_FILE))
-            .ok()
-            .and_then(|text| serde_json::from_str::<Summary>(&text).ok());
-        if let Some(summary) = summary {
-            return Progress::Finished(Box::new(summary));
-        }
+    let settings = read_settings(dir)?;
+    let mut changed = differences(
+        &settings.args.fixed(),
+        &expected.fixed(),
+        ("run.json", "this plan"),
+    )?;
+    if settings.args.max_seconds != expected.max_seconds {
+        changed.push(format!(
+            "max_seconds: {:?} in run.json, {:?} in this plan",
+            settings.args.max_seconds, expected.max_seconds
+        ));
     }
-    Progress::Resumable
+    ensure!(
+        changed.is_empty(),
+        "`{}` holds a run with other settings:\n  {}",
+        dir.display(),
+        changed.join("\n  ")
+    );
+    let meta = read_checkpoint_meta(&checkpoint).map_err(describe_checkpoint_error)?;
+    if !summary_records_finish(dir, meta.step) {
+        return Ok(Progress::Resumable);
+    }
+    let path = dir.join(SUMMARY_FILE);
+    let summary =
+        std::fs::read_to_string(&path).with_context(|| format!("reading `{}`", path.display()))?;
+    let summary = serde_json::from_str::<Summary>(&summary)
+        .with_context(|| format!("parsing `{}`", path.display()))?;
+    Ok(Progress::Finished(Box::new(summary)))
 }
 
 /// Whether `summary.json` records this very checkpoint as the end of a finished session.

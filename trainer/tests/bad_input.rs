@@ -104,6 +104,10 @@ fn flags_the_other_settings_leave_unused_are_refused() {
         "--qrnn-width applies to --model qrnn only",
     );
     refused(
+        &synthetic(&["--model", "lstm", "--gilr-output", "linear"]),
+        "--gilr-output applies to --model gilr-lstm only",
+    );
+    refused(
         &["reproduce", "--million-max-seconds", "5"],
         "applies to --budget full only",
     );

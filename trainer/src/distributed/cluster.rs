@@ -22,7 +22,6 @@ use surrogate_rnn::{
 };
 
 use super::{agree_local, local_step, rank_seed, Mode};
-use crate::interrupt;
 use crate::resume::{self, RunSettings, Session};
 use crate::state::LoopState;
 use crate::synthetic::{self, eval_batch_within, eval_chunk_len, Outcome, SyntheticArgs};
@@ -422,19 +421,20 @@ pub fn splits_sequences() -> bool {
 /// (`task.chunks_for_step(seed, key, size, ·)`), evaluated with the run's split: each
 /// process draws the sequences chunk by chunk and keeps only its share of the steps
 /// (`⌈T/S⌉`), and its data group's share of the sequences in a grid; the sequences pass
-/// in groups that fit the training step's memory budget. `None` when a stop was
-/// requested. Collective; an error is every process's error.
+/// in groups that fit the training step's memory budget. Before each group every process
+/// calls `stop` with the sequences done so far (it must be collective, and agree); `None`
+/// when it asked to stop. Collective; an error is every process's error.
 pub fn evaluate_split(
     model: &mut Classifier<f32>,
     scan: &dyn LinearScan<f32>,
     task: &SyntheticTask,
-    seed: u64,
-    key: u64,
+    (seed, key): (u64, u64),
     size: usize,
+    stop: &mut dyn FnMut(usize) -> bool,
 ) -> Result<Option<usize>> {
     with_cluster(|cluster| {
         let cluster = cluster.context("a split evaluation outside a distributed run")?;
-        let result = evaluate_on_grid(cluster, model, scan, task, (seed, key), size);
+        let result = evaluate_on_grid(cluster, model, scan, task, (seed, key), size, stop);
         cluster.agreed_failure.set(result.is_err());
         result
     })
@@ -447,20 +447,24 @@ fn evaluate_on_grid(
     task: &SyntheticTask,
     (seed, key): (u64, u64),
     size: usize,
+    stop: &mut dyn FnMut(usize) -> bool,
 ) -> Result<Option<usize>> {
     let grid = GridParallel::new(&cluster.world, cluster.sequence_ranks.get(), scan)?;
     let (shape, rank) = (grid.shape(), cluster.data.rank());
     let steps = shape.step_share(task.seq_len(), rank);
     let config = *model.config();
-    let (labels, input) = draw_part(task, &config, (seed, key), size, steps.clone(), 0..size)?;
-    let per_group = eval_batch_within(&config, steps.len().max(1), size)?;
+    let (labels, input) = draw_part(task, &config, (seed, key), size, steps, 0..size)?;
+    // From the longest share of steps, `⌈T/S⌉`, so that every process makes the same
+    // number of passes (each pass is collective).
+    let longest = task.seq_len().div_ceil(shape.sequence_ranks());
+    let per_group = eval_batch_within(&config, longest.max(1), size)?;
     let per_pass = per_group
         .saturating_mul(shape.data_groups())
         .min(size)
         .max(1);
     let mut correct = 0;
     for first in (0..size).step_by(per_pass) {
-        if any(cluster, interrupt::interrupted()) {
+        if stop(first) {
             return Ok(None);
         }
         let pass = first..(first + per_pass).min(size);

@@ -116,13 +116,34 @@ impl Plan {
     }
 
     fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(PLAN_FILE);
         let plan: Self = crate::resume::read_settings_file(
-            &dir.join(PLAN_FILE),
+            &path,
             "a report folder written by `trainer reproduce`",
         )?;
-        positive("lstm_max_seconds", plan.lstm_max_seconds)?;
-        positive("million_max_seconds", plan.million_max_seconds)?;
+        positive("lstm_max_seconds", plan.lstm_max_seconds)
+            .and_then(|_| positive("million_max_seconds", plan.million_max_seconds))
+            .with_context(|| format!("`{}`", path.display()))?;
         Ok(plan)
+    }
+
+    /// The folder of each Table 3 run, with its settings.
+    fn runs(&self, dir: &Path) -> Vec<(Row, Vec<(String, SyntheticArgs)>)> {
+        self.rows()
+            .into_iter()
+            .map(|row| {
+                let runs = table3::MODELS
+                    .into_iter()
+                    .flat_map(|model| row.seeds.iter().map(move |&seed| (model, seed)))
+                    .map(|(model, seed)| {
+                        let name = row.run_name(model, seed);
+                        let args = row.run_args(model, seed, dir.join(&name));
+                        (name, args)
+                    })
+                    .collect();
+                (row, runs)
+            })
+            .collect()
     }
 
     fn quick(&self) -> bool {
@@ -209,6 +230,7 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
                 args.output.force,
                 &[REPORT_FILE, PLAN_FILE],
             )?;
+            clear_outputs(&plan, &dir)?;
             let text = serde_json::to_string_pretty(&plan)?;
             crate::atomic::write(&dir.join(PLAN_FILE), text.as_bytes())?;
             (plan, dir, false)
@@ -247,19 +269,21 @@ fn experiments(plan: &Plan, dir: &Path, resuming: bool) -> Result<()> {
     };
     eprintln!("== Table 3: synthetic long-dependency task");
     let mut table3 = Vec::new();
-    for row in plan.rows() {
-        let mut runs = [Vec::new(), Vec::new()];
-        for (model, summaries) in table3::MODELS.into_iter().zip(&mut runs) {
-            for &seed in &row.seeds {
-                let name = row.run_name(model, seed);
-                let run_dir = dir.join(&name);
-                eprintln!("-- {name}");
-                let summary = table3_run(&row.run_args(model, seed, run_dir), resuming)
-                    .with_context(|| format!("the synthetic run `{name}`"))?;
-                summaries.push(summary);
-            }
+    for (row, runs) in plan.runs(dir) {
+        // In `runs`' order: every seed of the first model, then of the second.
+        let mut summaries = Vec::new();
+        for (name, run_args) in runs {
+            eprintln!("-- {name}");
+            let summary = table3_run(&run_args, resuming).with_context(|| {
+                format!(
+                    "the synthetic run `{name}` (to run it anew, remove its folder and \
+                     resume the reproduction)"
+                )
+            })?;
+            summaries.push(summary);
         }
-        table3.push((row, runs));
+        let second = summaries.split_off(row.seeds.len());
+        table3.push((row, [summaries, second]));
     }
     let results = report::Results {
         quick: plan.quick(),
@@ -270,6 +294,39 @@ fn experiments(plan: &Plan, dir: &Path, resuming: bool) -> Result<()> {
     let report = dir.join(REPORT_FILE);
     crate::atomic::write(&report, report::markdown(&results, dir)?.as_bytes())?;
     println!("report: {}", report.display());
+    Ok(())
+}
+
+/// Removes what a reproduction writes into `dir` (its tables' files, its runs' files), so
+/// that a new reproduction over an old folder (`--force`) never keeps a stale result
+/// when it is resumed.
+fn clear_outputs(plan: &Plan, dir: &Path) -> Result<()> {
+    let tables = [
+        ("kernel-bench", bench::KERNEL_STEM),
+        ("rnn-bench", bench::RNN_STEM),
+    ];
+    let files = tables
+        .iter()
+        .flat_map(|(folder, stem)| {
+            table_files(stem)
+                .into_iter()
+                .map(move |f| dir.join(folder).join(f))
+        })
+        .chain(plan.runs(dir).into_iter().flat_map(|(_, runs)| {
+            runs.into_iter().flat_map(|(name, _)| {
+                crate::resume::OWNED_FILES
+                    .iter()
+                    .map(move |f| dir.join(&name).join(f))
+            })
+        }));
+    for path in files {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing `{}`", path.display()));
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 
@@ -299,7 +356,7 @@ fn kept_table(resuming: bool, dir: &Path, stem: &str) -> Result<Option<BenchRepo
 fn table3_run(run_args: &SyntheticArgs, resuming: bool) -> Result<synthetic::Summary> {
     let dir = run_args.out.clone().context("a Table 3 run has a folder")?;
     let progress = if resuming {
-        crate::resume::progress(&dir)
+        crate::resume::progress(&dir, run_args)?
     } else {
         Progress::NotStarted
     };

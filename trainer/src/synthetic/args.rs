@@ -386,6 +386,12 @@ impl SyntheticArgs {
                 self.model == ModelChoice::Qrnn,
             ),
             (
+                "gilr_output",
+                "--gilr-output",
+                "--model gilr-lstm",
+                self.model == ModelChoice::GilrLstm,
+            ),
+            (
                 "chrono_max_len",
                 "--chrono-max-len",
                 "--init chrono",

@@ -273,22 +273,27 @@ impl<'a> Trainer<'a> {
             let size = EVAL_BATCH.min(args.eval_sequences - seen);
             let key = (round << 32) | part;
             if distributed::splits_sequences() {
-                if let Some(reason) = self.evaluation_stop(console) {
-                    return Ok(Evaluation::Stopped(reason));
-                }
                 // Split over the processes as training is: each holds its steps only.
-                let Some(n_correct) = distributed::evaluate_split(
+                let deadline = self.deadline();
+                let mut stopped = None;
+                let mut stop = |done: usize| {
+                    let done = (seen + done) as f64 / args.eval_sequences as f64;
+                    console.status(evaluation_status(done, &args, start));
+                    stopped = deadline.stop();
+                    stopped.is_some()
+                };
+                let n_correct = distributed::evaluate_split(
                     &mut self.model,
                     self.scan,
                     &task,
-                    eval_seed,
-                    key,
+                    (eval_seed, key),
                     size,
+                    &mut stop,
                 )
-                .context("evaluation")?
-                else {
-                    console.line("  evaluation interrupted; it runs again when the run resumes");
-                    return Ok(Evaluation::Stopped(StopReason::Interrupted));
+                .context("evaluation")?;
+                let Some(n_correct) = n_correct else {
+                    let reason = stopped.unwrap_or(StopReason::Interrupted);
+                    return Ok(self.evaluation_stopped(reason, console));
                 };
                 correct += n_correct;
                 seen += size;
@@ -304,17 +309,11 @@ impl<'a> Trainer<'a> {
             let mut stream = self.model.stream();
             let mut fed = 0;
             for chunk in chunks {
-                if let Some(reason) = self.evaluation_stop(console) {
-                    return Ok(Evaluation::Stopped(reason));
+                if let Some(reason) = self.deadline().stop() {
+                    return Ok(self.evaluation_stopped(reason, console));
                 }
                 let done = (seen as f64 * args.seq_len as f64 + (fed * size) as f64) / total_steps;
-                console.status(format!(
-                    "evaluating: {:.0} % of {} sequences × {} steps ({:.0} s)",
-                    100.0 * done,
-                    args.eval_sequences,
-                    args.seq_len,
-                    start.elapsed().as_secs_f64()
-                ));
+                console.status(evaluation_status(done, &args, start));
                 let chunk = chunk.context("evaluation")?;
                 fed += chunk.dim().0;
                 stream
@@ -340,23 +339,22 @@ impl<'a> Trainer<'a> {
         Ok(Evaluation::Accuracy(accuracy))
     }
 
-    /// Why an evaluation in progress stops: Ctrl-C, or the run's `--max-seconds` reached
-    /// (collective in a distributed run).
-    fn evaluation_stop(&self, console: &Console) -> Option<StopReason> {
-        let (wall, interrupted) =
-            distributed::agree_clock(self.wall_seconds(), interrupt::interrupted());
-        let reason = if interrupted {
-            StopReason::Interrupted
-        } else if self.args().max_seconds.is_some_and(|limit| wall >= limit) {
-            StopReason::TimeLimit
-        } else {
-            return None;
-        };
+    /// The run's clock and time limit, for checks while the model is borrowed.
+    fn deadline(&self) -> Deadline {
+        Deadline {
+            wall_base: self.wall_base,
+            started: self.started,
+            max_seconds: self.args().max_seconds,
+        }
+    }
+
+    /// Reports an evaluation stopped for `reason`.
+    fn evaluation_stopped(&self, reason: StopReason, console: &Console) -> Evaluation {
         console.line(format!(
             "  evaluation stopped ({}); it runs again when the run resumes",
             reason.describe()
         ));
-        Some(reason)
+        Evaluation::Stopped(reason)
     }
 
     /// Records a completed evaluation after `step`; returns whether the run converged.
@@ -449,6 +447,41 @@ impl<'a> Trainer<'a> {
         }
         Ok(Outcome { summary })
     }
+}
+
+/// The run's wall clock (counted across resumes) and its `--max-seconds`.
+#[derive(Clone, Copy)]
+struct Deadline {
+    wall_base: f64,
+    started: Instant,
+    max_seconds: Option<f64>,
+}
+
+impl Deadline {
+    /// Why work in progress stops: Ctrl-C, or `--max-seconds` reached. Collective in a
+    /// distributed run (every process gets the same answer).
+    fn stop(&self) -> Option<StopReason> {
+        let wall = self.wall_base + self.started.elapsed().as_secs_f64();
+        let (wall, interrupted) = distributed::agree_clock(wall, interrupt::interrupted());
+        if interrupted {
+            Some(StopReason::Interrupted)
+        } else if self.max_seconds.is_some_and(|limit| wall >= limit) {
+            Some(StopReason::TimeLimit)
+        } else {
+            None
+        }
+    }
+}
+
+/// The progress line of an evaluation `done` (a share) of the way through.
+fn evaluation_status(done: f64, args: &SyntheticArgs, start: Instant) -> String {
+    format!(
+        "evaluating: {:.0} % of {} sequences × {} steps ({:.0} s)",
+        100.0 * done,
+        args.eval_sequences,
+        args.seq_len,
+        start.elapsed().as_secs_f64()
+    )
 }
 
 /// How an evaluation ended.

@@ -153,6 +153,13 @@ pub fn interrupt_at(args: &[&str], marker: &str) -> Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("the trainer starts");
+    // Drained beside stderr, so a full stdout pipe never blocks the child.
+    let mut stdout = child.stdout.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).unwrap();
+        text
+    });
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
     let mut line = String::new();
@@ -169,11 +176,11 @@ pub fn interrupt_at(args: &[&str], marker: &str) -> Output {
         .expect("kill runs");
     assert!(status.success());
     stderr.read_to_string(&mut seen).unwrap();
-    let output = child.wait_with_output().unwrap();
+    let status = child.wait().unwrap();
     Output {
-        success: output.status.success(),
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        success: status.success(),
+        code: status.code(),
+        stdout: stdout.join().unwrap(),
         stderr: seen,
     }
 }
