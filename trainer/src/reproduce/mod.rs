@@ -200,11 +200,9 @@ impl Plan {
         };
         self.table1(nowhere()).validate()?;
         self.table2(nowhere()).validate()?;
-        for row in &self.rows() {
-            for model in table3::MODELS {
-                for &seed in &row.seeds {
-                    row.run_args(model, seed, PathBuf::new()).validate()?;
-                }
+        for (_, runs) in self.runs(Path::new("")) {
+            for (_, run_args) in runs {
+                run_args.validate()?;
             }
         }
         Ok(())

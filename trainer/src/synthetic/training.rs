@@ -67,7 +67,7 @@ impl<'a> Trainer<'a> {
     }
 
     fn wall_seconds(&self) -> f64 {
-        self.wall_base + self.started.elapsed().as_secs_f64()
+        self.deadline().wall_seconds()
     }
 
     fn metrics(&mut self) -> Result<&mut MetricsWriter> {
@@ -458,11 +458,16 @@ struct Deadline {
 }
 
 impl Deadline {
+    /// Seconds of the run so far, across resumes.
+    fn wall_seconds(&self) -> f64 {
+        self.wall_base + self.started.elapsed().as_secs_f64()
+    }
+
     /// Why work in progress stops: Ctrl-C, or `--max-seconds` reached. Collective in a
     /// distributed run (every process gets the same answer).
     fn stop(&self) -> Option<StopReason> {
-        let wall = self.wall_base + self.started.elapsed().as_secs_f64();
-        let (wall, interrupted) = distributed::agree_clock(wall, interrupt::interrupted());
+        let (wall, interrupted) =
+            distributed::agree_clock(self.wall_seconds(), interrupt::interrupted());
         if interrupted {
             Some(StopReason::Interrupted)
         } else if self.max_seconds.is_some_and(|limit| wall >= limit) {
